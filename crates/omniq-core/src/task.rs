@@ -1,0 +1,541 @@
+//! Tasks, their status machine, schedules, payloads and results (M1–M3, M7, M8, M10).
+
+use crate::error::{TaskError, deserialize_error_compat};
+use crate::interval;
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use std::fmt;
+use std::str::FromStr;
+use time::{Duration, OffsetDateTime};
+use uuid::Uuid;
+
+/// A task's identity: a UUID v7 by default (time-ordered), or any UUID the caller supplies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(pub Uuid);
+
+impl TaskId {
+    /// A fresh, time-ordered id (UUID v7).
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for TaskId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+impl From<Uuid> for TaskId {
+    fn from(u: Uuid) -> Self {
+        Self(u)
+    }
+}
+
+/// Where a task is in its life (M2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    /// Waiting for its eta and a worker.
+    Pending,
+    /// Claimed by a worker under a lease.
+    Running,
+    /// Finished successfully (terminal).
+    Success,
+    /// Finished with a final error.
+    Failed,
+    /// Cancelled (terminal).
+    Cancelled,
+}
+
+/// An attempted status change that M2 does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid task status transition {from} -> {to}")]
+pub struct TransitionError {
+    /// The current status.
+    pub from: TaskStatus,
+    /// The requested status.
+    pub to: TaskStatus,
+}
+
+impl TaskStatus {
+    /// All statuses, in lifecycle order.
+    pub const ALL: [TaskStatus; 5] = [
+        Self::Pending,
+        Self::Running,
+        Self::Success,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// The lowercase wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Success => "success",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether `self -> next` is allowed (M2).
+    ///
+    /// ```
+    /// use omniq_core::TaskStatus::*;
+    /// assert!(Pending.can_transition_to(Running));
+    /// assert!(Running.can_transition_to(Pending)); // retry / lease expiry
+    /// assert!(Failed.can_transition_to(Pending)); // manual retry
+    /// assert!(!Success.can_transition_to(Pending));
+    /// assert!(!Pending.can_transition_to(Success));
+    /// ```
+    pub fn can_transition_to(self, next: TaskStatus) -> bool {
+        use TaskStatus::*;
+        matches!(
+            (self, next),
+            (Pending, Running)
+                | (Pending, Cancelled)
+                | (Running, Success)
+                | (Running, Failed)
+                | (Running, Pending)
+                | (Running, Cancelled)
+                | (Failed, Pending)
+                | (Failed, Cancelled)
+        )
+    }
+
+    /// `next` if the transition is allowed, else a [`TransitionError`].
+    pub fn transition(self, next: TaskStatus) -> Result<TaskStatus, TransitionError> {
+        if self.can_transition_to(next) {
+            Ok(next)
+        } else {
+            Err(TransitionError {
+                from: self,
+                to: next,
+            })
+        }
+    }
+
+    /// Success and Cancelled are terminal; Failed is final for a run but may be retried by hand.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Success | Self::Cancelled)
+    }
+
+    /// Success, Failed or Cancelled: the task is no longer live.
+    pub fn is_finished(self) -> bool {
+        matches!(self, Self::Success | Self::Failed | Self::Cancelled)
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "pending" => Ok(Self::Pending),
+            "running" => Ok(Self::Running),
+            "success" => Ok(Self::Success),
+            "failed" => Ok(Self::Failed),
+            "cancelled" | "canceled" => Ok(Self::Cancelled),
+            other => Err(format!(
+                "unknown task status {other:?} (valid: pending, running, success, failed, cancelled)"
+            )),
+        }
+    }
+}
+
+/// When a task runs (M3): `eta` (None = now) and an optional repeat `interval`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Schedule {
+    /// Earliest time the task may run (UTC).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub eta: Option<OffsetDateTime>,
+    /// Repeat interval for recurring tasks.
+    #[serde(default, with = "interval::option")]
+    pub interval: Option<Duration>,
+}
+
+/// An opaque, serializer-encoded payload (task args or a result value).
+///
+/// Bytes in binary formats; in human-readable formats a UTF-8 payload is written as a
+/// string (JSON args stay readable) and anything else as a byte array.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Payload(pub Vec<u8>);
+
+impl Payload {
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    /// Payload length in bytes.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match std::str::from_utf8(&self.0) {
+            Ok(s) if s.len() <= 256 => write!(f, "Payload({s:?})"),
+            _ => write!(f, "Payload({} bytes)", self.0.len()),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Payload {
+    fn from(v: Vec<u8>) -> Self {
+        Self(v)
+    }
+}
+
+impl Serialize for Payload {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            if let Ok(text) = std::str::from_utf8(&self.0) {
+                return s.serialize_str(text);
+            }
+            return self.0.serialize(s);
+        }
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Payload {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Payload;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bytes, a string or a byte array")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Payload, E> {
+                Ok(Payload(v.to_vec()))
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Payload, E> {
+                Ok(Payload(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Payload, E> {
+                Ok(Payload(v.as_bytes().to_vec()))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Payload, E> {
+                Ok(Payload::default())
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Payload, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(Payload(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A unit of work (M1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "TaskRecord")]
+pub struct Task {
+    /// Identity.
+    pub id: TaskId,
+    /// The handler name the worker dispatches on.
+    pub func_path: String,
+    /// Serializer-encoded handler arguments.
+    pub args: Payload,
+    /// Queue name (default `"default"`).
+    pub queue: String,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Current status.
+    pub status: TaskStatus,
+    /// When, and how often, the task runs.
+    pub schedule: Schedule,
+    /// Retries allowed after the first attempt (3 ⇒ up to 4 runs).
+    pub max_retries: u32,
+    /// Per-run timeout.
+    #[serde(default, with = "opt_duration_secs")]
+    pub timeout: Option<Duration>,
+    /// Runs started so far (claims).
+    pub attempts: u32,
+    /// Creation time.
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// Last change.
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// When the latest run started.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_attempt_at: Option<OffsetDateTime>,
+    /// The latest run's error, if it failed.
+    #[serde(default)]
+    pub error: Option<TaskError>,
+    /// At most one live task per (queue, unique_key).
+    #[serde(default)]
+    pub unique_key: Option<String>,
+}
+
+/// The default queue name.
+pub const DEFAULT_QUEUE: &str = "default";
+
+impl Task {
+    /// A pending task for `func_path` with encoded `args`, due now, on the default queue.
+    pub fn new(func_path: impl Into<String>, args: Payload) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            id: TaskId::new(),
+            func_path: func_path.into(),
+            args,
+            queue: DEFAULT_QUEUE.to_string(),
+            priority: 0,
+            status: TaskStatus::Pending,
+            schedule: Schedule::default(),
+            max_retries: 3,
+            timeout: None,
+            attempts: 0,
+            created_at: now,
+            updated_at: now,
+            last_attempt_at: None,
+            error: None,
+            unique_key: None,
+        }
+    }
+
+    /// The eta, or `created_at` when none was set (the task is due at once).
+    pub fn effective_eta(&self) -> OffsetDateTime {
+        self.schedule.eta.unwrap_or(self.created_at)
+    }
+
+    /// The repeat interval, if this is a recurring task.
+    pub fn interval(&self) -> Option<Duration> {
+        self.schedule.interval
+    }
+
+    /// M7: whether an error is recorded.
+    pub fn has_error(&self) -> bool {
+        self.error.is_some()
+    }
+
+    /// M7: whether the task is Failed.
+    pub fn is_failed(&self) -> bool {
+        self.status == TaskStatus::Failed
+    }
+
+    /// M7: the recorded error's message, if any.
+    pub fn get_error_message(&self) -> Option<&str> {
+        self.error.as_ref().map(|e| e.message.as_str())
+    }
+
+    /// Applies a status change under M2's rules, touching `updated_at`.
+    pub fn set_status(
+        &mut self,
+        next: TaskStatus,
+        now: OffsetDateTime,
+    ) -> Result<(), crate::TransitionError> {
+        self.status = self.status.transition(next)?;
+        self.updated_at = now;
+        Ok(())
+    }
+}
+
+/// M7 helper: whether the task has an error.
+pub fn has_error(task: &Task) -> bool {
+    task.has_error()
+}
+/// M7 helper: whether the task is Failed.
+pub fn is_failed(task: &Task) -> bool {
+    task.is_failed()
+}
+/// M7 helper: the task's error message, if any.
+pub fn get_error_message(task: &Task) -> Option<&str> {
+    task.get_error_message()
+}
+
+/// The decoding shape of a task: today's fields plus the old top-level `interval` (M10).
+#[derive(Deserialize)]
+struct TaskRecord {
+    id: TaskId,
+    func_path: String,
+    #[serde(default)]
+    args: Payload,
+    #[serde(default = "default_queue")]
+    queue: String,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default = "default_status")]
+    status: TaskStatus,
+    #[serde(default)]
+    schedule: Schedule,
+    #[serde(default = "default_max_retries")]
+    max_retries: u32,
+    #[serde(default, with = "opt_duration_secs")]
+    timeout: Option<Duration>,
+    #[serde(default)]
+    attempts: u32,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    updated_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    last_attempt_at: Option<OffsetDateTime>,
+    #[serde(default, deserialize_with = "deserialize_error_compat")]
+    error: Option<TaskError>,
+    #[serde(default)]
+    unique_key: Option<String>,
+    /// Old records kept the interval at task level as integer seconds (0 = none).
+    #[serde(default, with = "interval::option")]
+    interval: Option<Duration>,
+}
+
+fn default_queue() -> String {
+    DEFAULT_QUEUE.to_string()
+}
+fn default_status() -> TaskStatus {
+    TaskStatus::Pending
+}
+fn default_max_retries() -> u32 {
+    3
+}
+
+impl From<TaskRecord> for Task {
+    fn from(r: TaskRecord) -> Self {
+        let mut schedule = r.schedule;
+        if schedule.interval.is_none() {
+            schedule.interval = r.interval.filter(|d| d.is_positive());
+        }
+        Task {
+            id: r.id,
+            func_path: r.func_path,
+            args: r.args,
+            queue: r.queue,
+            priority: r.priority,
+            status: r.status,
+            schedule,
+            max_retries: r.max_retries,
+            timeout: r.timeout,
+            attempts: r.attempts,
+            created_at: r.created_at,
+            updated_at: r.updated_at.unwrap_or(r.created_at),
+            last_attempt_at: r.last_attempt_at,
+            error: r.error,
+            unique_key: r.unique_key,
+        }
+    }
+}
+
+/// The outcome of a task's latest finished run (M8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    /// The task.
+    pub task_id: TaskId,
+    /// Success, Failed or Cancelled.
+    pub status: TaskStatus,
+    /// The handler's encoded return value, on success.
+    #[serde(default)]
+    pub result: Option<Payload>,
+    /// The final error, on failure.
+    #[serde(default, deserialize_with = "deserialize_error_compat")]
+    pub error: Option<TaskError>,
+    /// When the run finished.
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    /// Attempts used.
+    #[serde(default)]
+    pub attempts: u32,
+    /// When the last attempt started.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub last_attempt_at: Option<OffsetDateTime>,
+}
+
+impl TaskResult {
+    /// True for a successful run.
+    pub fn is_success(&self) -> bool {
+        self.status == TaskStatus::Success
+    }
+}
+
+/// Durations as (fractional) seconds, for timeouts.
+pub(crate) mod opt_duration_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::Duration;
+
+    pub(crate) fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(d) => s.serialize_some(&d.as_seconds_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::seconds_f64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_disallowed_transition_is_an_error() {
+        use TaskStatus::*;
+        for from in TaskStatus::ALL {
+            for to in TaskStatus::ALL {
+                let allowed = from.can_transition_to(to);
+                assert_eq!(from.transition(to).is_ok(), allowed, "{from}->{to}");
+            }
+        }
+        assert!(Success.transition(Running).is_err());
+        assert!(Cancelled.transition(Pending).is_err());
+        assert!(Pending.transition(Failed).is_err());
+    }
+
+    #[test]
+    fn task_ids_are_time_ordered_and_parse() {
+        let a = TaskId::new();
+        let b = TaskId::new();
+        assert!(a < b);
+        assert_eq!(a.to_string().parse::<TaskId>().ok(), Some(a));
+    }
+
+    #[test]
+    fn helpers_report_errors() {
+        let mut t = Task::new("f", Payload::default());
+        assert!(!has_error(&t));
+        assert_eq!(get_error_message(&t), None);
+        t.error = Some(TaskError::new(crate::ErrorType::Runtime, "boom"));
+        t.status = TaskStatus::Failed;
+        assert!(has_error(&t) && is_failed(&t));
+        assert_eq!(get_error_message(&t), Some("boom"));
+    }
+}

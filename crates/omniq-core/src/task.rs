@@ -10,9 +10,37 @@ use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
 /// A task's identity: a UUID v7 by default (time-ordered), or any UUID the caller supplies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+///
+/// Always written as the hyphenated string, in every format, so records stay readable
+/// and portable; 16-byte binary UUIDs are accepted on read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(pub Uuid);
+
+impl Serialize for TaskId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = uuid::Uuid::encode_buffer();
+        s.serialize_str(self.0.hyphenated().encode_lower(&mut buf))
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TaskId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a UUID string or 16 bytes")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TaskId, E> {
+                Uuid::parse_str(v).map(TaskId).map_err(E::custom)
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<TaskId, E> {
+                Uuid::from_slice(v).map(TaskId).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl TaskId {
     /// A fresh, time-ordered id (UUID v7).

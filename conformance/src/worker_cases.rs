@@ -1,0 +1,349 @@
+//! Runtime-level cases (R2–R6 through a real [`omniq::AsyncWorkerPool`]): the guide's
+//! "Retry logic works with your storage backend", "Interval tasks reschedule correctly"
+//! and "Worker creates TaskError on exceptions" lines, run against the backend under test.
+//!
+//! These use the wall clock (the worker's), with short back-offs and poll intervals, and
+//! wait on results with `wait_result` rather than sleeping for fixed times.
+
+use crate::check::CaseError;
+use omniq::{
+    AsyncTaskQueue, AsyncWorkerPool, Backoff, ErrorType, HandlerError, Storage, TaskError,
+    TaskHandler, TaskStatus,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+type CaseResult = Result<(), CaseError>;
+
+fn fail(msg: impl Into<String>) -> CaseError {
+    CaseError::new(msg)
+}
+
+fn rt<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Result<T, CaseError> {
+    r.map_err(|e| fail(format!("{what} failed: {e}")))
+}
+
+fn pool(queue: &AsyncTaskQueue) -> Result<AsyncWorkerPool, CaseError> {
+    rt(
+        AsyncWorkerPool::builder()
+            .queue(queue.clone())
+            .concurrency(4)
+            .poll_interval(Duration::from_millis(25))
+            .backoff(Backoff::Fixed(time::Duration::milliseconds(30)))
+            .build(),
+        "building the worker pool",
+    )
+}
+
+async fn stop(p: &AsyncWorkerPool) -> CaseResult {
+    rt(p.stop(Duration::from_secs(10)).await, "stopping the pool").map(|_| ())
+}
+
+/// R2: a retryable failure goes back to Pending with a later eta, then succeeds; the
+/// attempts and the retry's TaskError are persisted by the backend.
+pub async fn retry_logic_works_with_backend(storage: Arc<dyn Storage>) -> CaseResult {
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut p = pool(&queue)?;
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&calls);
+    p.register("flaky", move |n: u32| {
+        let c = Arc::clone(&c);
+        async move {
+            let call = c.fetch_add(1, Ordering::SeqCst);
+            if call == 0 {
+                return Err(HandlerError::from(
+                    TaskError::new(ErrorType::Network, "connection reset").with_context("call", call),
+                ));
+            }
+            Ok::<_, HandlerError>(n * 2)
+        }
+    });
+    rt(p.start(), "start")?;
+    let id = rt(queue.enqueue("flaky", &21u32).max_retries(3).await, "enqueue")?;
+    let res = rt(queue.wait_result(&id, WAIT).await, "wait_result");
+    stop(&p).await?;
+    let res = res?;
+    if res.status != TaskStatus::Success {
+        return Err(fail(format!("expected Success after one retry, got {:?} ({:?})", res.status, res.error)));
+    }
+    let value: u32 = rt(queue.format().decode(res.result.as_ref().map(|p| p.as_bytes()).unwrap_or_default()), "decoding result")?;
+    if value != 42 {
+        return Err(fail(format!("result {value}, expected 42")));
+    }
+    let task = rt(storage.get_task(&id).await, "get_task")?.ok_or_else(|| fail("task missing"))?;
+    if task.attempts != 2 || res.attempts != 2 {
+        return Err(fail(format!("attempts task={} result={}, expected 2", task.attempts, res.attempts)));
+    }
+    if calls.load(Ordering::SeqCst) != 2 {
+        return Err(fail("handler should have run exactly twice"));
+    }
+    Ok(())
+}
+
+/// R2: the intermediate state after a retryable failure is Pending with a later eta,
+/// attempts kept, the TaskError stored on the task, and no result yet.
+pub async fn retryable_failure_is_pending_with_later_eta(storage: Arc<dyn Storage>) -> CaseResult {
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut p = rt(
+        AsyncWorkerPool::builder()
+            .queue(queue.clone())
+            .concurrency(1)
+            .poll_interval(Duration::from_millis(25))
+            .backoff(Backoff::Fixed(time::Duration::hours(1)))
+            .build(),
+        "pool",
+    )?;
+    p.register("always_fails", |_: ()| async move {
+        Err::<(), _>(HandlerError::from(
+            TaskError::new(ErrorType::Resource, "db down").with_context("db", "primary"),
+        ))
+    });
+    let before = time::OffsetDateTime::now_utc();
+    let id = rt(queue.enqueue("always_fails", &()).max_retries(2).await, "enqueue")?;
+    rt(p.start(), "start")?;
+    // Wait until the first run has been recorded.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let task = loop {
+        let t = rt(storage.get_task(&id).await, "get_task")?.ok_or_else(|| fail("task missing"))?;
+        if t.status == TaskStatus::Pending && t.attempts == 1 && t.error.is_some() {
+            break t;
+        }
+        if tokio::time::Instant::now() > deadline {
+            stop(&p).await?;
+            return Err(fail(format!("task never came back to Pending with its error: {t:?}")));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stop(&p).await?;
+    let eta = task.schedule.eta.ok_or_else(|| fail("retry has no eta"))?;
+    if eta < before + time::Duration::minutes(59) {
+        return Err(fail(format!("retry eta {eta} is not ~1h later than {before}")));
+    }
+    let err = task.error.as_ref().ok_or_else(|| fail("no error on task"))?;
+    if err.error_type != ErrorType::Resource || err.context.get("db") != Some(&serde_json::json!("primary")) {
+        return Err(fail(format!("TaskError not persisted with its context: {err:?}")));
+    }
+    if err.retry_count != 0 || err.max_retries != 2 {
+        return Err(fail(format!("retry_count/max_retries = {}/{}, expected 0/2", err.retry_count, err.max_retries)));
+    }
+    if rt(queue.get_result(&id).await, "get_result")?.is_some() {
+        return Err(fail("get_result returned an intermediate failure while a retry is pending"));
+    }
+    Ok(())
+}
+
+/// R2: a non-retryable TaskError stops at once: Failed after one attempt.
+pub async fn non_retryable_error_stops_at_once(storage: Arc<dyn Storage>) -> CaseResult {
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut p = pool(&queue)?;
+    p.register("validate", |_: ()| async move {
+        Err::<(), _>(HandlerError::from(
+            TaskError::new(ErrorType::Validation, "bad input").with_retryable(false),
+        ))
+    });
+    rt(p.start(), "start")?;
+    let id = rt(queue.enqueue("validate", &()).max_retries(5).await, "enqueue")?;
+    let res = rt(queue.wait_result(&id, WAIT).await, "wait_result");
+    stop(&p).await?;
+    let res = res?;
+    let task = rt(storage.get_task(&id).await, "get_task")?.ok_or_else(|| fail("task missing"))?;
+    if res.status != TaskStatus::Failed || task.status != TaskStatus::Failed || task.attempts != 1 {
+        return Err(fail(format!("expected Failed after 1 attempt, got {:?} after {}", task.status, task.attempts)));
+    }
+    Ok(())
+}
+
+/// R2: retries are bounded: max_retries = 2 ⇒ 3 runs, then Failed with the last error.
+pub async fn retries_exhaust_into_failed(storage: Arc<dyn Storage>) -> CaseResult {
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut p = pool(&queue)?;
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&calls);
+    p.register("boom", move |_: ()| {
+        let c = Arc::clone(&c);
+        async move {
+            let n = c.fetch_add(1, Ordering::SeqCst) + 1;
+            Err::<(), _>(HandlerError::msg(format!("failure {n}")))
+        }
+    });
+    rt(p.start(), "start")?;
+    let id = rt(queue.enqueue("boom", &()).max_retries(2).await, "enqueue")?;
+    let res = rt(queue.wait_result(&id, WAIT).await, "wait_result");
+    stop(&p).await?;
+    let res = res?;
+    let err = res.error.as_ref().ok_or_else(|| fail("final result has no error"))?;
+    if res.status != TaskStatus::Failed || res.attempts != 3 || calls.load(Ordering::SeqCst) != 3 {
+        return Err(fail(format!("expected Failed after 3 runs, got {:?} after {} ({} calls)", res.status, res.attempts, calls.load(Ordering::SeqCst))));
+    }
+    if err.message != "failure 3" || err.retry_count != 2 || err.can_retry() {
+        return Err(fail(format!("final error should be the last run's: {err:?}")));
+    }
+    Ok(())
+}
+
+/// R5: an interval task keeps its id, runs repeatedly, and each next eta lies on the
+/// original slot lattice (no drift).
+pub async fn interval_tasks_reschedule_without_drift(storage: Arc<dyn Storage>) -> CaseResult {
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut p = pool(&queue)?;
+    let runs = Arc::new(AtomicU32::new(0));
+    let r = Arc::clone(&runs);
+    p.register("tick", move |_: ()| {
+        let r = Arc::clone(&r);
+        async move { Ok::<_, HandlerError>(r.fetch_add(1, Ordering::SeqCst) + 1) }
+    });
+    let interval = time::Duration::milliseconds(150);
+    let start = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(50);
+    let id = rt(queue.enqueue("tick", &()).eta(start).interval(interval).await, "enqueue")?;
+    rt(p.start(), "start")?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while runs.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    rt(queue.cancel(&id).await, "cancel")?;
+    stop(&p).await?;
+    if runs.load(Ordering::SeqCst) < 3 {
+        return Err(fail("interval task did not run 3 times"));
+    }
+    let task = rt(storage.get_task(&id).await, "get_task")?.ok_or_else(|| fail("task missing"))?;
+    let result = rt(storage.get_result(&id).await, "get_result")?.ok_or_else(|| fail("no latest result"))?;
+    if result.status != TaskStatus::Success {
+        return Err(fail(format!("latest run result {:?}", result.status)));
+    }
+    if task.schedule.interval != Some(interval) {
+        return Err(fail("interval lost"));
+    }
+    if let Some(eta) = task.schedule.eta {
+        let offset = (eta - start).whole_milliseconds();
+        if offset <= 0 || offset % interval.whole_milliseconds() != 0 {
+            return Err(fail(format!("eta {eta} drifted off the {start} + k·{interval} lattice (offset {offset} ms)")));
+        }
+    } else {
+        return Err(fail("interval task has no eta"));
+    }
+    Ok(())
+}
+
+/// R3/R4/R6: the worker turns a handler error, a panic, a timeout, an unknown handler
+/// and an undecodable payload into TaskErrors of the right type — and keeps running.
+pub async fn worker_creates_task_error_on_exceptions(storage: Arc<dyn Storage>) -> CaseResult {
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut p = pool(&queue)?;
+    p.register("io_error", |_: ()| async move {
+        Err::<(), _>(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"))
+    });
+    p.register("panics", |_: ()| async move {
+        if true {
+            panic!("handler exploded");
+        }
+        Ok::<(), HandlerError>(())
+    });
+    p.register("slow", |_: ()| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok::<(), HandlerError>(())
+    });
+    p.register("typed", |_: Vec<u64>| async move { Ok::<(), HandlerError>(()) });
+    p.register("ok", |x: u8| async move { Ok::<u8, HandlerError>(x) });
+    rt(p.start(), "start")?;
+    let io = rt(queue.enqueue("io_error", &()).max_retries(0).await, "enqueue")?;
+    let panics = rt(queue.enqueue("panics", &()).max_retries(0).await, "enqueue")?;
+    let slow = rt(
+        queue.enqueue("slow", &()).max_retries(0).timeout(time::Duration::milliseconds(100)).await,
+        "enqueue",
+    )?;
+    let unknown = rt(queue.enqueue("not.registered", &()).await, "enqueue")?;
+    let undecodable = rt(queue.enqueue("typed", &"not a list").await, "enqueue")?;
+    let after = rt(queue.enqueue("ok", &7u8).await, "enqueue")?;
+    let expect = [
+        (io, ErrorType::Network),
+        (panics, ErrorType::Panic),
+        (slow, ErrorType::Timeout),
+        (unknown, ErrorType::Validation),
+        (undecodable, ErrorType::Decode),
+    ];
+    let mut problems = Vec::new();
+    for (id, ty) in expect {
+        match queue.wait_result(&id, WAIT).await {
+            Ok(r) => match (&r.status, &r.error) {
+                (TaskStatus::Failed, Some(e)) if e.error_type == ty => {
+                    if ty == ErrorType::Network && e.exception_type.as_deref() != Some("std::io::Error") {
+                        problems.push(format!("io error's exception_type is {:?}", e.exception_type));
+                    }
+                }
+                other => problems.push(format!("{ty}: got {other:?}")),
+            },
+            Err(e) => problems.push(format!("{ty}: {e}")),
+        }
+    }
+    let ok = queue.wait_result(&after, WAIT).await;
+    stop(&p).await?;
+    match ok {
+        Ok(r) if r.status == TaskStatus::Success => {}
+        other => problems.push(format!("worker did not keep running after the failures: {other:?}")),
+    }
+    if problems.is_empty() { Ok(()) } else { Err(fail(problems.join("; "))) }
+}
+
+/// R6: both worker interfaces (queue, and legacy storage) process tasks, and so does the
+/// trait form of a handler.
+pub async fn both_worker_interfaces_process_tasks(storage: Arc<dyn Storage>) -> CaseResult {
+    struct Double;
+    impl TaskHandler for Double {
+        const NAME: &'static str = "double";
+        type Args = i64;
+        type Output = i64;
+        async fn run(&self, x: i64, _ctx: omniq::TaskCtx) -> Result<i64, HandlerError> {
+            Ok(x * 2)
+        }
+    }
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    #[allow(deprecated)]
+    let legacy = AsyncWorkerPool::builder()
+        .storage(Arc::clone(&storage))
+        .poll_interval(Duration::from_millis(25))
+        .build();
+    let mut legacy = rt(legacy, "legacy constructor")?;
+    let mut new = pool(&queue)?;
+    legacy.register_handler(Double);
+    new.register_handler(Double);
+    for (name, p) in [("queue", &new), ("storage", &legacy)] {
+        rt(p.start(), "start")?;
+        let id = rt(queue.enqueue("double", &21i64).await, "enqueue")?;
+        let r = rt(queue.wait_result(&id, WAIT).await, "wait_result");
+        stop(p).await?;
+        let r = r?;
+        let v: i64 = rt(queue.format().decode(r.result.as_ref().map(|p| p.as_bytes()).unwrap_or_default()), "decode")?;
+        if v != 42 {
+            return Err(fail(format!("{name} interface: result {v}")));
+        }
+    }
+    Ok(())
+}
+
+/// R1: `wait_result` waits for a task that is not done yet and returns its final result.
+pub async fn get_result_waits_for_completion(storage: Arc<dyn Storage>) -> CaseResult {
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let id = rt(queue.enqueue("later", &5u32).await, "enqueue")?;
+    if rt(queue.get_result(&id).await, "get_result")?.is_some() {
+        return Err(fail("result exists before any run"));
+    }
+    let q2 = queue.clone();
+    let waiter = tokio::spawn(async move { q2.wait_result(&id, WAIT).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    if waiter.is_finished() {
+        return Err(fail("wait_result returned before the task ran"));
+    }
+    let mut p = pool(&queue)?;
+    p.register("later", |x: u32| async move { Ok::<u32, HandlerError>(x + 1) });
+    rt(p.start(), "start")?;
+    let r = rt(waiter.await, "join")?;
+    stop(&p).await?;
+    let r = rt(r, "wait_result")?;
+    if r.status != TaskStatus::Success {
+        return Err(fail(format!("status {:?}", r.status)));
+    }
+    Ok(())
+}

@@ -1,0 +1,53 @@
+//! # OmniQ
+//!
+//! A background task queue with pluggable storage backends. Push work off your request
+//! path with [`AsyncTaskQueue`], run it with [`AsyncWorkerPool`] (retries with back-off,
+//! timeouts, caught panics, recurring tasks, graceful shutdown), and pick a backend crate
+//! for storage. [`AsyncOmniQ`] builds everything from [`Settings`]; [`OmniQ`] and
+//! [`WorkerPool`] are the blocking wrappers.
+//!
+//! ```
+//! use omniq::{AsyncOmniQ, HandlerError, Settings};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> omniq::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! let settings = Settings { base_dir: dir.path().into(), ..Settings::default() };
+//! let omniq = AsyncOmniQ::new(settings).await?;
+//!
+//! let mut worker = omniq.worker(4)?;
+//! worker.register("math.add", |(a, b): (i64, i64)| async move { Ok::<_, HandlerError>(a + b) });
+//! worker.start()?;
+//!
+//! let id = omniq.enqueue("math.add", &(2, 3)).max_retries(2).await?;
+//! let result = omniq.wait_result(&id, Duration::from_secs(10)).await?;
+//! assert!(result.is_success());
+//! worker.stop(Duration::from_secs(5)).await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+mod blocking;
+mod error;
+mod events;
+mod handler;
+pub mod logging;
+mod omniq;
+mod queue;
+mod settings;
+mod worker;
+
+pub use blocking::{OmniQ, WorkerPool};
+pub use error::{Error, Result};
+pub use handler::{HandlerError, TaskCtx, TaskHandler};
+pub use omniq::{AsyncOmniQ, build_storage};
+pub use queue::{AsyncTaskQueue, EnqueueBuilder, QueueDefaults, TaskSpec};
+pub use settings::{Backend, Settings};
+pub use worker::{AsyncWorkerPool, LEGACY_STORAGE_WARNING, StopReport, WorkerOptions, WorkerPoolBuilder};
+
+pub use omniq_core::*;
+
+/// The SQLite backend (feature `sqlite`, on by default).
+#[cfg(feature = "sqlite")]
+pub use omniq_sqlite as sqlite;

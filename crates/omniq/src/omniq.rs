@@ -1,0 +1,147 @@
+//! [`AsyncOmniQ`]: one object that builds storage, queue and workers from [`Settings`] (R8).
+
+use crate::error::{Error, Result};
+use crate::queue::{AsyncTaskQueue, EnqueueBuilder, QueueDefaults};
+use crate::settings::{Backend, Settings};
+use crate::worker::AsyncWorkerPool;
+use omniq_core::{CancelOutcome, Storage, Task, TaskId, TaskResult};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// The one-stop facade: settings in, queue and workers out.
+///
+/// ```no_run
+/// # async fn demo() -> omniq::Result<()> {
+/// use omniq::{AsyncOmniQ, HandlerError, Settings};
+///
+/// let omniq = AsyncOmniQ::new(Settings::from_env()?).await?;
+/// let mut worker = omniq.worker(4)?;
+/// worker.register("greet", |name: String| async move { Ok::<_, HandlerError>(format!("hi {name}")) });
+/// worker.start()?;
+/// let id = omniq.enqueue("greet", &"ada").await?;
+/// let res = omniq.wait_result(&id, std::time::Duration::from_secs(5)).await?;
+/// worker.stop(std::time::Duration::from_secs(5)).await?;
+/// # let _ = res; Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AsyncOmniQ {
+    settings: Settings,
+    queue: AsyncTaskQueue,
+}
+
+impl AsyncOmniQ {
+    /// Builds the configured storage (creating `base_dir` for the embedded default).
+    pub async fn new(settings: Settings) -> Result<Self> {
+        let storage = build_storage(&settings).await?;
+        Ok(Self::with_storage(settings, storage))
+    }
+
+    /// Uses an existing storage with these settings' defaults.
+    pub fn with_storage(settings: Settings, storage: Arc<dyn Storage>) -> Self {
+        let queue = AsyncTaskQueue::new(storage)
+            .with_format(settings.serializer)
+            .with_defaults(QueueDefaults {
+                max_retries: settings.default_max_retries,
+                timeout: settings.default_timeout,
+                ..QueueDefaults::default()
+            });
+        Self { settings, queue }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The queue.
+    pub fn queue(&self) -> &AsyncTaskQueue {
+        &self.queue
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        self.queue.storage()
+    }
+
+    /// A worker pool over this queue (the new interface, internally
+    /// `AsyncWorkerPool::builder().queue(queue).concurrency(n)`).
+    pub fn worker(&self, concurrency: usize) -> Result<AsyncWorkerPool> {
+        AsyncWorkerPool::builder()
+            .queue(self.queue.clone())
+            .concurrency(concurrency)
+            .build()
+    }
+
+    /// See [`AsyncTaskQueue::enqueue`].
+    pub fn enqueue<A: Serialize + ?Sized>(&self, func: &str, args: &A) -> EnqueueBuilder<'_> {
+        self.queue.enqueue(func, args)
+    }
+
+    /// See [`AsyncTaskQueue::get_task`].
+    pub async fn get_task(&self, id: &TaskId) -> Result<Option<Task>> {
+        self.queue.get_task(id).await
+    }
+
+    /// See [`AsyncTaskQueue::get_result`].
+    pub async fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>> {
+        self.queue.get_result(id).await
+    }
+
+    /// See [`AsyncTaskQueue::wait_result`].
+    pub async fn wait_result(&self, id: &TaskId, timeout: std::time::Duration) -> Result<TaskResult> {
+        self.queue.wait_result(id, timeout).await
+    }
+
+    /// See [`AsyncTaskQueue::cancel`].
+    pub async fn cancel(&self, id: &TaskId) -> Result<CancelOutcome> {
+        self.queue.cancel(id).await
+    }
+
+    /// Closes the storage.
+    pub async fn close(&self) -> Result<()> {
+        Ok(self.queue.storage().close().await?)
+    }
+}
+
+/// Builds the storage `settings` describe.
+pub async fn build_storage(settings: &Settings) -> Result<Arc<dyn Storage>> {
+    match settings.backend {
+        Backend::File | Backend::Sqlite => {
+            #[cfg(feature = "sqlite")]
+            {
+                let path = match (&settings.url, settings.backend) {
+                    (Some(url), Backend::Sqlite) => {
+                        std::path::PathBuf::from(url.trim_start_matches("sqlite://"))
+                    }
+                    _ => {
+                        std::fs::create_dir_all(&settings.base_dir).map_err(|e| {
+                            Error::Config(format!(
+                                "OMNIQ_BASE_DIR={}: cannot create directory: {e}",
+                                settings.base_dir.display()
+                            ))
+                        })?;
+                        settings.base_dir.join("omniq.db")
+                    }
+                };
+                let s = omniq_sqlite::SqliteStorage::builder()
+                    .path(path)
+                    .namespace(&settings.namespace)
+                    .serializer(settings.serializer)
+                    .result_ttl(settings.result_ttl)
+                    .build()
+                    .await?;
+                Ok(Arc::new(s))
+            }
+            #[cfg(not(feature = "sqlite"))]
+            {
+                Err(Error::Config(
+                    "OMNIQ_BACKEND=file/sqlite needs omniq's `sqlite` cargo feature".into(),
+                ))
+            }
+        }
+        other => Err(Error::Config(format!(
+            "OMNIQ_BACKEND={} is not available in this build yet (available: file, sqlite)",
+            other.as_str()
+        ))),
+    }
+}

@@ -1,0 +1,441 @@
+//! [`AsyncTaskQueue`]: enqueue, inspect, wait for and cancel tasks (R1).
+
+use crate::error::{Error, Result};
+use crate::events;
+use omniq_core::{
+    CancelOutcome, Clock, Enqueued, Format, IntoInterval, Page, Payload, QueueCounts, Storage,
+    SystemClock, Task, TaskFilter, TaskId, TaskResult, TaskStatus, Wake, validate_name,
+};
+use serde::Serialize;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+/// Defaults applied to tasks that do not set their own.
+#[derive(Debug, Clone)]
+pub struct QueueDefaults {
+    /// Retries after the first attempt (R2; default 3).
+    pub max_retries: u32,
+    /// Per-run timeout (default none).
+    pub timeout: Option<Duration>,
+    /// Queue name (default `"default"`).
+    pub queue: String,
+}
+
+impl Default for QueueDefaults {
+    fn default() -> Self {
+        Self {
+            max_retries: 3,
+            timeout: None,
+            queue: omniq_core::DEFAULT_QUEUE.to_string(),
+        }
+    }
+}
+
+/// The client side of OmniQ: enqueue tasks and read their state and results (R1).
+///
+/// Cheap to clone; clones share the storage.
+///
+/// ```
+/// # async fn demo(storage: std::sync::Arc<dyn omniq::Storage>) -> omniq::Result<()> {
+/// use omniq::AsyncTaskQueue;
+/// use time::Duration;
+///
+/// let queue = AsyncTaskQueue::new(storage);
+/// let id = queue
+///     .enqueue("emails.send", &serde_json::json!({"to": "a@example.com"}))
+///     .queue("mail")
+///     .max_retries(5)
+///     .delay(Duration::seconds(10))
+///     .await?;
+/// let cleanup = queue.enqueue("maintenance.cleanup", &()).interval(3600).await?;
+/// # let _ = (id, cleanup); Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct AsyncTaskQueue {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) format: Format,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) defaults: Arc<QueueDefaults>,
+}
+
+impl std::fmt::Debug for AsyncTaskQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncTaskQueue")
+            .field("storage", &self.storage)
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+impl AsyncTaskQueue {
+    /// A queue over `storage`, MessagePack payloads, the system clock and default settings.
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        Self {
+            storage,
+            format: Format::default(),
+            clock: Arc::new(SystemClock),
+            defaults: Arc::new(QueueDefaults::default()),
+        }
+    }
+
+    /// Encode task arguments and results with `format` (workers must use the same).
+    pub fn with_format(mut self, format: Format) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Use another clock (tests use [`omniq_core::ManualClock`]).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Replace the task defaults.
+    pub fn with_defaults(mut self, defaults: QueueDefaults) -> Self {
+        self.defaults = Arc::new(defaults);
+        self
+    }
+
+    /// The storage this queue writes to.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The payload format.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Start building a task for handler `func` with `args`; `.await` the builder to enqueue.
+    pub fn enqueue<A: Serialize + ?Sized>(&self, func: &str, args: &A) -> EnqueueBuilder<'_> {
+        EnqueueBuilder {
+            queue: self,
+            spec: TaskSpec::new(func, args, self.format),
+        }
+    }
+
+    /// Build a [`TaskSpec`] (for [`AsyncTaskQueue::enqueue_many`]) with this queue's format.
+    pub fn task<A: Serialize + ?Sized>(&self, func: &str, args: &A) -> TaskSpec {
+        TaskSpec::new(func, args, self.format)
+    }
+
+    /// Enqueue many tasks in one storage round trip per `max_batch` (T1).
+    pub async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>> {
+        let now = self.clock.now();
+        let mut tasks = Vec::with_capacity(specs.len());
+        for spec in specs {
+            tasks.push(spec.into_task(&self.defaults, now)?);
+        }
+        let max = self.storage.capabilities().max_batch.max(1);
+        let mut out = Vec::with_capacity(tasks.len());
+        let mut rest = tasks;
+        while !rest.is_empty() {
+            let tail = rest.split_off(rest.len().min(max));
+            let batch = std::mem::replace(&mut rest, tail);
+            let names: Vec<(TaskId, String)> =
+                batch.iter().map(|t| (t.id, t.func_path.clone())).collect();
+            let res = self.storage.enqueue(batch).await.inspect_err(|e| {
+                events::storage_error("enqueue", e);
+            })?;
+            for ((id, func), r) in names.iter().zip(&res) {
+                if !r.duplicate {
+                    events::task_enqueued(id, func);
+                }
+            }
+            out.extend(res);
+        }
+        Ok(out)
+    }
+
+    /// T6: the task, or None.
+    pub async fn get_task(&self, id: &TaskId) -> Result<Option<Task>> {
+        Ok(self.storage.get_task(id).await?)
+    }
+
+    /// T8: the latest finished run's result, or None. Never returns the failure of a run
+    /// that will be retried (those are not stored as results).
+    pub async fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>> {
+        let Some(task) = self.storage.get_task(id).await? else {
+            return Ok(self.storage.get_result(id).await?);
+        };
+        self.settled_result(&task).await
+    }
+
+    async fn settled_result(&self, task: &Task) -> Result<Option<TaskResult>> {
+        let settled = task.status.is_finished() || task.schedule.interval.is_some();
+        if !settled {
+            return Ok(None);
+        }
+        // A recurring task's latest run is its result; a one-off's only once it finished.
+        Ok(self.storage.get_result(&task.id).await?)
+    }
+
+    /// Waits until the task has a final result (or, for a recurring task, any run's
+    /// result), up to `timeout`. Uses the backend's push wake-ups when it has them and
+    /// bounded back-off polling (10 ms doubling to 250 ms) otherwise. While a retry is
+    /// pending it keeps waiting: it never returns an intermediate failure.
+    pub async fn wait_result(&self, id: &TaskId, timeout: std::time::Duration) -> Result<TaskResult> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut wake = if self.storage.capabilities().push_wakeup {
+            self.storage.subscribe()
+        } else {
+            None
+        };
+        let mut poll = std::time::Duration::from_millis(10);
+        loop {
+            match self.storage.get_task(id).await? {
+                None => {
+                    if let Some(r) = self.storage.get_result(id).await? {
+                        return Ok(r);
+                    }
+                    return Err(Error::NotFound(*id));
+                }
+                Some(task) => {
+                    if let Some(r) = self.settled_result(&task).await? {
+                        return Ok(r);
+                    }
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout(*id));
+            }
+            let step = poll.min(deadline - now);
+            match wake.as_mut() {
+                Some(rx) => {
+                    // Woken by our task's Finished hint; re-check every 250 ms anyway
+                    // because hints may be lost.
+                    let step = std::time::Duration::from_millis(250).min(deadline - now);
+                    let _ = tokio::time::timeout(step, async {
+                        loop {
+                            match rx.recv().await {
+                                Ok(Wake::Finished { task_id }) if task_id == *id => break,
+                                Ok(_) => continue,
+                                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                                    std::future::pending::<()>().await
+                                }
+                            }
+                        }
+                    })
+                    .await;
+                }
+                None => {
+                    tokio::time::sleep(step).await;
+                    poll = (poll * 2).min(std::time::Duration::from_millis(250));
+                }
+            }
+        }
+    }
+
+    /// T9: cancel a task (Pending → Cancelled; Running → its worker stops it).
+    pub async fn cancel(&self, id: &TaskId) -> Result<CancelOutcome> {
+        Ok(self.storage.cancel(id, self.clock.now()).await?)
+    }
+
+    /// T10: one page of tasks.
+    pub async fn list(&self, filter: TaskFilter) -> Result<Page<Task>> {
+        Ok(self.storage.list_tasks(filter).await?)
+    }
+
+    /// T10: counts by status, for one queue or all.
+    pub async fn counts(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>> {
+        Ok(self.storage.counts(queue).await?)
+    }
+
+    /// T7: move a task to `eta` (Failed tasks are retried by hand this way).
+    pub async fn reschedule(&self, id: &TaskId, eta: OffsetDateTime) -> Result<()> {
+        Ok(self.storage.reschedule(id, eta).await?)
+    }
+}
+
+/// A task description for [`AsyncTaskQueue::enqueue_many`] (and the builder behind
+/// [`AsyncTaskQueue::enqueue`]). Invalid input (bad interval, queue name, unencodable
+/// args) is reported when the task is enqueued.
+#[derive(Debug)]
+pub struct TaskSpec {
+    func: String,
+    args: std::result::Result<Payload, omniq_core::SerializationError>,
+    id: Option<TaskId>,
+    eta: Option<OffsetDateTime>,
+    delay: Option<Duration>,
+    interval: Option<std::result::Result<Duration, omniq_core::IntervalError>>,
+    max_retries: Option<u32>,
+    timeout: Option<Duration>,
+    queue: Option<String>,
+    priority: i32,
+    unique_key: Option<String>,
+}
+
+impl TaskSpec {
+    /// A task for `func`, its args encoded with `format`.
+    pub fn new<A: Serialize + ?Sized>(func: &str, args: &A, format: Format) -> Self {
+        Self {
+            func: func.to_string(),
+            args: format.encode(args).map(Payload),
+            id: None,
+            eta: None,
+            delay: None,
+            interval: None,
+            max_retries: None,
+            timeout: None,
+            queue: None,
+            priority: 0,
+            unique_key: None,
+        }
+    }
+
+    /// Run no earlier than `eta`.
+    pub fn eta(mut self, eta: OffsetDateTime) -> Self {
+        self.eta = Some(eta);
+        self
+    }
+    /// Run no earlier than `delay` from now.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = Some(delay);
+        self
+    }
+    /// Repeat every `interval`: a `time::Duration`, `std::time::Duration` or integer seconds (M4).
+    pub fn interval(mut self, interval: impl IntoInterval) -> Self {
+        self.interval = Some(interval.into_interval());
+        self
+    }
+    /// Retries after the first attempt.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = Some(n);
+        self
+    }
+    /// Per-run timeout (R3).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+    /// Queue name.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+    /// Higher runs first.
+    pub fn priority(mut self, priority: i32) -> Self {
+        self.priority = priority;
+        self
+    }
+    /// At most one live task per (queue, key): a duplicate returns the existing id.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+    /// Use this id instead of a fresh UUID v7.
+    pub fn task_id(mut self, id: TaskId) -> Self {
+        self.id = Some(id);
+        self
+    }
+
+    pub(crate) fn into_task(self, defaults: &QueueDefaults, now: OffsetDateTime) -> Result<Task> {
+        let args = self.args?;
+        let mut task = Task::new(self.func, args);
+        if task.func_path.is_empty() {
+            return Err(Error::Config("handler name (func) must not be empty".into()));
+        }
+        task.created_at = now;
+        task.updated_at = now;
+        if let Some(id) = self.id {
+            task.id = id;
+        }
+        task.queue = self.queue.unwrap_or_else(|| defaults.queue.clone());
+        validate_name("queue name", &task.queue).map_err(Error::Config)?;
+        task.priority = self.priority;
+        task.max_retries = self.max_retries.unwrap_or(defaults.max_retries);
+        task.timeout = self.timeout.or(defaults.timeout);
+        if let Some(t) = task.timeout {
+            if !t.is_positive() {
+                return Err(Error::Config(format!("timeout must be positive, got {t}")));
+            }
+        }
+        task.unique_key = self.unique_key;
+        task.schedule.interval = self.interval.transpose()?;
+        task.schedule.eta = match (self.eta, self.delay) {
+            (Some(eta), Some(d)) => Some(eta + d),
+            (Some(eta), None) => Some(eta),
+            (None, Some(d)) => Some(now + d),
+            // Recurring tasks keep an explicit anchor so slots never drift (R5).
+            (None, None) => task.schedule.interval.map(|_| now),
+        };
+        task.status = TaskStatus::Pending;
+        Ok(task)
+    }
+}
+
+/// Builder returned by [`AsyncTaskQueue::enqueue`]; `.await` it to enqueue and get the id.
+#[must_use = "an enqueue builder does nothing until awaited"]
+#[derive(Debug)]
+pub struct EnqueueBuilder<'q> {
+    queue: &'q AsyncTaskQueue,
+    spec: TaskSpec,
+}
+
+macro_rules! forward {
+    ($($(#[$m:meta])* $name:ident($($arg:ident: $ty:ty),*);)*) => {$(
+        $(#[$m])*
+        pub fn $name(mut self, $($arg: $ty),*) -> Self {
+            self.spec = self.spec.$name($($arg),*);
+            self
+        }
+    )*};
+}
+
+impl EnqueueBuilder<'_> {
+    forward! {
+        /// Run no earlier than `eta`.
+        eta(eta: OffsetDateTime);
+        /// Run no earlier than `delay` from now.
+        delay(delay: Duration);
+        /// Retries after the first attempt.
+        max_retries(n: u32);
+        /// Per-run timeout.
+        timeout(timeout: Duration);
+        /// Higher runs first.
+        priority(priority: i32);
+        /// Use this id instead of a fresh UUID v7.
+        task_id(id: TaskId);
+    }
+
+    /// Repeat every `interval` (`time::Duration`, `std::time::Duration` or integer seconds).
+    pub fn interval(mut self, interval: impl IntoInterval) -> Self {
+        self.spec = self.spec.interval(interval);
+        self
+    }
+    /// Queue name.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.spec = self.spec.queue(queue);
+        self
+    }
+    /// At most one live task per (queue, key).
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.spec = self.spec.unique_key(key);
+        self
+    }
+
+    /// Enqueue and report whether it was a duplicate of a live unique task.
+    pub async fn send(self) -> Result<Enqueued> {
+        let mut v = self.queue.enqueue_many(vec![self.spec]).await?;
+        v.pop()
+            .ok_or_else(|| Error::Worker("storage returned no enqueue outcome".into()))
+    }
+}
+
+impl<'q> IntoFuture for EnqueueBuilder<'q> {
+    type Output = Result<TaskId>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<TaskId>> + Send + 'q>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.send().await.map(|e| e.id) })
+    }
+}

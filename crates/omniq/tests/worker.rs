@@ -1,0 +1,207 @@
+//! Worker pool behaviour that does not depend on the backend: drain on stop, the claim
+//! bound, constructor validation, and the blocking wrappers. Runs on SQLite in memory.
+
+use omniq::sqlite::SqliteStorage;
+use omniq::{
+    AsyncTaskQueue, AsyncWorkerPool, ClaimRequest, HandlerError, Storage, TaskStatus,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+async fn storage() -> Arc<dyn Storage> {
+    Arc::new(SqliteStorage::in_memory().await.expect("sqlite in memory"))
+}
+
+async fn count(storage: &Arc<dyn Storage>, status: TaskStatus) -> u64 {
+    storage
+        .counts(None)
+        .await
+        .expect("counts")
+        .iter()
+        .map(|c| c.get(status))
+        .sum()
+}
+
+async fn wait_until<F: AsyncFnMut() -> bool>(mut f: F) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !f().await {
+        assert!(tokio::time::Instant::now() < deadline, "condition not reached in 20s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_drains_in_flight_tasks_and_hands_back_unstarted_claims() {
+    let storage = storage().await;
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut pool = AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .concurrency(2)
+        .prefetch(4)
+        .poll_interval(Duration::from_millis(20))
+        .build()
+        .expect("pool");
+    let gate = Arc::new(Semaphore::new(0));
+    let started = Arc::new(AtomicUsize::new(0));
+    let (g, s) = (Arc::clone(&gate), Arc::clone(&started));
+    pool.register("held", move |_: u32| {
+        let (g, s) = (Arc::clone(&g), Arc::clone(&s));
+        async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            let _permit = g.acquire().await.map_err(HandlerError::from)?;
+            Ok::<_, HandlerError>(())
+        }
+    });
+    let mut ids = Vec::new();
+    for i in 0..10u32 {
+        ids.push(queue.enqueue("held", &i).await.expect("enqueue"));
+    }
+    pool.start().expect("start");
+    // Two run, four more are claimed and waiting: 6 Running in storage, never more.
+    wait_until(async || started.load(Ordering::SeqCst) == 2 && count(&storage, TaskStatus::Running).await == 6).await;
+    assert_eq!(count(&storage, TaskStatus::Running).await, 6, "claims are bounded by concurrency + prefetch");
+
+    let stopping = {
+        let gate = Arc::clone(&gate);
+        async move {
+            // Let the in-flight pair finish shortly after stop begins.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            gate.add_permits(100);
+        }
+    };
+    let (report, ()) = tokio::join!(pool.stop(Duration::from_secs(10)), stopping);
+    let report = report.expect("stop");
+    assert_eq!(report.drained, 2, "{report:?}");
+    assert_eq!(report.handed_back, 4, "{report:?}");
+    assert_eq!(report.aborted, 0, "{report:?}");
+    assert_eq!(started.load(Ordering::SeqCst), 2, "no new task starts after stop");
+    assert_eq!(count(&storage, TaskStatus::Success).await, 2);
+    assert_eq!(count(&storage, TaskStatus::Running).await, 0);
+    assert_eq!(count(&storage, TaskStatus::Pending).await, 8);
+
+    // Handed-back claims are claimable again at once, with their attempt not counted.
+    let again = storage
+        .claim(ClaimRequest {
+            queues: vec!["default".into()],
+            limit: 100,
+            now: time::OffsetDateTime::now_utc(),
+            lease: time::Duration::seconds(30),
+        })
+        .await
+        .expect("claim");
+    assert_eq!(again.len(), 8);
+    assert!(again.iter().all(|c| c.task.attempts == 1), "released claims do not count as attempts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_aborts_runs_past_the_timeout_and_hands_them_back() {
+    let storage = storage().await;
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut pool = AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .concurrency(1)
+        .prefetch(0)
+        .poll_interval(Duration::from_millis(20))
+        .build()
+        .expect("pool");
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = Arc::clone(&started);
+    pool.register("forever", move |_: ()| {
+        let s = Arc::clone(&s);
+        async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+            Ok::<_, HandlerError>(())
+        }
+    });
+    let id = queue.enqueue("forever", &()).await.expect("enqueue");
+    pool.start().expect("start");
+    wait_until(async || started.load(Ordering::SeqCst) == 1).await;
+    let report = pool.stop(Duration::from_millis(100)).await.expect("stop");
+    assert_eq!(report.aborted, 1, "{report:?}");
+    let task = storage.get_task(&id).await.expect("get").expect("exists");
+    assert_eq!(task.status, TaskStatus::Pending, "aborted run is handed back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_never_holds_more_than_concurrency_plus_prefetch() {
+    let storage = storage().await;
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut pool = AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .concurrency(3)
+        .prefetch(2)
+        .poll_interval(Duration::from_millis(10))
+        .build()
+        .expect("pool");
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r, p) = (Arc::clone(&running), Arc::clone(&peak));
+    pool.register("work", move |_: u32| {
+        let (r, p) = (Arc::clone(&r), Arc::clone(&p));
+        async move {
+            let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+            p.fetch_max(now, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            r.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, HandlerError>(())
+        }
+    });
+    let specs = (0..200u32).map(|i| queue.task("work", &i)).collect();
+    queue.enqueue_many(specs).await.expect("enqueue");
+    pool.start().expect("start");
+    let mut max_claimed = 0;
+    wait_until(async || {
+        let running = count(&storage, TaskStatus::Running).await;
+        max_claimed = max_claimed.max(running);
+        count(&storage, TaskStatus::Success).await == 200
+    })
+    .await;
+    pool.stop(Duration::from_secs(5)).await.expect("stop");
+    assert!(max_claimed <= 5, "held {max_claimed} claims, bound is 5");
+    assert!(peak.load(Ordering::SeqCst) <= 3, "ran {} at once, concurrency is 3", peak.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn constructor_needs_exactly_one_of_queue_or_storage() {
+    let storage = storage().await;
+    let err = AsyncWorkerPool::builder().build().expect_err("neither");
+    assert!(err.to_string().contains("needs either a queue or a storage"), "{err}");
+    #[allow(deprecated)]
+    let err = AsyncWorkerPool::builder()
+        .queue(AsyncTaskQueue::new(Arc::clone(&storage)))
+        .storage(Arc::clone(&storage))
+        .build()
+        .expect_err("both");
+    assert!(err.to_string().contains("not both"), "{err}");
+    let err = AsyncWorkerPool::builder()
+        .queue(AsyncTaskQueue::new(storage))
+        .concurrency(0)
+        .build()
+        .expect_err("zero concurrency");
+    assert!(err.to_string().contains("concurrency"), "{err}");
+}
+
+#[test]
+fn blocking_wrappers_run_tasks_without_an_async_runtime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = omniq::Settings {
+        base_dir: dir.path().to_path_buf(),
+        ..omniq::Settings::default()
+    };
+    let omniq = omniq::OmniQ::new(settings).expect("omniq");
+    let mut worker = omniq.worker(2).expect("worker");
+    worker.register("double", |x: i64| async move { Ok::<_, HandlerError>(x * 2) });
+    worker.start().expect("start");
+    let id = omniq.enqueue(omniq.task("double", &21i64)).expect("enqueue").id;
+    let res = omniq.wait_result(&id, Duration::from_secs(20)).expect("result");
+    worker.stop(Duration::from_secs(5)).expect("stop");
+    assert_eq!(res.status, TaskStatus::Success);
+    let v: i64 = omniq::Format::MessagePack
+        .decode(res.result.expect("payload").as_bytes())
+        .expect("decode");
+    assert_eq!(v, 42);
+    assert!(dir.path().join("omniq.db").exists(), "embedded default writes under base_dir");
+}

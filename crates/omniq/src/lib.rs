@@ -30,7 +30,6 @@
 
 mod blocking;
 mod error;
-mod events;
 mod handler;
 pub mod logging;
 mod omniq;

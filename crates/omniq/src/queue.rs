@@ -1,7 +1,7 @@
 //! [`AsyncTaskQueue`]: enqueue, inspect, wait for and cancel tasks (R1).
 
 use crate::error::{Error, Result};
-use crate::events;
+use crate::logging as events;
 use omniq_core::{
     CancelOutcome, Clock, Enqueued, Format, IntoInterval, Page, Payload, QueueCounts, Storage,
     SystemClock, Task, TaskFilter, TaskId, TaskResult, TaskStatus, Wake, validate_name,
@@ -142,11 +142,11 @@ impl AsyncTaskQueue {
             let names: Vec<(TaskId, String)> =
                 batch.iter().map(|t| (t.id, t.func_path.clone())).collect();
             let res = self.storage.enqueue(batch).await.inspect_err(|e| {
-                events::storage_error("enqueue", e);
+                events::log_storage_error("enqueue", e);
             })?;
             for ((id, func), r) in names.iter().zip(&res) {
                 if !r.duplicate {
-                    events::task_enqueued(id, func);
+                    events::log_task_enqueued(id, func);
                 }
             }
             out.extend(res);

@@ -13,7 +13,7 @@
 //!   returned after its outcome is stored.
 
 use crate::error::{Error, Result};
-use crate::events;
+use crate::logging as events;
 use crate::handler::{HandlerError, Registry, TaskCtx, TaskHandler};
 use crate::queue::AsyncTaskQueue;
 use omniq_core::{
@@ -399,7 +399,7 @@ impl AsyncWorkerPool {
             run_slots: Arc::new(Semaphore::new(self.opts.concurrency)),
             done_tx,
         });
-        events::worker_started(&self.opts.name, self.opts.concurrency);
+        events::log_worker_started(&self.opts.name, self.opts.concurrency);
         let completer = tokio::spawn(completer(Arc::clone(&shared), done_rx));
         let heartbeater = tokio::spawn(heartbeater(Arc::clone(&shared), stop_rx.clone()));
         let fetcher = tokio::spawn(fetcher(Arc::clone(&shared), stop_rx));
@@ -470,10 +470,10 @@ impl AsyncWorkerPool {
         let _ = running.completer.await;
         if !leftovers.is_empty() {
             if let Err(e) = storage.release(&leftovers, now).await {
-                events::storage_error("release", &e);
+                events::log_storage_error("release", &e);
             }
         }
-        events::worker_stopped(&self.opts.name);
+        events::log_worker_stopped(&self.opts.name);
         Ok(report)
     }
 }
@@ -606,7 +606,7 @@ async fn fetcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> JoinSe
                 c
             }
             Err(e) => {
-                events::storage_error("claim", &e);
+                events::log_storage_error("claim", &e);
                 drop(permits);
                 // S3: back off and try again; the server may come back.
                 tokio::select! {
@@ -691,26 +691,26 @@ async fn run_one(
         let now = shared.queue.clock.now();
         match shared.queue.storage.release(&[lease], now).await {
             Ok(_) => shared.release_hold(&task.id),
-            Err(e) => events::storage_error("release", &e),
+            Err(e) => events::log_storage_error("release", &e),
         }
         drop(permit);
         return RunEnd::HandedBack;
     };
-    let correlation_id = uuid::Uuid::now_v7().to_string();
-    let span = tracing::info_span!(
-        target: "omniq::worker",
-        "task",
-        task_id = %task.id,
-        operation = "process_task",
-        worker = %shared.opts.name,
-        correlation_id = %correlation_id,
-        func_path = %task.func_path,
-    );
+    // L5: every line of this run carries task_id, operation, worker and correlation_id.
+    let ctx = events::task_context(task.id, "process_task");
+    ctx.span().record("worker", shared.opts.name.as_str());
+    let span = ctx.span().clone();
     async move {
         let started = std::time::Instant::now();
-        events::task_started(&task.id, task.attempts);
+        events::log_task_started(task.id, task.attempts);
+        let correlation_id = ctx.correlation_id().to_string();
         let outcome = execute(&shared, &task, &lease, correlation_id).await;
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = started.elapsed();
+        match &outcome {
+            RunOutcome::Ok(_) => ctx.finish(),
+            RunOutcome::Err(e) => ctx.fail(e),
+            RunOutcome::Interrupted(i) => ctx.fail(&format!("interrupted: {i:?}")),
+        }
         let kind = match outcome {
             RunOutcome::Interrupted(Interrupt::LeaseLost) => {
                 tracing::warn!(target: "omniq::worker", task_id = %task.id, "Task lease lost: {} (another worker owns it now; result discarded)", task.id);
@@ -721,7 +721,7 @@ async fn run_one(
             RunOutcome::Interrupted(Interrupt::Cancelled) => {
                 let err = TaskError::new(ErrorType::User, "Task cancelled while running")
                     .with_retryable(false);
-                events::task_failed(&task.id, &err, false);
+                events::log_task_failed(&task.id, &err, false);
                 DoneKind::Fail(Failure {
                     lease,
                     error: err,
@@ -730,7 +730,7 @@ async fn run_one(
                 })
             }
             RunOutcome::Ok(result) => {
-                events::task_completed(&task.id, task.attempts, ms);
+                events::log_task_completed(task.id, task.attempts, elapsed);
                 let now = shared.queue.clock.now();
                 let next_run = task
                     .schedule
@@ -745,12 +745,12 @@ async fn run_one(
             }
             RunOutcome::Err(err) => {
                 if err.error_type == ErrorType::Decode {
-                    events::serialization_error(&task.id, &err);
+                    events::log_serialization_error(&task.id, &err);
                 }
                 let (failure, will_retry) = shared.failure_for(&task, err, lease);
-                events::task_failed(&task.id, &failure.error, will_retry);
+                events::log_task_failed(&task.id, &failure.error, will_retry);
                 if let FailAction::Retry { at } = failure.action {
-                    events::task_retry(&task.id, task.attempts + 1, at);
+                    events::log_task_retry(&task.id, task.attempts + 1, at);
                 }
                 DoneKind::Fail(failure)
             }
@@ -895,7 +895,7 @@ async fn heartbeater(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                     }
                 }
             }
-            Err(e) => events::storage_error("heartbeat", &e),
+            Err(e) => events::log_storage_error("heartbeat", &e),
         }
     }
 }
@@ -971,7 +971,7 @@ async fn write_with_retry<T: Clone>(
                 return;
             }
             Err(e) => {
-                events::storage_error(op, &e);
+                events::log_storage_error(op, &e);
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_secs(5));
             }

@@ -23,8 +23,7 @@ pub const ENV_LOG_RETENTION: &str = "OMNIQ_LOG_RETENTION";
 
 const LEVEL_EXPECTED: &str = "one of DEBUG, INFO, WARNING, ERROR, CRITICAL";
 const MODE_EXPECTED: &str = "one of DEV, PROD";
-const SIZE_EXPECTED: &str =
-    "a size such as \"500 KB\", \"10 MB\", \"1 GB\" (or KiB/MiB/GiB), or a number of bytes, above 0";
+const SIZE_EXPECTED: &str = "a size such as \"500 KB\", \"10 MB\", \"1 GB\" (or KiB/MiB/GiB), or a number of bytes, above 0";
 const RETENTION_EXPECTED: &str = "a duration such as \"12 hours\", \"7 days\", \"1 week\", \"2 weeks\" \
      (units: seconds, minutes, hours, days, weeks, months), above 0";
 

@@ -35,15 +35,14 @@ impl FieldValue {
             FieldValue::Str(s) => write_json_str(out, s),
             FieldValue::I64(v) => write!(out, "{v}"),
             FieldValue::U64(v) => write!(out, "{v}"),
-            FieldValue::F64(v) if v.is_finite() => write!(out, "{v}"),
+            FieldValue::F64(v) if v.is_finite() => write!(out, "{v:?}"),
             FieldValue::F64(v) => write_json_str(out, &v.to_string()),
             FieldValue::Bool(v) => out.write_str(if *v { "true" } else { "false" }),
         }
     }
 
     pub(crate) fn is_true(&self) -> bool {
-        matches!(self, FieldValue::Bool(true))
-            || matches!(self, FieldValue::Str(s) if s == "true")
+        matches!(self, FieldValue::Bool(true)) || matches!(self, FieldValue::Str(s) if s == "true")
     }
 }
 

@@ -1,7 +1,6 @@
 //! The DEV and PROD line formats (L3), as one `FormatEvent`.
 
-use std::borrow::Cow;
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use chrono::{Datelike as _, Timelike as _};
 use tracing::{Event, Level, Subscriber};
@@ -74,8 +73,7 @@ where
     }
 }
 
-fn merge<'a>(merged: &mut Vec<(&'a str, &'a FieldValue)>, name: &'a Cow<'static, str>, value: &'a FieldValue) {
-    let name: &str = name;
+fn merge<'a>(merged: &mut Vec<(&'a str, &'a FieldValue)>, name: &'a str, value: &'a FieldValue) {
     if let Some(slot) = merged.iter_mut().find(|(n, _)| *n == name) {
         slot.1 = value;
     } else {
@@ -162,7 +160,11 @@ impl Line<'_> {
             ),
         )?;
         w.write_str(" | ")?;
-        paint(w, self.level_colour(), format_args!("{:<8}", self.level_label()))?;
+        paint(
+            w,
+            self.level_colour(),
+            format_args!("{:<8}", self.level_label()),
+        )?;
         w.write_str(" | ")?;
         match meta.line() {
             Some(line) => paint(w, "\x1b[36m", format_args!("{}:{line}", meta.target()))?,

@@ -99,7 +99,9 @@ pub use config::{
     ENV_LOG_FILE, ENV_LOG_LEVEL, ENV_LOG_MODE, ENV_LOG_RETENTION, ENV_LOG_ROTATION, LogConfig,
     LogLevel, LogMode, parse_retention, parse_size,
 };
-pub use context::{TASK_TARGET, TaskContext, bind_task, task_context, task_context_with_correlation};
+pub use context::{
+    TASK_TARGET, TaskContext, bind_task, task_context, task_context_with_correlation,
+};
 pub use error::LoggingError;
 pub use events::{
     QUEUE_TARGET, SERIALIZATION_TARGET, STORAGE_TARGET, WORKER_TARGET, log_serialization_error,

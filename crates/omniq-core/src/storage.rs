@@ -348,6 +348,33 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// - A stale token gives `LeaseLost` and changes nothing.
     async fn fail(&self, items: Vec<Failure>) -> Result<Vec<Outcome>, StorageError>;
 
+    /// Hand back claims that never started (graceful shutdown, R6).
+    ///
+    /// # Behavior
+    /// - Per item, only if the token is current: the task goes back to Pending, its lease
+    ///   is cleared and the claim's attempt is not counted (`attempts -= 1`), so it is
+    ///   claimable again at once by anyone.
+    /// - A stale token gives `LeaseLost` and changes nothing.
+    ///
+    /// The default implementation reschedules each task to `now` (attempts stay counted
+    /// and tokens are not checked); backends should override it.
+    async fn release(
+        &self,
+        leases: &[LeaseRef],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Outcome>, StorageError> {
+        let mut out = Vec::with_capacity(leases.len());
+        for l in leases {
+            out.push(match self.reschedule(&l.task_id, now).await {
+                Ok(()) => Outcome::Ok,
+                Err(e) if e.is_not_found() => Outcome::NotFound,
+                Err(e) if e.kind() == crate::StorageErrorKind::Conflict => Outcome::LeaseLost,
+                Err(e) => return Err(e),
+            });
+        }
+        Ok(out)
+    }
+
     /// T6: the task with this id.
     ///
     /// # Behavior

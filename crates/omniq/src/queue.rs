@@ -174,7 +174,21 @@ impl AsyncTaskQueue {
             return Ok(None);
         }
         // A recurring task's latest run is its result; a one-off's only once it finished.
-        Ok(self.storage.get_result(&task.id).await?)
+        let res = self.storage.get_result(&task.id).await?;
+        if res.is_none() && task.status.is_finished() {
+            // Finished without a stored result (purged, expired, or cancelled before it
+            // ever ran on a backend that stores none): report the task's own outcome.
+            return Ok(Some(TaskResult {
+                task_id: task.id,
+                status: task.status,
+                result: None,
+                error: task.error.clone(),
+                finished_at: task.updated_at,
+                attempts: task.attempts,
+                last_attempt_at: task.last_attempt_at,
+            }));
+        }
+        Ok(res)
     }
 
     /// Waits until the task has a final result (or, for a recurring task, any run's

@@ -1,9 +1,60 @@
-//! Runtime-level cases (R2–R6 through a real [`omniq::AsyncWorkerPool`]): the guide's
-//! "Retry logic works with your storage backend", "Interval tasks reschedule correctly"
-//! and "Worker creates TaskError on exceptions" lines, run against the backend under test.
+//! Runtime-level cases (R1–R6): the guide's "Retry logic works with your storage
+//! backend", "Interval tasks reschedule correctly", "Worker creates TaskError on
+//! exceptions" and "Test both interfaces work correctly" lines, run through a real
+//! [`omniq::AsyncWorkerPool`] and [`omniq::AsyncTaskQueue`] over the backend under test.
 //!
-//! These use the wall clock (the worker's), with short back-offs and poll intervals, and
-//! wait on results with `wait_result` rather than sleeping for fixed times.
+//! Unlike the storage cases these use the wall clock (the worker's), with short back-offs
+//! and poll intervals; they wait on results with `wait_result` or a bounded condition
+//! poll, never for a fixed time they then assert on.
+
+use crate::Case;
+use crate::cases::case;
+
+/// The runtime-level cases, appended after the storage cases.
+pub fn cases() -> Vec<Case> {
+    vec![
+        case!(
+            retry_logic_works_with_backend,
+            "Retry logic works with your storage backend",
+            ["R2", "T5", "M5"]
+        ),
+        case!(
+            retryable_failure_is_pending_with_later_eta,
+            "A retryable failure is persisted as Pending with a later eta, attempts and TaskError kept, and no intermediate result",
+            ["R1", "R2", "T5"]
+        ),
+        case!(
+            non_retryable_error_stops_at_once,
+            "A non-retryable TaskError stops retrying at once",
+            ["R2", "M5"]
+        ),
+        case!(
+            retries_exhaust_into_failed,
+            "Retry logic functions correctly with TaskError (max_retries 2 ⇒ 3 runs, then Failed)",
+            ["R2", "M5"]
+        ),
+        case!(
+            interval_tasks_reschedule_without_drift,
+            "Interval tasks reschedule correctly",
+            ["R5", "M3", "T4"]
+        ),
+        case!(
+            worker_creates_task_error_on_exceptions,
+            "Worker creates TaskError on exceptions",
+            ["R3", "R4", "R6", "M5", "M6"]
+        ),
+        case!(
+            both_worker_interfaces_process_tasks,
+            "Test both interfaces work correctly",
+            ["R6"]
+        ),
+        case!(
+            get_result_waits_for_completion,
+            "get_result with wait returns the final result once the task has run",
+            ["R1", "T8"]
+        ),
+    ]
+}
 
 use crate::check::CaseError;
 use omniq::{
@@ -44,7 +95,7 @@ async fn stop(p: &AsyncWorkerPool) -> CaseResult {
 
 /// R2: a retryable failure goes back to Pending with a later eta, then succeeds; the
 /// attempts and the retry's TaskError are persisted by the backend.
-pub async fn retry_logic_works_with_backend(storage: Arc<dyn Storage>) -> CaseResult {
+async fn retry_logic_works_with_backend(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
     let mut p = pool(&queue)?;
     let calls = Arc::new(AtomicU32::new(0));
@@ -85,7 +136,7 @@ pub async fn retry_logic_works_with_backend(storage: Arc<dyn Storage>) -> CaseRe
 
 /// R2: the intermediate state after a retryable failure is Pending with a later eta,
 /// attempts kept, the TaskError stored on the task, and no result yet.
-pub async fn retryable_failure_is_pending_with_later_eta(storage: Arc<dyn Storage>) -> CaseResult {
+async fn retryable_failure_is_pending_with_later_eta(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
     let mut p = rt(
         AsyncWorkerPool::builder()
@@ -136,7 +187,7 @@ pub async fn retryable_failure_is_pending_with_later_eta(storage: Arc<dyn Storag
 }
 
 /// R2: a non-retryable TaskError stops at once: Failed after one attempt.
-pub async fn non_retryable_error_stops_at_once(storage: Arc<dyn Storage>) -> CaseResult {
+async fn non_retryable_error_stops_at_once(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
     let mut p = pool(&queue)?;
     p.register("validate", |_: ()| async move {
@@ -157,7 +208,7 @@ pub async fn non_retryable_error_stops_at_once(storage: Arc<dyn Storage>) -> Cas
 }
 
 /// R2: retries are bounded: max_retries = 2 ⇒ 3 runs, then Failed with the last error.
-pub async fn retries_exhaust_into_failed(storage: Arc<dyn Storage>) -> CaseResult {
+async fn retries_exhaust_into_failed(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
     let mut p = pool(&queue)?;
     let calls = Arc::new(AtomicU32::new(0));
@@ -186,7 +237,7 @@ pub async fn retries_exhaust_into_failed(storage: Arc<dyn Storage>) -> CaseResul
 
 /// R5: an interval task keeps its id, runs repeatedly, and each next eta lies on the
 /// original slot lattice (no drift).
-pub async fn interval_tasks_reschedule_without_drift(storage: Arc<dyn Storage>) -> CaseResult {
+async fn interval_tasks_reschedule_without_drift(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
     let mut p = pool(&queue)?;
     let runs = Arc::new(AtomicU32::new(0));
@@ -196,22 +247,28 @@ pub async fn interval_tasks_reschedule_without_drift(storage: Arc<dyn Storage>) 
         async move { Ok::<_, HandlerError>(r.fetch_add(1, Ordering::SeqCst) + 1) }
     });
     let interval = time::Duration::milliseconds(150);
+    // Whole milliseconds, so backends storing micro- or millisecond times keep it exactly.
     let start = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(50);
+    let start = start.replace_millisecond(start.millisecond()).unwrap_or(start);
     let id = rt(queue.enqueue("tick", &()).eta(start).interval(interval).await, "enqueue")?;
     rt(p.start(), "start")?;
     let deadline = tokio::time::Instant::now() + WAIT;
     while runs.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let result = rt(storage.get_result(&id).await, "get_result")?;
     rt(queue.cancel(&id).await, "cancel")?;
     stop(&p).await?;
     if runs.load(Ordering::SeqCst) < 3 {
         return Err(fail("interval task did not run 3 times"));
     }
-    let task = rt(storage.get_task(&id).await, "get_task")?.ok_or_else(|| fail("task missing"))?;
-    let result = rt(storage.get_result(&id).await, "get_result")?.ok_or_else(|| fail("no latest result"))?;
+    let result = result.ok_or_else(|| fail("no latest result after 3 runs"))?;
     if result.status != TaskStatus::Success {
         return Err(fail(format!("latest run result {:?}", result.status)));
+    }
+    let task = rt(storage.get_task(&id).await, "get_task")?.ok_or_else(|| fail("task missing"))?;
+    if task.status != TaskStatus::Cancelled && task.status != TaskStatus::Success {
+        return Err(fail(format!("cancel did not end the series: {:?}", task.status)));
     }
     if task.schedule.interval != Some(interval) {
         return Err(fail("interval lost"));
@@ -229,7 +286,7 @@ pub async fn interval_tasks_reschedule_without_drift(storage: Arc<dyn Storage>) 
 
 /// R3/R4/R6: the worker turns a handler error, a panic, a timeout, an unknown handler
 /// and an undecodable payload into TaskErrors of the right type — and keeps running.
-pub async fn worker_creates_task_error_on_exceptions(storage: Arc<dyn Storage>) -> CaseResult {
+async fn worker_creates_task_error_on_exceptions(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
     let mut p = pool(&queue)?;
     p.register("io_error", |_: ()| async move {
@@ -269,7 +326,11 @@ pub async fn worker_creates_task_error_on_exceptions(storage: Arc<dyn Storage>) 
         match queue.wait_result(&id, WAIT).await {
             Ok(r) => match (&r.status, &r.error) {
                 (TaskStatus::Failed, Some(e)) if e.error_type == ty => {
-                    if ty == ErrorType::Network && e.exception_type.as_deref() != Some("std::io::Error") {
+                    let names_io = e
+                        .exception_type
+                        .as_deref()
+                        .is_some_and(|t| t.starts_with("std::io::") && t.ends_with("Error"));
+                    if ty == ErrorType::Network && !names_io {
                         problems.push(format!("io error's exception_type is {:?}", e.exception_type));
                     }
                 }
@@ -289,7 +350,7 @@ pub async fn worker_creates_task_error_on_exceptions(storage: Arc<dyn Storage>) 
 
 /// R6: both worker interfaces (queue, and legacy storage) process tasks, and so does the
 /// trait form of a handler.
-pub async fn both_worker_interfaces_process_tasks(storage: Arc<dyn Storage>) -> CaseResult {
+async fn both_worker_interfaces_process_tasks(storage: Arc<dyn Storage>) -> CaseResult {
     struct Double;
     impl TaskHandler for Double {
         const NAME: &'static str = "double";
@@ -324,7 +385,7 @@ pub async fn both_worker_interfaces_process_tasks(storage: Arc<dyn Storage>) -> 
 }
 
 /// R1: `wait_result` waits for a task that is not done yet and returns its final result.
-pub async fn get_result_waits_for_completion(storage: Arc<dyn Storage>) -> CaseResult {
+async fn get_result_waits_for_completion(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
     let id = rt(queue.enqueue("later", &5u32).await, "enqueue")?;
     if rt(queue.get_result(&id).await, "get_result")?.is_some() {

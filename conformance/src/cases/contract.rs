@@ -1,0 +1,1297 @@
+//! The storage contract beyond the guide's checklists (K1): claims under concurrency,
+//! ordering, eta, leases and fencing, heartbeats, batches, unique keys, namespaces,
+//! purge, listing and counts, cancel, close and wake-ups.
+
+use super::{
+    Case, LEASE, at_second, base_now, case, claim, claim_from, claim_none, claim_one, complete,
+    enqueue, enqueue_one, get, pair_case, task, task_on,
+};
+use crate::check::{CaseError, Ctx};
+use omniq_core::{
+    CancelOutcome, ClaimRequest, Completion, ErrorType, FailAction, Failure, LeaseRef, LeaseToken,
+    Outcome, Payload, Storage, StorageExt, TaskError, TaskFilter, TaskId, TaskStatus, Wake,
+};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+pub(super) fn cases() -> Vec<Case> {
+    vec![
+        case!(
+            atomic_claim_under_concurrent_claimers,
+            "16 concurrent claimers over 512 tasks claim every task exactly once",
+            ["T2", "S1"]
+        ),
+        case!(
+            claim_orders_priority_then_eta_then_fifo,
+            "Claims take the highest priority first, then the earliest eta, then enqueue order",
+            ["T2"]
+        ),
+        case!(
+            eta_is_respected,
+            "A task is not claimable before its eta and is claimable once now >= eta",
+            ["T1", "T2"]
+        ),
+        case!(
+            live_lease_is_not_redelivered,
+            "A task held under a live lease is never claimed again",
+            ["T2", "S2"]
+        ),
+        case!(
+            lease_expiry_redelivers,
+            "An expired lease is redelivered with attempts + 1 and a greater fencing token",
+            ["T2", "S2"]
+        ),
+        case!(
+            fenced_complete_ignores_stale_worker,
+            "complete() with a stale token gives LeaseLost and changes nothing",
+            ["T4", "S2"]
+        ),
+        case!(
+            fenced_fail_ignores_stale_worker,
+            "fail() with a stale token gives LeaseLost and changes nothing",
+            ["T5", "S2"]
+        ),
+        case!(
+            fenced_heartbeat_ignores_stale_worker,
+            "heartbeat() with a stale token gives LeaseLost and does not extend the lease",
+            ["T3", "S2"]
+        ),
+        case!(
+            heartbeat_extends_lease,
+            "A heartbeat extends the lease: no redelivery before the new `until`",
+            ["T3"]
+        ),
+        case!(
+            heartbeat_reports_not_found_for_missing_task,
+            "heartbeat() of an unknown task gives NotFound",
+            ["T3"]
+        ),
+        case!(
+            batch_complete_reports_per_item_outcomes,
+            "One stale item in a batch completion is LeaseLost; the others apply",
+            ["T4"]
+        ),
+        case!(
+            batch_enqueue_returns_ids_in_order,
+            "A batch enqueue returns the ids in input order and persists every task",
+            ["T1"]
+        ),
+        case!(
+            unique_key_duplicate_returns_existing_id,
+            "A duplicate (queue, unique_key) returns the live task's id with duplicate = true",
+            ["T1"],
+            UniqueKeys
+        ),
+        case!(
+            unique_key_is_free_after_task_finishes,
+            "Once the task holding a unique key finishes, the key is accepted again",
+            ["T1"],
+            UniqueKeys
+        ),
+        pair_case!(
+            namespaces_are_isolated,
+            "Two namespaces never see each other's tasks, results or counts",
+            ["T14"]
+        ),
+        case!(
+            purge_results_removes_old_results,
+            "purge_results(older_than) removes older results and returns how many",
+            ["T11"]
+        ),
+        case!(
+            get_result_is_none_until_run_finishes,
+            "get_result() is None while pending or running and the run's result after complete",
+            ["T8"]
+        ),
+        case!(
+            list_tasks_filters_and_paginates,
+            "list_tasks filters by status and queue and pages with the cursor without duplicates or gaps",
+            ["T10"]
+        ),
+        case!(
+            counts_by_queue_and_status,
+            "counts() reports tasks by queue and status",
+            ["T10"]
+        ),
+        case!(
+            cancel_pending_task,
+            "Cancelling a Pending task makes it Cancelled and never claimable",
+            ["T9", "M2"]
+        ),
+        case!(
+            cancel_running_task_is_requested,
+            "Cancelling a Running task flags it: heartbeat reports CancelRequested, fail ends Cancelled",
+            ["T9", "T3", "T5"]
+        ),
+        case!(
+            cancel_missing_task_is_not_found,
+            "cancel() of an unknown id is a NotFound error",
+            ["T9", "T15"]
+        ),
+        case!(
+            cancel_finished_task_reports_already_finished,
+            "cancel() of a finished task reports AlreadyFinished and changes nothing",
+            ["T9", "M2"]
+        ),
+        case!(
+            close_makes_later_calls_fail_closed,
+            "After close(), calls fail with a Closed error",
+            ["T12", "T15"]
+        ),
+        case!(
+            subscribe_wakes_on_enqueue,
+            "subscribe() delivers a Work wake-up for the queue after an enqueue",
+            ["T13"],
+            PushWakeup
+        ),
+        case!(
+            subscribe_wakes_on_finish,
+            "subscribe() delivers a Finished wake-up after a completion",
+            ["T13"],
+            PushWakeup
+        ),
+    ]
+}
+
+const CLAIMERS: usize = 16;
+const CONCURRENT_TASKS: usize = 512;
+
+async fn atomic_claim_under_concurrent_claimers(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let queue = "contended";
+    let tasks: Vec<_> = (0..CONCURRENT_TASKS)
+        .map(|i| task_on(queue, &format!("m.f{i}"), now))
+        .collect();
+    let ids: HashSet<TaskId> = enqueue(&*s, tasks).await?.into_iter().collect();
+
+    let mut handles = Vec::with_capacity(CLAIMERS);
+    for worker in 0..CLAIMERS {
+        let s = Arc::clone(&s);
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            let mut busy_retries = 0;
+            // A correct backend runs dry after CONCURRENT_TASKS claims in total; the bound
+            // stops a broken one that keeps handing tasks out.
+            for _ in 0..CONCURRENT_TASKS * 2 {
+                let req = ClaimRequest {
+                    queues: vec![queue.to_string()],
+                    limit: 1 + worker % 5,
+                    now,
+                    lease: Duration::minutes(10),
+                };
+                match s.claim(req).await {
+                    Ok(got) if got.is_empty() => break,
+                    Ok(got) => mine.extend(got),
+                    // "Temporarily unavailable, retrying is safe" (e.g. busy) is allowed.
+                    Err(e) if e.is_temporary() && busy_retries < 100 => {
+                        busy_retries += 1;
+                        tokio::task::yield_now().await;
+                    }
+                    Err(e) => return Err(format!("claimer {worker}: claim failed: {e}")),
+                }
+                if mine.len() > CONCURRENT_TASKS {
+                    break;
+                }
+            }
+            Ok(mine)
+        }));
+    }
+
+    let mut seen: HashSet<TaskId> = HashSet::new();
+    let mut doubles = Vec::new();
+    let mut total = 0usize;
+    for h in handles {
+        let claimed = h
+            .await
+            .map_err(|e| CaseError::new(format!("a claimer task panicked: {e}")))?
+            .map_err(CaseError::new)?;
+        for c in claimed {
+            total += 1;
+            if c.task.attempts != 1 {
+                doubles.push(c.task.id);
+            }
+            if !seen.insert(c.task.id) {
+                doubles.push(c.task.id);
+            }
+        }
+    }
+    ensure!(
+        doubles.is_empty(),
+        "{} claims handed out a task already held under a live lease (first: {:?})",
+        doubles.len(),
+        doubles.first()
+    );
+    ensure_eq!(total, CONCURRENT_TASKS, "number of claims in total");
+    ensure!(
+        seen == ids,
+        "every enqueued task must be claimed exactly once"
+    );
+    let leftover = claim_from(&*s, queue, 10, now).await?;
+    ensure!(
+        leftover.is_empty(),
+        "nothing may be left to claim, got {}",
+        leftover.len()
+    );
+    Ok(())
+}
+
+async fn claim_orders_priority_then_eta_then_fifo(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let at = |secs: i64| Some(now - Duration::seconds(secs));
+    let mut low_a = task("m.low_a", now);
+    low_a.schedule.eta = at(10);
+    let mut low_b = task("m.low_b", now);
+    low_b.schedule.eta = at(10);
+    let mut low_c = task("m.low_c", now);
+    low_c.schedule.eta = at(10);
+    let mut early = task("m.early", now);
+    early.schedule.eta = at(20);
+    let mut high = task("m.high", now);
+    high.priority = 5;
+    high.schedule.eta = at(5);
+    let mut negative = task("m.negative", now);
+    negative.priority = -1;
+    negative.schedule.eta = at(60);
+
+    // Separate calls so enqueue order is unambiguous; the high-priority one comes last.
+    let mut expected = Vec::new();
+    for t in [
+        negative.clone(),
+        low_a.clone(),
+        low_b.clone(),
+        early.clone(),
+        low_c.clone(),
+        high.clone(),
+    ] {
+        enqueue_one(&*s, t).await?;
+    }
+    for t in [&high, &early, &low_a, &low_b, &low_c, &negative] {
+        expected.push((t.func_path.clone(), t.id));
+    }
+
+    let mut order = Vec::new();
+    for _ in 0..expected.len() {
+        let got = claim(&*s, 1, now).await?;
+        ensure_eq!(got.len(), 1, "a claim with limit 1 while tasks are due");
+        order.push((got[0].task.func_path.clone(), got[0].task.id));
+    }
+    ensure_eq!(
+        order,
+        expected,
+        "claim order (priority, then eta, then FIFO)"
+    );
+    Ok(())
+}
+
+async fn eta_is_respected(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let mut later = task("m.later", now);
+    later.schedule.eta = Some(now + Duration::minutes(1));
+    let id = enqueue_one(&*s, later).await?;
+
+    claim_none(&*s, now, "eta is a minute away").await?;
+    claim_none(&*s, now + Duration::seconds(59), "eta is a second away").await?;
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Pending,
+        "status before eta"
+    );
+    claim_one(&*s, id, now + Duration::minutes(1)).await?;
+
+    // A limit is not an invitation to take tasks that are not due.
+    let due = enqueue_one(&*s, task("m.due", now)).await?;
+    let mut future = task("m.future", now);
+    future.schedule.eta = Some(now + Duration::hours(1));
+    enqueue_one(&*s, future).await?;
+    // Within the first task's lease, so only eta decides.
+    let got = claim(&*s, 10, now + Duration::minutes(1) + Duration::seconds(5)).await?;
+    let ids: Vec<TaskId> = got.iter().map(|c| c.task.id).collect();
+    ensure_eq!(ids, vec![due], "only the due task is claimed");
+    Ok(())
+}
+
+async fn live_lease_is_not_redelivered(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    claim_one(&*s, id, now).await?;
+    claim_none(&*s, now, "the task is leased").await?;
+    claim_none(
+        &*s,
+        now + LEASE - Duration::seconds(1),
+        "the lease is still live",
+    )
+    .await?;
+    let got = get(&*s, id).await?;
+    ensure_eq!(got.attempts, 1, "attempts of a leased task");
+    ensure_eq!(got.status, TaskStatus::Running, "status of a leased task");
+    Ok(())
+}
+
+async fn lease_expiry_redelivers(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    let first = claim_one(&*s, id, now).await?;
+    ensure_eq!(first.task.attempts, 1, "attempts of the first claim");
+
+    let expired = now + LEASE + Duration::seconds(1);
+    let second = claim_one(&*s, id, expired).await?;
+    ensure_eq!(second.task.attempts, 2, "attempts of the redelivery");
+    ensure_eq!(
+        second.task.last_attempt_at,
+        Some(expired),
+        "last_attempt_at of the redelivery"
+    );
+    ensure!(
+        second.lease.token > first.lease.token,
+        "the redelivery must carry a greater token: first {}, second {}",
+        first.lease.token,
+        second.lease.token
+    );
+
+    // The first worker's token is stale now.
+    let before = get(&*s, id).await?;
+    let out = complete(
+        &*s,
+        first.lease_ref(),
+        expired + Duration::seconds(1),
+        Some(b"late"),
+    )
+    .await?;
+    ensure_eq!(
+        out,
+        Outcome::LeaseLost,
+        "complete with the expired lease's token"
+    );
+    ensure_eq!(
+        get(&*s, id).await?,
+        before,
+        "the task after the fenced completion"
+    );
+
+    let out = complete(
+        &*s,
+        second.lease_ref(),
+        expired + Duration::seconds(2),
+        Some(b"ok"),
+    )
+    .await?;
+    ensure_eq!(out, Outcome::Ok, "complete with the current token");
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Success,
+        "status after completion"
+    );
+    Ok(())
+}
+
+/// A task claimed twice (the first lease expired): returns (task id, stale, current, now).
+async fn stale_and_current(
+    s: &dyn Storage,
+) -> Result<(TaskId, LeaseRef, LeaseRef, OffsetDateTime), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(s, task("m.f", now)).await?;
+    let first = claim_one(s, id, now).await?;
+    let later = now + LEASE + Duration::seconds(1);
+    let second = claim_one(s, id, later).await?;
+    Ok((id, first.lease_ref(), second.lease_ref(), later))
+}
+
+async fn fenced_complete_ignores_stale_worker(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let (id, stale, current, now) = stale_and_current(&*s).await?;
+    let before = get(&*s, id).await?;
+    let out = complete(&*s, stale, now, Some(b"stale")).await?;
+    ensure_eq!(out, Outcome::LeaseLost, "complete with a stale token");
+    ensure_eq!(
+        get(&*s, id).await?,
+        before,
+        "the task after the fenced complete"
+    );
+    ensure!(
+        s.get_result(&id).await.ctx("get_result")?.is_none(),
+        "a fenced complete must not store a result"
+    );
+    // A token that was never issued is stale too.
+    let forged = LeaseRef {
+        task_id: id,
+        token: LeaseToken(current.token.0.saturating_add(1_000)),
+    };
+    ensure_eq!(
+        complete(&*s, forged, now, None).await?,
+        Outcome::LeaseLost,
+        "complete with a token never issued"
+    );
+    ensure_eq!(
+        complete(&*s, current, now, Some(b"ok")).await?,
+        Outcome::Ok,
+        "complete with the current token"
+    );
+    // After success the task has moved on: even the last token is stale now.
+    ensure_eq!(
+        complete(&*s, current, now, Some(b"again")).await?,
+        Outcome::LeaseLost,
+        "a second complete of a finished task"
+    );
+    let r = some!(s.get_result(&id).await.ctx("get_result")?, "result");
+    ensure_eq!(
+        r.result,
+        Some(Payload(b"ok".to_vec())),
+        "the first completion's result stays"
+    );
+    Ok(())
+}
+
+async fn fenced_fail_ignores_stale_worker(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let (id, stale, current, now) = stale_and_current(&*s).await?;
+    let before = get(&*s, id).await?;
+    let err = at_second(TaskError::new(ErrorType::Runtime, "stale failure"), now);
+    for action in [
+        FailAction::Fail,
+        FailAction::Retry {
+            at: now + Duration::seconds(5),
+        },
+    ] {
+        let out = s
+            .fail_one(Failure {
+                lease: stale,
+                error: err.clone(),
+                action,
+                now,
+            })
+            .await
+            .ctx("fail")?;
+        ensure_eq!(
+            out,
+            Outcome::LeaseLost,
+            "fail ({action:?}) with a stale token"
+        );
+        ensure_eq!(
+            get(&*s, id).await?,
+            before,
+            "the task after a fenced fail ({action:?})"
+        );
+    }
+    ensure!(
+        s.get_result(&id).await.ctx("get_result")?.is_none(),
+        "a fenced fail must not store a result"
+    );
+    let out = s
+        .fail_one(Failure {
+            lease: current,
+            error: err.clone(),
+            action: FailAction::Fail,
+            now,
+        })
+        .await
+        .ctx("fail")?;
+    ensure_eq!(out, Outcome::Ok, "fail with the current token");
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Failed,
+        "status after the real fail"
+    );
+    Ok(())
+}
+
+async fn fenced_heartbeat_ignores_stale_worker(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let (id, stale, current, now) = stale_and_current(&*s).await?;
+    let before = get(&*s, id).await?;
+    let far = now + Duration::hours(1);
+    let out = s.heartbeat(&[stale], far).await.ctx("heartbeat")?;
+    ensure_eq!(
+        out,
+        vec![Outcome::LeaseLost],
+        "heartbeat with a stale token"
+    );
+    ensure_eq!(
+        get(&*s, id).await?,
+        before,
+        "the task after a fenced heartbeat"
+    );
+
+    // The lease was not extended: it expires on its own schedule.
+    let expiry = now + LEASE + Duration::seconds(1);
+    let third = claim_one(&*s, id, expiry).await?;
+    ensure!(
+        third.lease.token > current.token,
+        "the lease that expired is redelivered with a greater token"
+    );
+    Ok(())
+}
+
+async fn heartbeat_extends_lease(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.slow", now)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    let until = now + Duration::minutes(2);
+    let out = s
+        .heartbeat(&[c.lease_ref()], until)
+        .await
+        .ctx("heartbeat")?;
+    ensure_eq!(out, vec![Outcome::Ok], "heartbeat with the current token");
+
+    // Between the old and the new `until`: still leased.
+    claim_none(
+        &*s,
+        now + LEASE + Duration::seconds(1),
+        "the lease was extended",
+    )
+    .await?;
+    claim_none(&*s, until - Duration::seconds(1), "the lease was extended").await?;
+    let got = get(&*s, id).await?;
+    ensure_eq!(got.status, TaskStatus::Running, "status while extended");
+    ensure_eq!(got.attempts, 1, "attempts while extended");
+    ensure_eq!(
+        complete(&*s, c.lease_ref(), until - Duration::seconds(1), None).await?,
+        Outcome::Ok,
+        "complete within the extended lease"
+    );
+    Ok(())
+}
+
+async fn heartbeat_reports_not_found_for_missing_task(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    let missing = LeaseRef {
+        task_id: TaskId::new(),
+        token: c.lease.token,
+    };
+    let out = s
+        .heartbeat(&[c.lease_ref(), missing], now + Duration::minutes(1))
+        .await
+        .ctx("heartbeat")?;
+    ensure_eq!(
+        out,
+        vec![Outcome::Ok, Outcome::NotFound],
+        "per-item heartbeat outcomes"
+    );
+    Ok(())
+}
+
+async fn batch_complete_reports_per_item_outcomes(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let b = enqueue_one(&*s, task("m.b", now)).await?;
+    let b_stale = claim_one(&*s, b, now).await?;
+    let later = now + LEASE + Duration::seconds(1);
+    let a = enqueue_one(&*s, task("m.a", later)).await?;
+    let c = enqueue_one(&*s, task("m.c", later)).await?;
+    // B's lease expired: this claim redelivers it together with A and C.
+    let claimed = claim(&*s, 10, later).await?;
+    let mut got: Vec<TaskId> = claimed.iter().map(|x| x.task.id).collect();
+    got.sort();
+    let mut want = vec![a, b, c];
+    want.sort();
+    ensure_eq!(got, want, "the second claim returns A, C and the expired B");
+    let lease_of = |id: TaskId| {
+        claimed
+            .iter()
+            .find(|x| x.task.id == id)
+            .map(|x| x.lease_ref())
+            .ok_or_else(|| CaseError::new(format!("no lease for {id}")))
+    };
+    let missing = LeaseRef {
+        task_id: TaskId::new(),
+        token: b_stale.lease.token,
+    };
+    let done = later + Duration::seconds(1);
+    let item = |lease: LeaseRef, body: &[u8]| Completion {
+        lease,
+        result: Some(Payload(body.to_vec())),
+        now: done,
+        next_run: None,
+    };
+    let out = s
+        .complete(vec![
+            item(lease_of(a)?, b"a"),
+            item(b_stale.lease_ref(), b"b-stale"),
+            item(lease_of(c)?, b"c"),
+            item(missing, b"missing"),
+        ])
+        .await
+        .ctx("batch complete")?;
+    ensure_eq!(out.len(), 4, "one outcome per item");
+    ensure_eq!(
+        out[..3].to_vec(),
+        vec![Outcome::Ok, Outcome::LeaseLost, Outcome::Ok],
+        "outcomes for [A, stale B, C]"
+    );
+    ensure!(
+        matches!(out[3], Outcome::NotFound | Outcome::LeaseLost),
+        "an unknown task in a batch completion must not be Ok, got {:?}",
+        out[3]
+    );
+
+    for (id, body) in [(a, b"a"), (c, b"c")] {
+        ensure_eq!(
+            get(&*s, id).await?.status,
+            TaskStatus::Success,
+            "status of {id}"
+        );
+        let r = some!(s.get_result(&id).await.ctx("get_result")?, "result of {id}");
+        ensure_eq!(r.result, Some(Payload(body.to_vec())), "result of {id}");
+    }
+    let stale = get(&*s, b).await?;
+    ensure_eq!(
+        stale.status,
+        TaskStatus::Running,
+        "B stays Running under its new lease"
+    );
+    ensure_eq!(stale.attempts, 2, "B's attempts");
+    ensure!(
+        s.get_result(&b).await.ctx("get_result")?.is_none(),
+        "the stale item stored no result"
+    );
+    Ok(())
+}
+
+async fn batch_enqueue_returns_ids_in_order(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let n = 50.min(s.capabilities().max_batch.max(1));
+    let tasks: Vec<_> = (0..n).map(|i| task(&format!("m.f{i}"), now)).collect();
+    let want: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+    // One call: the batch as the runtime sends it.
+    let out = s.enqueue(tasks.clone()).await.ctx("enqueue")?;
+    let got: Vec<TaskId> = out.iter().map(|e| e.id).collect();
+    ensure_eq!(got, want, "ids returned by a batch enqueue");
+    ensure!(out.iter().all(|e| !e.duplicate), "no duplicates reported");
+    for t in &tasks {
+        let stored = get(&*s, t.id).await?;
+        ensure_eq!(stored.func_path, t.func_path, "func_path of {}", t.id);
+    }
+    let counts = s
+        .counts(Some(omniq_core::DEFAULT_QUEUE))
+        .await
+        .ctx("counts")?;
+    let pending: u64 = counts.iter().map(|c| c.pending).sum();
+    ensure_eq!(pending, n as u64, "pending count after the batch");
+    Ok(())
+}
+
+async fn unique_key_duplicate_returns_existing_id(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let mut first = task("m.report", now);
+    first.unique_key = Some("daily".into());
+    let id = enqueue_one(&*s, first).await?;
+
+    let mut dup = task("m.report", now);
+    dup.unique_key = Some("daily".into());
+    let dup_id = dup.id;
+    let out = s.enqueue(vec![dup]).await.ctx("enqueue of a duplicate")?;
+    ensure_eq!(out.len(), 1, "one outcome");
+    ensure_eq!(out[0].id, id, "a duplicate returns the existing id");
+    ensure!(out[0].duplicate, "a duplicate is flagged duplicate = true");
+    ensure!(
+        s.get_task(&dup_id).await.ctx("get_task")?.is_none(),
+        "the duplicate must not be stored under its own id"
+    );
+
+    // Still a duplicate while Running.
+    claim_one(&*s, id, now).await?;
+    let mut running_dup = task("m.report", now);
+    running_dup.unique_key = Some("daily".into());
+    let out = s.enqueue(vec![running_dup]).await.ctx("enqueue")?;
+    ensure!(
+        out[0].id == id && out[0].duplicate,
+        "a duplicate of a Running task returns its id, got {:?}",
+        out[0]
+    );
+
+    // Same key on another queue, and duplicates inside one batch.
+    let mut other_queue = task_on("elsewhere", "m.report", now);
+    other_queue.unique_key = Some("daily".into());
+    let mut x1 = task("m.x", now);
+    x1.unique_key = Some("batch-key".into());
+    let mut x2 = task("m.x", now);
+    x2.unique_key = Some("batch-key".into());
+    let (oq, x1_id) = (other_queue.id, x1.id);
+    let out = s
+        .enqueue(vec![other_queue, x1, x2])
+        .await
+        .ctx("enqueue of a mixed batch")?;
+    ensure_eq!(out.len(), 3, "one outcome per item");
+    ensure!(
+        out[0].id == oq && !out[0].duplicate,
+        "the same key on another queue is a new task, got {:?}",
+        out[0]
+    );
+    ensure!(
+        out[1].id == x1_id && !out[1].duplicate,
+        "the first of two same-key tasks in a batch is inserted, got {:?}",
+        out[1]
+    );
+    ensure!(
+        out[2].id == x1_id && out[2].duplicate,
+        "the second resolves to the first, got {:?}",
+        out[2]
+    );
+    Ok(())
+}
+
+async fn unique_key_is_free_after_task_finishes(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let mut first = task("m.sync", now);
+    first.unique_key = Some("sync".into());
+    let id = enqueue_one(&*s, first).await?;
+    let c = claim_one(&*s, id, now).await?;
+    ensure_eq!(
+        complete(&*s, c.lease_ref(), now, None).await?,
+        Outcome::Ok,
+        "complete"
+    );
+
+    let mut again = task("m.sync", now);
+    again.unique_key = Some("sync".into());
+    let again_id = again.id;
+    let out = s.enqueue(vec![again]).await.ctx("enqueue after finish")?;
+    ensure!(
+        out.len() == 1 && out[0].id == again_id && !out[0].duplicate,
+        "a finished task frees its key: expected a new id {again_id}, got {out:?}"
+    );
+
+    // Cancelled frees the key too.
+    s.cancel(&again_id, now).await.ctx("cancel")?;
+    let mut third = task("m.sync", now);
+    third.unique_key = Some("sync".into());
+    let third_id = third.id;
+    let out = s.enqueue(vec![third]).await.ctx("enqueue after cancel")?;
+    ensure!(
+        out.len() == 1 && out[0].id == third_id && !out[0].duplicate,
+        "a cancelled task frees its key: expected {third_id}, got {out:?}"
+    );
+    Ok(())
+}
+
+async fn namespaces_are_isolated(
+    a: Arc<dyn Storage>,
+    b: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let in_a = enqueue(&*a, (0..3).map(|i| task(&format!("a.{i}"), now)).collect()).await?;
+    let in_b = enqueue_one(&*b, task("b.0", now)).await?;
+
+    for id in &in_a {
+        ensure!(
+            b.get_task(id).await.ctx("get_task")?.is_none(),
+            "namespace B sees A's task {id}"
+        );
+        ensure_kind!(
+            b.reschedule(id, now).await,
+            NotFound,
+            "B reschedules A's task"
+        );
+        ensure_kind!(b.cancel(id, now).await, NotFound, "B cancels A's task");
+    }
+    ensure!(
+        a.get_task(&in_b).await.ctx("get_task")?.is_none(),
+        "namespace A sees B's task"
+    );
+
+    let counts_b = b.counts(None).await.ctx("counts")?;
+    let total_b: u64 = counts_b.iter().map(|c| c.total()).sum();
+    ensure_eq!(total_b, 1, "B's counts cover only B's task ({counts_b:?})");
+    let listed_b = b
+        .list_tasks(TaskFilter::default())
+        .await
+        .ctx("list_tasks")?;
+    let ids_b: Vec<TaskId> = listed_b.items.iter().map(|t| t.id).collect();
+    ensure_eq!(ids_b, vec![in_b], "B's listing");
+
+    // B's claimer takes only B's task; A's stay Pending.
+    let claimed = claim(&*b, 10, now).await?;
+    let ids: Vec<TaskId> = claimed.iter().map(|c| c.task.id).collect();
+    ensure_eq!(ids, vec![in_b], "B claims only its own task");
+    let done = complete(&*b, claimed[0].lease_ref(), now, Some(b"b")).await?;
+    ensure_eq!(done, Outcome::Ok, "B completes its task");
+    ensure!(
+        a.get_result(&in_b).await.ctx("get_result")?.is_none(),
+        "A sees B's result"
+    );
+    let counts_a = a.counts(None).await.ctx("counts")?;
+    let pending_a: u64 = counts_a.iter().map(|c| c.pending).sum();
+    let total_a: u64 = counts_a.iter().map(|c| c.total()).sum();
+    ensure!(
+        pending_a == 3 && total_a == 3,
+        "A's counts are its own three pending tasks, got {counts_a:?}"
+    );
+    Ok(())
+}
+
+async fn purge_results_removes_old_results(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let old = enqueue_one(&*s, task("m.old", now)).await?;
+    let c = claim_one(&*s, old, now).await?;
+    ensure_eq!(
+        complete(&*s, c.lease_ref(), now, Some(b"old")).await?,
+        Outcome::Ok,
+        "complete"
+    );
+
+    let recent_at = now + Duration::minutes(10);
+    let recent = enqueue_one(&*s, task("m.recent", now)).await?;
+    let c = claim_one(&*s, recent, recent_at).await?;
+    ensure_eq!(
+        complete(&*s, c.lease_ref(), recent_at, Some(b"new")).await?,
+        Outcome::Ok,
+        "complete"
+    );
+    let pending = enqueue_one(&*s, task("m.pending", now)).await?;
+
+    let removed = s
+        .purge_results(now + Duration::minutes(5))
+        .await
+        .ctx("purge_results")?;
+    ensure_eq!(removed, 1, "results removed");
+    ensure!(
+        s.get_result(&old).await.ctx("get_result")?.is_none(),
+        "the old result is gone"
+    );
+    ensure!(
+        s.get_task(&old).await.ctx("get_task")?.is_none(),
+        "the finished task goes with its purged result"
+    );
+    ensure!(
+        s.get_result(&recent).await.ctx("get_result")?.is_some(),
+        "the recent result stays"
+    );
+    ensure_eq!(
+        get(&*s, pending).await?.status,
+        TaskStatus::Pending,
+        "a pending task is untouched"
+    );
+    ensure_eq!(
+        s.purge_results(now + Duration::minutes(5))
+            .await
+            .ctx("purge_results")?,
+        0,
+        "a second purge removes nothing"
+    );
+    Ok(())
+}
+
+async fn get_result_is_none_until_run_finishes(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    ensure!(
+        s.get_result(&id).await.ctx("get_result")?.is_none(),
+        "no result while Pending"
+    );
+    let c = claim_one(&*s, id, now).await?;
+    ensure!(
+        s.get_result(&id).await.ctx("get_result")?.is_none(),
+        "no result while Running"
+    );
+    let done = now + Duration::seconds(3);
+    ensure_eq!(
+        complete(&*s, c.lease_ref(), done, Some(b"{\"sum\":3}")).await?,
+        Outcome::Ok,
+        "complete"
+    );
+    let r = some!(
+        s.get_result(&id).await.ctx("get_result")?,
+        "result after complete"
+    );
+    ensure_eq!(r.task_id, id, "result.task_id");
+    ensure_eq!(r.status, TaskStatus::Success, "result.status");
+    ensure_eq!(
+        r.result,
+        Some(Payload(b"{\"sum\":3}".to_vec())),
+        "result payload"
+    );
+    ensure_eq!(r.error, None, "result.error");
+    ensure_eq!(r.finished_at, done, "result.finished_at");
+    ensure_eq!(r.attempts, 1, "result.attempts");
+    ensure_eq!(r.last_attempt_at, Some(now), "result.last_attempt_at");
+    ensure!(
+        s.get_result(&TaskId::new())
+            .await
+            .ctx("get_result")?
+            .is_none(),
+        "no result for an unknown id"
+    );
+    Ok(())
+}
+
+/// Two queues with tasks in several states, shared by the listing and counting cases:
+/// queue "qa" has 10 Pending, 5 Running, 1 Success, 1 Failed, 1 Cancelled (+ their ids);
+/// queue "qb" has 7 Pending.
+async fn populate(
+    s: &dyn Storage,
+    now: OffsetDateTime,
+) -> Result<(Vec<TaskId>, Vec<TaskId>), CaseError> {
+    let qa = enqueue(
+        s,
+        (0..18)
+            .map(|i| task_on("qa", &format!("a.{i}"), now))
+            .collect(),
+    )
+    .await?;
+    let qb = enqueue(
+        s,
+        (0..7)
+            .map(|i| task_on("qb", &format!("b.{i}"), now))
+            .collect(),
+    )
+    .await?;
+    let claimed = claim_from(s, "qa", 7, now).await?;
+    ensure_eq!(claimed.len(), 7, "claimed from qa");
+    let ok = complete(s, claimed[0].lease_ref(), now, None).await?;
+    ensure_eq!(ok, Outcome::Ok, "complete");
+    let failed = s
+        .fail_one(Failure {
+            lease: claimed[1].lease_ref(),
+            error: at_second(TaskError::new(ErrorType::Runtime, "x"), now),
+            action: FailAction::Fail,
+            now,
+        })
+        .await
+        .ctx("fail")?;
+    ensure_eq!(failed, Outcome::Ok, "fail");
+    let held: HashSet<TaskId> = claimed.iter().map(|c| c.task.id).collect();
+    let to_cancel = some!(qa.iter().find(|id| !held.contains(id)), "a pending qa task");
+    let out = s.cancel(to_cancel, now).await.ctx("cancel")?;
+    ensure_eq!(out, CancelOutcome::Cancelled, "cancel of a pending task");
+    Ok((qa, qb))
+}
+
+/// Pages through `filter` with a small page size, checking for duplicates and order.
+async fn list_all(s: &dyn Storage, mut filter: TaskFilter) -> Result<Vec<TaskId>, CaseError> {
+    let mut out = Vec::new();
+    for _ in 0..100 {
+        let page = s.list_tasks(filter.clone()).await.ctx("list_tasks")?;
+        ensure!(
+            page.items.len() <= filter.limit,
+            "a page holds at most `limit` items: limit {}, got {}",
+            filter.limit,
+            page.items.len()
+        );
+        for t in &page.items {
+            if let Some(status) = filter.status {
+                ensure_eq!(t.status, status, "status of listed task {}", t.id);
+            }
+            if let Some(q) = &filter.queue {
+                ensure_eq!(&t.queue, q, "queue of listed task {}", t.id);
+            }
+            out.push(t.id);
+        }
+        match page.next_cursor {
+            Some(c) => filter.cursor = Some(c),
+            None => {
+                let unique: BTreeSet<TaskId> = out.iter().copied().collect();
+                ensure_eq!(unique.len(), out.len(), "no task is listed twice");
+                let mut sorted = out.clone();
+                sorted.sort();
+                ensure_eq!(out, sorted, "pages are in id order");
+                return Ok(out);
+            }
+        }
+    }
+    Err(CaseError::new(
+        "list_tasks never returned a last page (100 pages)",
+    ))
+}
+
+async fn list_tasks_filters_and_paginates(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let (qa, qb) = populate(&*s, now).await?;
+    let sorted = |mut v: Vec<TaskId>| {
+        v.sort();
+        v
+    };
+
+    let all_qa = list_all(
+        &*s,
+        TaskFilter {
+            queue: Some("qa".into()),
+            limit: 4,
+            ..TaskFilter::default()
+        },
+    )
+    .await?;
+    ensure_eq!(
+        all_qa,
+        sorted(qa.clone()),
+        "every qa task, once, over pages of 4"
+    );
+
+    let everything = list_all(
+        &*s,
+        TaskFilter {
+            limit: 3,
+            ..TaskFilter::default()
+        },
+    )
+    .await?;
+    ensure_eq!(
+        everything,
+        sorted(qa.iter().chain(&qb).copied().collect()),
+        "every task, over pages of 3"
+    );
+
+    let pending_qb = list_all(
+        &*s,
+        TaskFilter {
+            status: Some(TaskStatus::Pending),
+            queue: Some("qb".into()),
+            limit: 2,
+            cursor: None,
+        },
+    )
+    .await?;
+    ensure_eq!(pending_qb, sorted(qb.clone()), "pending tasks of qb");
+
+    for (status, n) in [
+        (TaskStatus::Running, 5),
+        (TaskStatus::Pending, 10),
+        (TaskStatus::Success, 1),
+        (TaskStatus::Failed, 1),
+        (TaskStatus::Cancelled, 1),
+    ] {
+        let got = list_all(
+            &*s,
+            TaskFilter {
+                status: Some(status),
+                queue: Some("qa".into()),
+                limit: 2,
+                cursor: None,
+            },
+        )
+        .await?;
+        ensure_eq!(got.len(), n, "number of {status} tasks listed in qa");
+    }
+    let none = s
+        .list_tasks(TaskFilter {
+            queue: Some("no-such-queue".into()),
+            ..TaskFilter::default()
+        })
+        .await
+        .ctx("list_tasks")?;
+    ensure!(
+        none.items.is_empty() && none.next_cursor.is_none(),
+        "an empty listing is one empty last page"
+    );
+    Ok(())
+}
+
+async fn counts_by_queue_and_status(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    populate(&*s, now).await?;
+    let qa = s.counts(Some("qa")).await.ctx("counts(qa)")?;
+    ensure_eq!(
+        qa.len(),
+        1,
+        "counts for one queue return one entry ({qa:?})"
+    );
+    let a = &qa[0];
+    ensure_eq!(a.queue.as_str(), "qa", "queue name");
+    ensure_eq!(
+        (a.pending, a.running, a.success, a.failed, a.cancelled),
+        (10, 5, 1, 1, 1),
+        "qa counts (pending, running, success, failed, cancelled)"
+    );
+
+    let all = s.counts(None).await.ctx("counts(None)")?;
+    let find = |q: &str| all.iter().find(|c| c.queue == q).cloned();
+    let a_all = some!(find("qa"), "qa in counts(None) {all:?}");
+    ensure_eq!(&a_all, a, "qa in counts(None) matches counts(qa)");
+    let b = some!(find("qb"), "qb in counts(None) {all:?}");
+    ensure_eq!((b.pending, b.total()), (7, 7), "qb counts (pending, total)");
+    let total: u64 = all.iter().map(|c| c.total()).sum();
+    ensure_eq!(total, 25, "all tasks counted once");
+    Ok(())
+}
+
+async fn cancel_pending_task(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    let out = s.cancel(&id, now).await.ctx("cancel")?;
+    ensure_eq!(out, CancelOutcome::Cancelled, "cancel of a Pending task");
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Cancelled,
+        "status after cancel"
+    );
+    claim_none(
+        &*s,
+        now + Duration::hours(1),
+        "a cancelled task is never claimed",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn cancel_running_task_is_requested(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.long", now)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    let out = s.cancel(&id, now).await.ctx("cancel")?;
+    ensure_eq!(out, CancelOutcome::Requested, "cancel of a Running task");
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Running,
+        "a flagged task keeps running until its worker stops it"
+    );
+    let hb = s
+        .heartbeat(&[c.lease_ref()], now + Duration::minutes(1))
+        .await
+        .ctx("heartbeat")?;
+    ensure_eq!(
+        hb,
+        vec![Outcome::CancelRequested],
+        "heartbeat of a flagged task"
+    );
+
+    let err = at_second(
+        TaskError::new(ErrorType::Runtime, "cancelled by request"),
+        now,
+    );
+    let out = s
+        .fail_one(Failure {
+            lease: c.lease_ref(),
+            error: err,
+            action: FailAction::Retry {
+                at: now + Duration::seconds(5),
+            },
+            now: now + Duration::seconds(1),
+        })
+        .await
+        .ctx("fail")?;
+    ensure_eq!(out, Outcome::Ok, "fail of the flagged task");
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Cancelled,
+        "a flagged task ends Cancelled, not retried"
+    );
+    claim_none(
+        &*s,
+        now + Duration::hours(1),
+        "a cancelled task is never claimed",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn cancel_missing_task_is_not_found(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    enqueue_one(&*s, task("m.f", now)).await?;
+    ensure_kind!(
+        s.cancel(&TaskId::new(), now).await,
+        NotFound,
+        "cancel of an unknown id"
+    );
+    Ok(())
+}
+
+async fn cancel_finished_task_reports_already_finished(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    ensure_eq!(
+        complete(&*s, c.lease_ref(), now, None).await?,
+        Outcome::Ok,
+        "complete"
+    );
+    let out = s.cancel(&id, now).await.ctx("cancel")?;
+    ensure_eq!(
+        out,
+        CancelOutcome::AlreadyFinished(TaskStatus::Success),
+        "cancel of a Success task"
+    );
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Success,
+        "status stays Success"
+    );
+
+    let cancelled = enqueue_one(&*s, task("m.g", now)).await?;
+    s.cancel(&cancelled, now).await.ctx("cancel")?;
+    let out = s.cancel(&cancelled, now).await.ctx("second cancel")?;
+    ensure_eq!(
+        out,
+        CancelOutcome::AlreadyFinished(TaskStatus::Cancelled),
+        "a second cancel"
+    );
+    Ok(())
+}
+
+async fn close_makes_later_calls_fail_closed(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    s.close().await.ctx("close")?;
+    ensure_kind!(s.get_task(&id).await, Closed, "get_task after close");
+    ensure_kind!(
+        s.enqueue(vec![task("m.g", now)]).await,
+        Closed,
+        "enqueue after close"
+    );
+    ensure_kind!(claim_req(&*s, now).await, Closed, "claim after close");
+    ensure_kind!(s.counts(None).await, Closed, "counts after close");
+    Ok(())
+}
+
+async fn claim_req(
+    s: &dyn Storage,
+    now: OffsetDateTime,
+) -> Result<Vec<omniq_core::Claimed>, omniq_core::StorageError> {
+    s.claim(ClaimRequest {
+        queues: vec![omniq_core::DEFAULT_QUEUE.to_string()],
+        limit: 1,
+        now,
+        lease: LEASE,
+    })
+    .await
+}
+
+/// Waits (bounded, no polling) for a wake-up matching `want`.
+async fn wait_for_wake(
+    rx: &mut tokio::sync::broadcast::Receiver<Wake>,
+    want: &Wake,
+) -> Result<(), CaseError> {
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(w) if &w == want => return Ok(()),
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(CaseError::new(format!(
+                        "the wake-up channel closed before {want:?}"
+                    )));
+                }
+            }
+        }
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), wait).await {
+        Ok(r) => r,
+        Err(_) => Err(CaseError::new(format!("no {want:?} wake-up within 5 s"))),
+    }
+}
+
+async fn subscribe_wakes_on_enqueue(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let mut rx = some!(s.subscribe(), "subscribe() of a push_wakeup backend");
+    let now = base_now();
+    enqueue_one(&*s, task_on("wake-q", "m.f", now)).await?;
+    wait_for_wake(
+        &mut rx,
+        &Wake::Work {
+            queue: "wake-q".into(),
+        },
+    )
+    .await
+}
+
+async fn subscribe_wakes_on_finish(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    let mut rx = some!(s.subscribe(), "subscribe() of a push_wakeup backend");
+    ensure_eq!(
+        complete(&*s, c.lease_ref(), now, None).await?,
+        Outcome::Ok,
+        "complete"
+    );
+    wait_for_wake(&mut rx, &Wake::Finished { task_id: id }).await
+}

@@ -251,7 +251,9 @@ impl AsyncTaskQueue {
 
     /// T9: cancel a task (Pending → Cancelled; Running → its worker stops it).
     pub async fn cancel(&self, id: &TaskId) -> Result<CancelOutcome> {
-        Ok(self.storage.cancel(id, self.clock.now()).await?)
+        let outcome = self.storage.cancel(id, self.clock.now()).await?;
+        tracing::info!(target: "omniq::queue", task_id = %id, operation = "cancel", correlation_id = %id, "Task cancel: {id} -> {outcome:?}");
+        Ok(outcome)
     }
 
     /// T10: one page of tasks.
@@ -266,7 +268,11 @@ impl AsyncTaskQueue {
 
     /// T7: move a task to `eta` (Failed tasks are retried by hand this way).
     pub async fn reschedule(&self, id: &TaskId, eta: OffsetDateTime) -> Result<()> {
-        Ok(self.storage.reschedule(id, eta).await?)
+        self.storage.reschedule(id, eta).await.inspect_err(|e| {
+            events::log_storage_error("reschedule", e);
+        })?;
+        tracing::info!(target: "omniq::queue", task_id = %id, operation = "reschedule", correlation_id = %id, eta = %eta, "Task rescheduled: {id} at {eta}");
+        Ok(())
     }
 }
 

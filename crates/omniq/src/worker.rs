@@ -64,6 +64,9 @@ pub struct WorkerOptions {
     pub backoff: Backoff,
     /// Per-queue back-off.
     pub queue_backoff: HashMap<String, Backoff>,
+    /// Per-handler back-off (the policy for every task of that handler name); wins over
+    /// the queue's.
+    pub handler_backoff: HashMap<String, Backoff>,
     /// Largest batch of outcomes written in one storage call.
     pub completion_batch: usize,
     /// A name for logs (`worker` field).
@@ -84,6 +87,7 @@ impl Default for WorkerOptions {
             queues: vec![omniq_core::DEFAULT_QUEUE.to_string()],
             backoff: Backoff::default(),
             queue_backoff: HashMap::new(),
+            handler_backoff: HashMap::new(),
             completion_batch: 256,
             name: format!("worker-{}-{n}", std::process::id()),
         }
@@ -160,6 +164,11 @@ impl WorkerPoolBuilder {
     /// Back-off for one queue.
     pub fn queue_backoff(mut self, queue: impl Into<String>, b: Backoff) -> Self {
         self.opts.queue_backoff.insert(queue.into(), b);
+        self
+    }
+    /// Back-off for every task of one handler (wins over the queue's).
+    pub fn handler_backoff(mut self, handler: impl Into<String>, b: Backoff) -> Self {
+        self.opts.handler_backoff.insert(handler.into(), b);
         self
     }
     /// Outcome batch size.
@@ -508,10 +517,12 @@ fn slot_anchor(task: &Task) -> OffsetDateTime {
 }
 
 impl Shared {
-    fn backoff_for(&self, queue: &str) -> Backoff {
+    /// Handler's policy, else the queue's, else the pool's default (R2).
+    fn backoff_for(&self, task: &Task) -> Backoff {
         self.opts
-            .queue_backoff
-            .get(queue)
+            .handler_backoff
+            .get(&task.func_path)
+            .or_else(|| self.opts.queue_backoff.get(&task.queue))
             .copied()
             .unwrap_or(self.opts.backoff)
     }
@@ -523,7 +534,7 @@ impl Shared {
         error.max_retries = task.max_retries;
         let anchor = slot_anchor(task);
         let action = if error.can_retry() {
-            let delay = self.backoff_for(&task.queue).delay(task.attempts, random_unit());
+            let delay = self.backoff_for(task).delay(task.attempts, random_unit());
             if task.schedule.interval.is_some() {
                 if let Ok(s) = anchor.format(&time::format_description::well_known::Rfc3339) {
                     error.context.insert(SLOT_KEY.into(), serde_json::Value::String(s));
@@ -618,6 +629,9 @@ async fn fetcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> JoinSe
             }
         };
         let got = claimed.len();
+        if got > 0 {
+            tracing::debug!(target: "omniq::worker", worker = %shared.opts.name, claimed = got, requested = wanted, "Claimed {got} task(s)");
+        }
         {
             let mut held = shared.held.lock().unwrap_or_else(|p| p.into_inner());
             for c in &claimed {
@@ -697,7 +711,9 @@ async fn run_one(
         return RunEnd::HandedBack;
     };
     // L5: every line of this run carries task_id, operation, worker and correlation_id.
-    let ctx = events::task_context(task.id, "process_task");
+    // The correlation id is the task id, as in the guide's PROD sample: one id follows a
+    // task from enqueue through every run and retry.
+    let ctx = events::task_context_with_correlation(task.id, "process_task", task.id);
     ctx.span().record("worker", shared.opts.name.as_str());
     let span = ctx.span().clone();
     async move {

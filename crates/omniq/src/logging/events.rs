@@ -19,11 +19,15 @@ pub const STORAGE_TARGET: &str = "omniq::storage";
 /// Target of serialization events.
 pub const SERIALIZATION_TARGET: &str = "omniq::serialization";
 
-/// INFO `Task enqueued: {task_id} -> {func_path}`; fields `task_id`, `func_path`.
+/// INFO `Task enqueued: {task_id} -> {func_path}`; fields `task_id`, `func_path`,
+/// `operation = "enqueue"` and `correlation_id` (the task id: the worker uses the same
+/// correlation id for every run of the task, so one id follows it from enqueue on).
 pub fn log_task_enqueued(task_id: impl Display, func_path: impl Display) {
     tracing::info!(
         target: QUEUE_TARGET,
         task_id = %task_id,
+        operation = "enqueue",
+        correlation_id = %task_id,
         func_path = %func_path,
         "Task enqueued: {task_id} -> {func_path}"
     );

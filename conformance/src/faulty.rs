@@ -102,6 +102,13 @@ macro_rules! faulty_storage {
             async fn fail(&self, items: Vec<Failure>) -> Result<Vec<Outcome>, StorageError> {
                 Hooks::on_fail(self, items).await
             }
+            async fn release(
+                &self,
+                leases: &[LeaseRef],
+                now: OffsetDateTime,
+            ) -> Result<Vec<Outcome>, StorageError> {
+                self.inner.release(leases, now).await
+            }
             async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StorageError> {
                 self.inner.get_task(id).await
             }

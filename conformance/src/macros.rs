@@ -87,6 +87,7 @@ macro_rules! __conformance_case_list {
             task_error_retry_count_survives_retries,
             old_records_without_error_still_work,
             atomic_claim_under_concurrent_claimers,
+            release_hands_back_unstarted_claim,
             claim_orders_priority_then_eta_then_fifo,
             eta_is_respected,
             live_lease_is_not_redelivered,

@@ -106,27 +106,45 @@ async fn retry_logic_works_with_backend(storage: Arc<dyn Storage>) -> CaseResult
             let call = c.fetch_add(1, Ordering::SeqCst);
             if call == 0 {
                 return Err(HandlerError::from(
-                    TaskError::new(ErrorType::Network, "connection reset").with_context("call", call),
+                    TaskError::new(ErrorType::Network, "connection reset")
+                        .with_context("call", call),
                 ));
             }
             Ok::<_, HandlerError>(n * 2)
         }
     });
     rt(p.start(), "start")?;
-    let id = rt(queue.enqueue("flaky", &21u32).max_retries(3).await, "enqueue")?;
+    let id = rt(
+        queue.enqueue("flaky", &21u32).max_retries(3).await,
+        "enqueue",
+    )?;
     let res = rt(queue.wait_result(&id, WAIT).await, "wait_result");
     stop(&p).await?;
     let res = res?;
     if res.status != TaskStatus::Success {
-        return Err(fail(format!("expected Success after one retry, got {:?} ({:?})", res.status, res.error)));
+        return Err(fail(format!(
+            "expected Success after one retry, got {:?} ({:?})",
+            res.status, res.error
+        )));
     }
-    let value: u32 = rt(queue.format().decode(res.result.as_ref().map(|p| p.as_bytes()).unwrap_or_default()), "decoding result")?;
+    let value: u32 = rt(
+        queue.format().decode(
+            res.result
+                .as_ref()
+                .map(|p| p.as_bytes())
+                .unwrap_or_default(),
+        ),
+        "decoding result",
+    )?;
     if value != 42 {
         return Err(fail(format!("result {value}, expected 42")));
     }
     let task = rt(storage.get_task(&id).await, "get_task")?.ok_or_else(|| fail("task missing"))?;
     if task.attempts != 2 || res.attempts != 2 {
-        return Err(fail(format!("attempts task={} result={}, expected 2", task.attempts, res.attempts)));
+        return Err(fail(format!(
+            "attempts task={} result={}, expected 2",
+            task.attempts, res.attempts
+        )));
     }
     if calls.load(Ordering::SeqCst) != 2 {
         return Err(fail("handler should have run exactly twice"));
@@ -153,7 +171,10 @@ async fn retryable_failure_is_pending_with_later_eta(storage: Arc<dyn Storage>) 
         ))
     });
     let before = time::OffsetDateTime::now_utc();
-    let id = rt(queue.enqueue("always_fails", &()).max_retries(2).await, "enqueue")?;
+    let id = rt(
+        queue.enqueue("always_fails", &()).max_retries(2).await,
+        "enqueue",
+    )?;
     rt(p.start(), "start")?;
     // Wait until the first run has been recorded.
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -164,24 +185,40 @@ async fn retryable_failure_is_pending_with_later_eta(storage: Arc<dyn Storage>) 
         }
         if tokio::time::Instant::now() > deadline {
             stop(&p).await?;
-            return Err(fail(format!("task never came back to Pending with its error: {t:?}")));
+            return Err(fail(format!(
+                "task never came back to Pending with its error: {t:?}"
+            )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     stop(&p).await?;
     let eta = task.schedule.eta.ok_or_else(|| fail("retry has no eta"))?;
     if eta < before + time::Duration::minutes(59) {
-        return Err(fail(format!("retry eta {eta} is not ~1h later than {before}")));
+        return Err(fail(format!(
+            "retry eta {eta} is not ~1h later than {before}"
+        )));
     }
-    let err = task.error.as_ref().ok_or_else(|| fail("no error on task"))?;
-    if err.error_type != ErrorType::Resource || err.context.get("db") != Some(&serde_json::json!("primary")) {
-        return Err(fail(format!("TaskError not persisted with its context: {err:?}")));
+    let err = task
+        .error
+        .as_ref()
+        .ok_or_else(|| fail("no error on task"))?;
+    if err.error_type != ErrorType::Resource
+        || err.context.get("db") != Some(&serde_json::json!("primary"))
+    {
+        return Err(fail(format!(
+            "TaskError not persisted with its context: {err:?}"
+        )));
     }
     if err.retry_count != 0 || err.max_retries != 2 {
-        return Err(fail(format!("retry_count/max_retries = {}/{}, expected 0/2", err.retry_count, err.max_retries)));
+        return Err(fail(format!(
+            "retry_count/max_retries = {}/{}, expected 0/2",
+            err.retry_count, err.max_retries
+        )));
     }
     if rt(queue.get_result(&id).await, "get_result")?.is_some() {
-        return Err(fail("get_result returned an intermediate failure while a retry is pending"));
+        return Err(fail(
+            "get_result returned an intermediate failure while a retry is pending",
+        ));
     }
     Ok(())
 }
@@ -196,13 +233,19 @@ async fn non_retryable_error_stops_at_once(storage: Arc<dyn Storage>) -> CaseRes
         ))
     });
     rt(p.start(), "start")?;
-    let id = rt(queue.enqueue("validate", &()).max_retries(5).await, "enqueue")?;
+    let id = rt(
+        queue.enqueue("validate", &()).max_retries(5).await,
+        "enqueue",
+    )?;
     let res = rt(queue.wait_result(&id, WAIT).await, "wait_result");
     stop(&p).await?;
     let res = res?;
     let task = rt(storage.get_task(&id).await, "get_task")?.ok_or_else(|| fail("task missing"))?;
     if res.status != TaskStatus::Failed || task.status != TaskStatus::Failed || task.attempts != 1 {
-        return Err(fail(format!("expected Failed after 1 attempt, got {:?} after {}", task.status, task.attempts)));
+        return Err(fail(format!(
+            "expected Failed after 1 attempt, got {:?} after {}",
+            task.status, task.attempts
+        )));
     }
     Ok(())
 }
@@ -225,12 +268,22 @@ async fn retries_exhaust_into_failed(storage: Arc<dyn Storage>) -> CaseResult {
     let res = rt(queue.wait_result(&id, WAIT).await, "wait_result");
     stop(&p).await?;
     let res = res?;
-    let err = res.error.as_ref().ok_or_else(|| fail("final result has no error"))?;
+    let err = res
+        .error
+        .as_ref()
+        .ok_or_else(|| fail("final result has no error"))?;
     if res.status != TaskStatus::Failed || res.attempts != 3 || calls.load(Ordering::SeqCst) != 3 {
-        return Err(fail(format!("expected Failed after 3 runs, got {:?} after {} ({} calls)", res.status, res.attempts, calls.load(Ordering::SeqCst))));
+        return Err(fail(format!(
+            "expected Failed after 3 runs, got {:?} after {} ({} calls)",
+            res.status,
+            res.attempts,
+            calls.load(Ordering::SeqCst)
+        )));
     }
     if err.message != "failure 3" || err.retry_count != 2 || err.can_retry() {
-        return Err(fail(format!("final error should be the last run's: {err:?}")));
+        return Err(fail(format!(
+            "final error should be the last run's: {err:?}"
+        )));
     }
     Ok(())
 }
@@ -249,8 +302,17 @@ async fn interval_tasks_reschedule_without_drift(storage: Arc<dyn Storage>) -> C
     let interval = time::Duration::milliseconds(150);
     // Whole milliseconds, so backends storing micro- or millisecond times keep it exactly.
     let start = time::OffsetDateTime::now_utc() + time::Duration::milliseconds(50);
-    let start = start.replace_millisecond(start.millisecond()).unwrap_or(start);
-    let id = rt(queue.enqueue("tick", &()).eta(start).interval(interval).await, "enqueue")?;
+    let start = start
+        .replace_millisecond(start.millisecond())
+        .unwrap_or(start);
+    let id = rt(
+        queue
+            .enqueue("tick", &())
+            .eta(start)
+            .interval(interval)
+            .await,
+        "enqueue",
+    )?;
     rt(p.start(), "start")?;
     let deadline = tokio::time::Instant::now() + WAIT;
     while runs.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
@@ -268,7 +330,10 @@ async fn interval_tasks_reschedule_without_drift(storage: Arc<dyn Storage>) -> C
     }
     let task = rt(storage.get_task(&id).await, "get_task")?.ok_or_else(|| fail("task missing"))?;
     if task.status != TaskStatus::Cancelled && task.status != TaskStatus::Success {
-        return Err(fail(format!("cancel did not end the series: {:?}", task.status)));
+        return Err(fail(format!(
+            "cancel did not end the series: {:?}",
+            task.status
+        )));
     }
     if task.schedule.interval != Some(interval) {
         return Err(fail("interval lost"));
@@ -276,7 +341,9 @@ async fn interval_tasks_reschedule_without_drift(storage: Arc<dyn Storage>) -> C
     if let Some(eta) = task.schedule.eta {
         let offset = (eta - start).whole_milliseconds();
         if offset <= 0 || offset % interval.whole_milliseconds() != 0 {
-            return Err(fail(format!("eta {eta} drifted off the {start} + k·{interval} lattice (offset {offset} ms)")));
+            return Err(fail(format!(
+                "eta {eta} drifted off the {start} + k·{interval} lattice (offset {offset} ms)"
+            )));
         }
     } else {
         return Err(fail("interval task has no eta"));
@@ -290,11 +357,14 @@ async fn worker_creates_task_error_on_exceptions(storage: Arc<dyn Storage>) -> C
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
     let mut p = pool(&queue)?;
     p.register("io_error", |_: ()| async move {
-        Err::<(), _>(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"))
+        Err::<(), _>(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        ))
     });
     p.register("panics", |_: ()| async move {
         if true {
-            panic!("handler exploded");
+            panic!("handler exploded (expected: this case checks that panics are caught)");
         }
         Ok::<(), HandlerError>(())
     });
@@ -302,13 +372,23 @@ async fn worker_creates_task_error_on_exceptions(storage: Arc<dyn Storage>) -> C
         tokio::time::sleep(Duration::from_secs(30)).await;
         Ok::<(), HandlerError>(())
     });
-    p.register("typed", |_: Vec<u64>| async move { Ok::<(), HandlerError>(()) });
+    p.register(
+        "typed",
+        |_: Vec<u64>| async move { Ok::<(), HandlerError>(()) },
+    );
     p.register("ok", |x: u8| async move { Ok::<u8, HandlerError>(x) });
     rt(p.start(), "start")?;
-    let io = rt(queue.enqueue("io_error", &()).max_retries(0).await, "enqueue")?;
+    let io = rt(
+        queue.enqueue("io_error", &()).max_retries(0).await,
+        "enqueue",
+    )?;
     let panics = rt(queue.enqueue("panics", &()).max_retries(0).await, "enqueue")?;
     let slow = rt(
-        queue.enqueue("slow", &()).max_retries(0).timeout(time::Duration::milliseconds(100)).await,
+        queue
+            .enqueue("slow", &())
+            .max_retries(0)
+            .timeout(time::Duration::milliseconds(100))
+            .await,
         "enqueue",
     )?;
     let unknown = rt(queue.enqueue("not.registered", &()).await, "enqueue")?;
@@ -331,7 +411,10 @@ async fn worker_creates_task_error_on_exceptions(storage: Arc<dyn Storage>) -> C
                         .as_deref()
                         .is_some_and(|t| t.starts_with("std::io::") && t.ends_with("Error"));
                     if ty == ErrorType::Network && !names_io {
-                        problems.push(format!("io error's exception_type is {:?}", e.exception_type));
+                        problems.push(format!(
+                            "io error's exception_type is {:?}",
+                            e.exception_type
+                        ));
                     }
                 }
                 other => problems.push(format!("{ty}: got {other:?}")),
@@ -343,9 +426,15 @@ async fn worker_creates_task_error_on_exceptions(storage: Arc<dyn Storage>) -> C
     stop(&p).await?;
     match ok {
         Ok(r) if r.status == TaskStatus::Success => {}
-        other => problems.push(format!("worker did not keep running after the failures: {other:?}")),
+        other => problems.push(format!(
+            "worker did not keep running after the failures: {other:?}"
+        )),
     }
-    if problems.is_empty() { Ok(()) } else { Err(fail(problems.join("; "))) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(fail(problems.join("; ")))
+    }
 }
 
 /// R6: both worker interfaces (queue, and legacy storage) process tasks, and so does the
@@ -376,7 +465,12 @@ async fn both_worker_interfaces_process_tasks(storage: Arc<dyn Storage>) -> Case
         let r = rt(queue.wait_result(&id, WAIT).await, "wait_result");
         stop(p).await?;
         let r = r?;
-        let v: i64 = rt(queue.format().decode(r.result.as_ref().map(|p| p.as_bytes()).unwrap_or_default()), "decode")?;
+        let v: i64 = rt(
+            queue
+                .format()
+                .decode(r.result.as_ref().map(|p| p.as_bytes()).unwrap_or_default()),
+            "decode",
+        )?;
         if v != 42 {
             return Err(fail(format!("{name} interface: result {v}")));
         }
@@ -398,7 +492,10 @@ async fn get_result_waits_for_completion(storage: Arc<dyn Storage>) -> CaseResul
         return Err(fail("wait_result returned before the task ran"));
     }
     let mut p = pool(&queue)?;
-    p.register("later", |x: u32| async move { Ok::<u32, HandlerError>(x + 1) });
+    p.register(
+        "later",
+        |x: u32| async move { Ok::<u32, HandlerError>(x + 1) },
+    );
     rt(p.start(), "start")?;
     let r = rt(waiter.await, "join")?;
     stop(&p).await?;

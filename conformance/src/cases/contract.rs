@@ -23,6 +23,11 @@ pub(super) fn cases() -> Vec<Case> {
             ["T2", "S1"]
         ),
         case!(
+            release_hands_back_unstarted_claim,
+            "A released claim is Pending again at once, its attempt not counted, and its token fenced off",
+            ["R6", "T2", "S2"]
+        ),
+        case!(
             claim_orders_priority_then_eta_then_fifo,
             "Claims take the highest priority first, then the earliest eta, then enqueue order",
             ["T2"]
@@ -395,6 +400,47 @@ async fn stale_and_current(
     let later = now + LEASE + Duration::seconds(1);
     let second = claim_one(s, id, later).await?;
     Ok((id, first.lease_ref(), second.lease_ref(), later))
+}
+
+async fn release_hands_back_unstarted_claim(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let (id, stale, current, now) = stale_and_current(&*s).await?;
+    ensure_eq!(get(&*s, id).await?.attempts, 2, "attempts after two claims");
+    let out = s.release(&[stale, current], now).await.ctx("release")?;
+    ensure_eq!(
+        out,
+        vec![Outcome::LeaseLost, Outcome::Ok],
+        "release of a stale and of the current lease"
+    );
+    let t = get(&*s, id).await?;
+    ensure_eq!(
+        t.status,
+        omniq_core::TaskStatus::Pending,
+        "status after release"
+    );
+    ensure_eq!(t.attempts, 1, "the released claim's attempt is not counted");
+    // Claimable again at the same instant, by anyone, under a newer token.
+    let again = claim_one(&*s, id, now).await?;
+    ensure!(
+        again.lease.token > current.token,
+        "the claim after a release gets a greater token"
+    );
+    ensure_eq!(again.task.attempts, 2, "attempts after re-claiming");
+    // The released lease is fenced off.
+    ensure_eq!(
+        complete(&*s, current, now, Some(b"late")).await?,
+        Outcome::LeaseLost,
+        "complete with the released token"
+    );
+    let missing = LeaseRef {
+        task_id: TaskId::new(),
+        token: current.token,
+    };
+    ensure_eq!(
+        s.release(&[missing], now).await.ctx("release")?,
+        vec![Outcome::NotFound],
+        "release of an unknown task"
+    );
+    Ok(())
 }
 
 async fn fenced_complete_ignores_stale_worker(s: Arc<dyn Storage>) -> Result<(), CaseError> {

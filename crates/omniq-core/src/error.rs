@@ -115,7 +115,9 @@ pub enum ErrorCategory {
 }
 
 /// How bad an error is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// Informational.
@@ -424,8 +426,18 @@ mod tests {
         let te = TaskError::from_typed(&err);
         assert_eq!(te.error_type, ErrorType::Timeout);
         assert_eq!(te.message, "outer failure");
-        assert!(te.traceback.as_deref().unwrap_or("").contains("caused by: slow"));
-        assert!(te.exception_type.as_deref().unwrap_or("").ends_with("Outer"));
+        assert!(
+            te.traceback
+                .as_deref()
+                .unwrap_or("")
+                .contains("caused by: slow")
+        );
+        assert!(
+            te.exception_type
+                .as_deref()
+                .unwrap_or("")
+                .ends_with("Outer")
+        );
     }
 
     #[test]

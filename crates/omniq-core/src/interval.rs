@@ -13,7 +13,9 @@ use time::Duration;
 
 /// Why an interval was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid interval {given}: an interval must be a positive duration (e.g. 3600 seconds or Duration::hours(1))")]
+#[error(
+    "invalid interval {given}: an interval must be a positive duration (e.g. 3600 seconds or Duration::hours(1))"
+)]
 pub struct IntervalError {
     /// The rejected input, as written by the caller.
     pub given: String,

@@ -102,8 +102,17 @@ mod tests {
     fn next_slot_never_drifts_and_skips_missed_runs() {
         let eta = datetime!(2025-01-01 0:00 UTC);
         let i = Duration::minutes(10);
-        assert_eq!(next_interval_slot(eta, i, datetime!(2025-01-01 0:00:05 UTC)), datetime!(2025-01-01 0:10 UTC));
-        assert_eq!(next_interval_slot(eta, i, datetime!(2025-01-01 0:10 UTC)), datetime!(2025-01-01 0:20 UTC));
-        assert_eq!(next_interval_slot(eta, i, datetime!(2025-01-01 3:01 UTC)), datetime!(2025-01-01 3:10 UTC));
+        assert_eq!(
+            next_interval_slot(eta, i, datetime!(2025-01-01 0:00:05 UTC)),
+            datetime!(2025-01-01 0:10 UTC)
+        );
+        assert_eq!(
+            next_interval_slot(eta, i, datetime!(2025-01-01 0:10 UTC)),
+            datetime!(2025-01-01 0:20 UTC)
+        );
+        assert_eq!(
+            next_interval_slot(eta, i, datetime!(2025-01-01 3:01 UTC)),
+            datetime!(2025-01-01 3:10 UTC)
+        );
     }
 }

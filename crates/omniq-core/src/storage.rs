@@ -16,7 +16,9 @@ use std::fmt;
 use time::{Duration, OffsetDateTime};
 
 /// A fencing token: per task, strictly increasing with every claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct LeaseToken(pub i64);
 
@@ -401,7 +403,8 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Pending/Failed → Cancelled; Running → flagged (`Requested`, heartbeat reports
     /// `CancelRequested`, the interval series ends); finished → `AlreadyFinished`;
     /// unknown id → `NotFound` error.
-    async fn cancel(&self, id: &TaskId, now: OffsetDateTime) -> Result<CancelOutcome, StorageError>;
+    async fn cancel(&self, id: &TaskId, now: OffsetDateTime)
+    -> Result<CancelOutcome, StorageError>;
 
     /// T10: list tasks in id order, filtered, one page at a time.
     async fn list_tasks(&self, filter: TaskFilter) -> Result<Page<Task>, StorageError>;
@@ -449,7 +452,11 @@ pub trait StorageExt: Storage {
 
     /// Fail one lease.
     async fn fail_one(&self, item: Failure) -> Result<Outcome, StorageError> {
-        Ok(self.fail(vec![item]).await?.pop().unwrap_or(Outcome::NotFound))
+        Ok(self
+            .fail(vec![item])
+            .await?
+            .pop()
+            .unwrap_or(Outcome::NotFound))
     }
 }
 

@@ -211,7 +211,8 @@ mod tests {
     #[test]
     fn source_chain_is_kept() {
         let io = std::io::Error::other("disk on fire");
-        let e = StorageError::new(StorageErrorKind::Backend, "file", "write failed").with_source(io);
+        let e =
+            StorageError::new(StorageErrorKind::Backend, "file", "write failed").with_source(io);
         let src = std::error::Error::source(&e).map(|s| s.to_string());
         assert_eq!(src.as_deref(), Some("disk on fire"));
     }

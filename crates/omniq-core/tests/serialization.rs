@@ -29,7 +29,8 @@ fn full_task() -> Task {
     t.priority = 7;
     t.status = TaskStatus::Failed;
     t.schedule.eta = Some(datetime!(2025-06-01 08:30:15.123456 UTC));
-    t.schedule.interval = Some(Duration::days(1) + Duration::hours(2) + Duration::milliseconds(500));
+    t.schedule.interval =
+        Some(Duration::days(1) + Duration::hours(2) + Duration::milliseconds(500));
     t.max_retries = 5;
     t.timeout = Some(Duration::seconds(30));
     t.attempts = 2;
@@ -39,7 +40,10 @@ fn full_task() -> Task {
         TaskError::new(ErrorType::Resource, "Database connection failed")
             .with_context("database", "postgres")
             .with_context("connection_pool_size", 10)
-            .with_context("query", serde_json::json!({"sql": "SELECT 1", "params": [1, "a"]}))
+            .with_context(
+                "query",
+                serde_json::json!({"sql": "SELECT 1", "params": [1, "a"]}),
+            )
             .with_max_retries(5),
     );
     if let Some(e) = t.error.as_mut() {
@@ -65,7 +69,10 @@ fn binary_args_round_trip_in_json() {
     let mut task = full_task();
     task.args = Payload(vec![0, 159, 146, 150, 255]);
     let bytes = JsonSerializer.encode_task(&task).expect("encode");
-    assert_eq!(JsonSerializer.decode_task(&bytes).expect("decode").args, task.args);
+    assert_eq!(
+        JsonSerializer.decode_task(&bytes).expect("decode").args,
+        task.args
+    );
 }
 
 #[test]
@@ -85,8 +92,14 @@ fn json_writes_intervals_as_timedelta_and_times_as_rfc3339() {
 #[test]
 fn timedelta_helpers_match_the_guide() {
     let v = omniq_core::serialize_timedelta(Duration::hours(1));
-    assert_eq!(v, serde_json::json!({"type": "timedelta", "total_seconds": 3600.0}));
-    assert_eq!(omniq_core::deserialize_timedelta(&v).ok(), Some(Duration::hours(1)));
+    assert_eq!(
+        v,
+        serde_json::json!({"type": "timedelta", "total_seconds": 3600.0})
+    );
+    assert_eq!(
+        omniq_core::deserialize_timedelta(&v).ok(),
+        Some(Duration::hours(1))
+    );
     assert_eq!(
         omniq_core::deserialize_timedelta(&serde_json::json!(1800)).ok(),
         Some(Duration::minutes(30))
@@ -107,8 +120,14 @@ fn task_error_and_result_round_trip() {
     };
     for s in serializers() {
         let e = task.error.as_ref().expect("error");
-        assert_eq!(&s.decode_error(&s.encode_error(e).expect("enc")).expect("dec"), e);
-        let r = s.decode_result(&s.encode_result(&result).expect("enc")).expect("dec");
+        assert_eq!(
+            &s.decode_error(&s.encode_error(e).expect("enc"))
+                .expect("dec"),
+            e
+        );
+        let r = s
+            .decode_result(&s.encode_result(&result).expect("enc"))
+            .expect("dec");
         assert_eq!(r, result);
     }
 }
@@ -130,12 +149,17 @@ fn old_record_without_error_field_decodes() {
 #[test]
 fn old_record_with_string_error_decodes_into_task_error() {
     for f in [Format::Json, Format::MessagePack] {
-        let t: Task = f.decode_task(&fixture("v0_error_as_string", f)).expect("decode");
+        let t: Task = f
+            .decode_task(&fixture("v0_error_as_string", f))
+            .expect("decode");
         let e = t.error.as_ref().expect("error kept");
         assert_eq!(e.message, "ConnectionError: SMTP server unreachable", "{f}");
         assert_eq!(e.error_type, ErrorType::Unknown);
         assert!(t.is_failed());
-        assert_eq!(t.get_error_message(), Some("ConnectionError: SMTP server unreachable"));
+        assert_eq!(
+            t.get_error_message(),
+            Some("ConnectionError: SMTP server unreachable")
+        );
         assert_eq!(t.queue, "mail");
         assert_eq!(t.attempts, 3);
     }
@@ -144,13 +168,17 @@ fn old_record_with_string_error_decodes_into_task_error() {
 #[test]
 fn old_record_with_top_level_integer_interval_moves_into_schedule() {
     for f in [Format::Json, Format::MessagePack] {
-        let t: Task = f.decode_task(&fixture("v0_top_level_interval", f)).expect("decode");
+        let t: Task = f
+            .decode_task(&fixture("v0_top_level_interval", f))
+            .expect("decode");
         assert_eq!(t.schedule.interval, Some(Duration::hours(1)), "{f}");
         assert_eq!(t.queue, "default");
         assert_eq!(t.updated_at, t.created_at);
         assert_eq!(
             t.id,
-            "0190a5b2-7c3e-7d4a-9f10-000000000003".parse::<TaskId>().expect("id")
+            "0190a5b2-7c3e-7d4a-9f10-000000000003"
+                .parse::<TaskId>()
+                .expect("id")
         );
         // Re-encoding writes today's format: the interval lives in the schedule.
         let v: serde_json::Value =
@@ -163,7 +191,9 @@ fn old_record_with_top_level_integer_interval_moves_into_schedule() {
 #[test]
 fn old_zero_interval_means_not_recurring() {
     for f in [Format::Json, Format::MessagePack] {
-        let t: Task = f.decode_task(&fixture("v0_zero_interval_means_none", f)).expect("decode");
+        let t: Task = f
+            .decode_task(&fixture("v0_zero_interval_means_none", f))
+            .expect("decode");
         assert_eq!(t.schedule.interval, None, "{f}");
         assert_eq!(t.status, TaskStatus::Success);
     }

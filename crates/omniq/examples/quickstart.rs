@@ -48,8 +48,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             if calls.fetch_add(1, Ordering::SeqCst) == 0 {
                 // First attempt fails with a retryable network error; the retry succeeds.
                 return Err(HandlerError::from(
-                    TaskError::new(ErrorType::Network, format!("connection reset fetching {url}"))
-                        .with_context("url", &url),
+                    TaskError::new(
+                        ErrorType::Network,
+                        format!("connection reset fetching {url}"),
+                    )
+                    .with_context("url", &url),
                 ));
             }
             Ok(format!("fetched {url}"))
@@ -70,12 +73,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let add = omniq.enqueue("math.add", &(2, 40)).await?;
     let email = omniq
-        .enqueue("emails.send", &Email { to: "ada@example.com".into(), subject: "Welcome".into() })
+        .enqueue(
+            "emails.send",
+            &Email {
+                to: "ada@example.com".into(),
+                subject: "Welcome".into(),
+            },
+        )
         .queue("default")
         .priority(5)
         .await?;
-    let flaky = omniq.enqueue("flaky.fetch", &"https://example.com/data").max_retries(3).await?;
-    let broken = omniq.enqueue("broken.job", &serde_json::json!({"x": 1})).await?;
+    let flaky = omniq
+        .enqueue("flaky.fetch", &"https://example.com/data")
+        .max_retries(3)
+        .await?;
+    let broken = omniq
+        .enqueue("broken.job", &serde_json::json!({"x": 1}))
+        .await?;
     // A recurring task every 300 ms (integer seconds work too: `.interval(3600)`).
     let tick = omniq
         .enqueue("clock.tick", &())
@@ -84,17 +98,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let wait = Duration::from_secs(20);
     let fmt = omniq.queue().format();
-    for (name, id) in [("math.add", add), ("emails.send", email), ("flaky.fetch", flaky), ("broken.job", broken)] {
+    for (name, id) in [
+        ("math.add", add),
+        ("emails.send", email),
+        ("flaky.fetch", flaky),
+        ("broken.job", broken),
+    ] {
         let r = omniq.wait_result(&id, wait).await?;
         let task = omniq.get_task(&id).await?.ok_or("task vanished")?;
         match r.status {
             TaskStatus::Success => {
-                let value: serde_json::Value = fmt.decode(r.result.as_ref().map(|p| p.as_bytes()).unwrap_or(b"\xc0"))?;
-                println!("{name:<12} {id}  success  attempts={}  result={value}", task.attempts);
+                let value: serde_json::Value =
+                    fmt.decode(r.result.as_ref().map(|p| p.as_bytes()).unwrap_or(b"\xc0"))?;
+                println!(
+                    "{name:<12} {id}  success  attempts={}  result={value}",
+                    task.attempts
+                );
             }
             status => {
-                let err = r.error.as_ref().map(|e| format!("{}: {}", e.error_type, e.message)).unwrap_or_default();
-                println!("{name:<12} {id}  {status}  attempts={}  error={err}", task.attempts);
+                let err = r
+                    .error
+                    .as_ref()
+                    .map(|e| format!("{}: {}", e.error_type, e.message))
+                    .unwrap_or_default();
+                println!(
+                    "{name:<12} {id}  {status}  attempts={}  error={err}",
+                    task.attempts
+                );
             }
         }
     }
@@ -110,7 +140,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "{:<12} {tick}  ran {} times every 300ms, same id; next slot {}; then cancelled",
         "clock.tick",
         ticks.load(Ordering::SeqCst),
-        tick_task.schedule.eta.map(|e| e.to_string()).unwrap_or_default(),
+        tick_task
+            .schedule
+            .eta
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
     );
 
     let report = worker.stop(Duration::from_secs(5)).await?;

@@ -129,7 +129,9 @@ impl WorkerPool {
     }
 
     /// The legacy interface (deprecated, warns once like [`AsyncWorkerPool::from_storage`]).
-    #[deprecated(note = "Passing 'storage' to WorkerPool is deprecated. Use WorkerPool::new(AsyncTaskQueue::new(storage), n) instead")]
+    #[deprecated(
+        note = "Passing 'storage' to WorkerPool is deprecated. Use WorkerPool::new(AsyncTaskQueue::new(storage), n) instead"
+    )]
     pub fn from_storage(storage: Arc<dyn Storage>, concurrency: usize) -> Result<Self> {
         #[allow(deprecated)]
         let pool = AsyncWorkerPool::builder()

@@ -108,7 +108,9 @@ impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut names: Vec<_> = self.map.keys().collect();
         names.sort();
-        f.debug_struct("Registry").field("handlers", &names).finish()
+        f.debug_struct("Registry")
+            .field("handlers", &names)
+            .finish()
     }
 }
 
@@ -134,8 +136,11 @@ pub(crate) fn decode_args<A: DeserializeOwned>(
 
 fn encode_output<R: Serialize>(format: Format, out: &R) -> Result<Option<Payload>, TaskError> {
     format.encode(out).map(|b| Some(Payload(b))).map_err(|e| {
-        TaskError::new(ErrorType::Runtime, format!("cannot encode handler result: {e}"))
-            .with_retryable(false)
+        TaskError::new(
+            ErrorType::Runtime,
+            format!("cannot encode handler result: {e}"),
+        )
+        .with_retryable(false)
     })
 }
 
@@ -159,31 +164,33 @@ impl Registry {
         Fut: Future<Output = Result<R, E>> + Send + 'static,
     {
         let f = Arc::new(f);
-        let erased: Arc<ErasedFn> = Arc::new(move |payload: Payload, format: Format, ctx: TaskCtx| {
-            let f = Arc::clone(&f);
-            Box::pin(async move {
-                let args: A = decode_args(format, &payload, &ctx.func_path)?;
-                match f(args).await {
-                    Ok(out) => encode_output(format, &out),
-                    Err(e) => Err(e.into().into_task_error()),
-                }
-            })
-        });
+        let erased: Arc<ErasedFn> =
+            Arc::new(move |payload: Payload, format: Format, ctx: TaskCtx| {
+                let f = Arc::clone(&f);
+                Box::pin(async move {
+                    let args: A = decode_args(format, &payload, &ctx.func_path)?;
+                    match f(args).await {
+                        Ok(out) => encode_output(format, &out),
+                        Err(e) => Err(e.into().into_task_error()),
+                    }
+                })
+            });
         self.map.insert(name.to_string(), erased);
     }
 
     pub(crate) fn insert_handler<H: TaskHandler>(&mut self, h: H) {
         let h = Arc::new(h);
-        let erased: Arc<ErasedFn> = Arc::new(move |payload: Payload, format: Format, ctx: TaskCtx| {
-            let h = Arc::clone(&h);
-            Box::pin(async move {
-                let args: H::Args = decode_args(format, &payload, &ctx.func_path)?;
-                match h.run(args, ctx).await {
-                    Ok(out) => encode_output(format, &out),
-                    Err(e) => Err(e.into_task_error()),
-                }
-            })
-        });
+        let erased: Arc<ErasedFn> =
+            Arc::new(move |payload: Payload, format: Format, ctx: TaskCtx| {
+                let h = Arc::clone(&h);
+                Box::pin(async move {
+                    let args: H::Args = decode_args(format, &payload, &ctx.func_path)?;
+                    match h.run(args, ctx).await {
+                        Ok(out) => encode_output(format, &out),
+                        Err(e) => Err(e.into_task_error()),
+                    }
+                })
+            });
         self.map.insert(H::NAME.to_string(), erased);
     }
 }

@@ -43,7 +43,9 @@ pub use handler::{HandlerError, TaskCtx, TaskHandler};
 pub use omniq::{AsyncOmniQ, build_storage};
 pub use queue::{AsyncTaskQueue, EnqueueBuilder, QueueDefaults, TaskSpec};
 pub use settings::{Backend, Settings};
-pub use worker::{AsyncWorkerPool, LEGACY_STORAGE_WARNING, StopReport, WorkerOptions, WorkerPoolBuilder};
+pub use worker::{
+    AsyncWorkerPool, LEGACY_STORAGE_WARNING, StopReport, WorkerOptions, WorkerPoolBuilder,
+};
 
 pub use omniq_core::*;
 

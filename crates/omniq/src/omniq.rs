@@ -88,7 +88,11 @@ impl AsyncOmniQ {
     }
 
     /// See [`AsyncTaskQueue::wait_result`].
-    pub async fn wait_result(&self, id: &TaskId, timeout: std::time::Duration) -> Result<TaskResult> {
+    pub async fn wait_result(
+        &self,
+        id: &TaskId,
+        timeout: std::time::Duration,
+    ) -> Result<TaskResult> {
         self.queue.wait_result(id, timeout).await
     }
 

@@ -195,7 +195,11 @@ impl AsyncTaskQueue {
     /// result), up to `timeout`. Uses the backend's push wake-ups when it has them and
     /// bounded back-off polling (10 ms doubling to 250 ms) otherwise. While a retry is
     /// pending it keeps waiting: it never returns an intermediate failure.
-    pub async fn wait_result(&self, id: &TaskId, timeout: std::time::Duration) -> Result<TaskResult> {
+    pub async fn wait_result(
+        &self,
+        id: &TaskId,
+        timeout: std::time::Duration,
+    ) -> Result<TaskResult> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut wake = if self.storage.capabilities().push_wakeup {
             self.storage.subscribe()
@@ -362,7 +366,9 @@ impl TaskSpec {
         let args = self.args?;
         let mut task = Task::new(self.func, args);
         if task.func_path.is_empty() {
-            return Err(Error::Config("handler name (func) must not be empty".into()));
+            return Err(Error::Config(
+                "handler name (func) must not be empty".into(),
+            ));
         }
         task.created_at = now;
         task.updated_at = now;

@@ -225,7 +225,11 @@ mod tests {
             ("OMNIQ_DEFAULT_TIMEOUT", "-1", "positive number of seconds"),
             ("OMNIQ_RESULT_TTL", "soon", "positive number of seconds"),
             ("OMNIQ_DEFAULT_MAX_RETRIES", "-2", "whole number"),
-            ("OMNIQ_LOG_LEVEL", "LOUD", "DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+            (
+                "OMNIQ_LOG_LEVEL",
+                "LOUD",
+                "DEBUG, INFO, WARNING, ERROR, CRITICAL",
+            ),
         ];
         for (var, val, valid) in cases {
             let err = from(&[(var, val)]).expect_err(var).to_string();
@@ -235,7 +239,9 @@ mod tests {
 
     #[test]
     fn server_backends_need_a_url_and_never_print_its_password() {
-        let err = from(&[("OMNIQ_BACKEND", "postgres")]).expect_err("no url").to_string();
+        let err = from(&[("OMNIQ_BACKEND", "postgres")])
+            .expect_err("no url")
+            .to_string();
         assert!(err.contains("OMNIQ_URL"), "{err}");
         let s = from(&[
             ("OMNIQ_BACKEND", "redis"),

@@ -13,13 +13,13 @@
 //!   returned after its outcome is stored.
 
 use crate::error::{Error, Result};
-use crate::logging as events;
 use crate::handler::{HandlerError, Registry, TaskCtx, TaskHandler};
+use crate::logging as events;
 use crate::queue::AsyncTaskQueue;
 use omniq_core::{
     Backoff, ClaimRequest, Claimed, Completion, ErrorType, FailAction, Failure, LeaseRef,
-    LeaseToken, Outcome, Storage, StorageError, Task, TaskError, TaskId, Wake,
-    next_interval_slot, validate_name,
+    LeaseToken, Outcome, Storage, StorageError, Task, TaskError, TaskId, Wake, next_interval_slot,
+    validate_name,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -211,7 +211,10 @@ impl WorkerPoolBuilder {
             opts.prefetch = opts.concurrency;
         }
         if !opts.lease.is_positive() {
-            return Err(Error::Config(format!("lease must be positive, got {}", opts.lease)));
+            return Err(Error::Config(format!(
+                "lease must be positive, got {}",
+                opts.lease
+            )));
         }
         if !self.heartbeat_set {
             let third: std::time::Duration = (opts.lease / 3_i32).unsigned_abs();
@@ -510,9 +513,7 @@ fn slot_anchor(task: &Task) -> OffsetDateTime {
         .as_ref()
         .and_then(|e| e.context.get(SLOT_KEY))
         .and_then(|v| v.as_str())
-        .and_then(|s| {
-            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-        })
+        .and_then(|s| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
         .unwrap_or_else(|| task.effective_eta())
 }
 
@@ -537,7 +538,9 @@ impl Shared {
             let delay = self.backoff_for(task).delay(task.attempts, random_unit());
             if task.schedule.interval.is_some() {
                 if let Ok(s) = anchor.format(&time::format_description::well_known::Rfc3339) {
-                    error.context.insert(SLOT_KEY.into(), serde_json::Value::String(s));
+                    error
+                        .context
+                        .insert(SLOT_KEY.into(), serde_json::Value::String(s));
                 }
             }
             FailAction::Retry { at: now + delay }
@@ -737,7 +740,7 @@ async fn run_one(
             RunOutcome::Interrupted(Interrupt::Cancelled) => {
                 let err = TaskError::new(ErrorType::User, "Task cancelled while running")
                     .with_retryable(false);
-                events::log_task_failed(&task.id, &err, false);
+                events::log_task_failed(task.id, &err, false);
                 DoneKind::Fail(Failure {
                     lease,
                     error: err,
@@ -761,12 +764,12 @@ async fn run_one(
             }
             RunOutcome::Err(err) => {
                 if err.error_type == ErrorType::Decode {
-                    events::log_serialization_error(&task.id, &err);
+                    events::log_serialization_error(task.id, &err);
                 }
                 let (failure, will_retry) = shared.failure_for(&task, err, lease);
-                events::log_task_failed(&task.id, &failure.error, will_retry);
+                events::log_task_failed(task.id, &failure.error, will_retry);
                 if let FailAction::Retry { at } = failure.action {
-                    events::log_task_retry(&task.id, task.attempts + 1, at);
+                    events::log_task_retry(task.id, task.attempts + 1, at);
                 }
                 DoneKind::Fail(failure)
             }
@@ -786,7 +789,12 @@ enum RunOutcome {
     Interrupted(Interrupt),
 }
 
-async fn execute(shared: &Arc<Shared>, task: &Task, lease: &LeaseRef, correlation_id: String) -> RunOutcome {
+async fn execute(
+    shared: &Arc<Shared>,
+    task: &Task,
+    lease: &LeaseRef,
+    correlation_id: String,
+) -> RunOutcome {
     // A task redelivered after more lease expiries than its retry budget keeps killing
     // workers: stop it instead of crash-looping.
     if task.attempts > task.max_retries.saturating_add(1) {
@@ -950,7 +958,10 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
             permits.push(d._permit);
         }
         if !completes.is_empty() {
-            write_with_retry(&*storage, "complete", completes, |s, v| Box::pin(s.complete(v))).await;
+            write_with_retry(&*storage, "complete", completes, |s, v| {
+                Box::pin(s.complete(v))
+            })
+            .await;
         }
         if !fails.is_empty() {
             write_with_retry(&*storage, "fail", fails, |s, v| Box::pin(s.fail(v))).await;
@@ -994,4 +1005,3 @@ async fn write_with_retry<T: Clone>(
         }
     }
 }
-

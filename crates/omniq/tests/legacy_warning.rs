@@ -10,7 +10,10 @@ struct Buf(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Buf {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().map_err(|_| std::io::Error::other("poisoned"))?.extend_from_slice(b);
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("poisoned"))?
+            .extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -27,14 +30,25 @@ async fn legacy_storage_constructor_warns_once_with_the_guides_text() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    let storage: Arc<dyn omniq::Storage> =
-        Arc::new(omniq::sqlite::SqliteStorage::in_memory().await.expect("sqlite"));
+    let storage: Arc<dyn omniq::Storage> = Arc::new(
+        omniq::sqlite::SqliteStorage::in_memory()
+            .await
+            .expect("sqlite"),
+    );
     #[allow(deprecated)]
     let first = AsyncWorkerPool::from_storage(Arc::clone(&storage));
     #[allow(deprecated)]
-    let second = AsyncWorkerPool::builder().storage(storage).build().expect("legacy ok");
+    let second = AsyncWorkerPool::builder()
+        .storage(storage)
+        .build()
+        .expect("legacy ok");
     let out = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf8");
-    assert_eq!(out.matches("Passing 'storage' to AsyncWorkerPool is deprecated").count(), 1, "{out}");
+    assert_eq!(
+        out.matches("Passing 'storage' to AsyncWorkerPool is deprecated")
+            .count(),
+        1,
+        "{out}"
+    );
     assert!(out.contains(LEGACY_STORAGE_WARNING), "{out}");
     assert!(out.contains("WARN"), "{out}");
     drop((first, second));

@@ -16,7 +16,10 @@ struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().map_err(|_| io::Error::other("poisoned"))?.extend_from_slice(buf);
+        self.0
+            .lock()
+            .map_err(|_| io::Error::other("poisoned"))?
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -36,8 +39,11 @@ impl<'a> MakeWriter<'a> for Capture {
 async fn run_tasks(config: LogConfig) -> (String, Vec<String>) {
     let sink = Capture::default();
     let _guard = tracing::subscriber::set_default(config.build_subscriber(sink.clone()));
-    let storage: Arc<dyn omniq::Storage> =
-        Arc::new(omniq::sqlite::SqliteStorage::in_memory().await.expect("sqlite"));
+    let storage: Arc<dyn omniq::Storage> = Arc::new(
+        omniq::sqlite::SqliteStorage::in_memory()
+            .await
+            .expect("sqlite"),
+    );
     let queue = AsyncTaskQueue::new(storage);
     let mut pool = AsyncWorkerPool::builder()
         .queue(queue.clone())
@@ -54,7 +60,10 @@ async fn run_tasks(config: LogConfig) -> (String, Vec<String>) {
         let c = Arc::clone(&c);
         async move {
             if c.fetch_add(1, Ordering::SeqCst) == 0 {
-                return Err(HandlerError::from(TaskError::new(ErrorType::Network, "reset")));
+                return Err(HandlerError::from(TaskError::new(
+                    ErrorType::Network,
+                    "reset",
+                )));
             }
             Ok(())
         }
@@ -66,9 +75,16 @@ async fn run_tasks(config: LogConfig) -> (String, Vec<String>) {
     });
     pool.start().expect("start");
     let mut ids = Vec::new();
-    for (func, args) in [("ok", serde_json::json!(1)), ("flaky", serde_json::json!(null)), ("bad", serde_json::json!(null))] {
+    for (func, args) in [
+        ("ok", serde_json::json!(1)),
+        ("flaky", serde_json::json!(null)),
+        ("bad", serde_json::json!(null)),
+    ] {
         let id = queue.enqueue(func, &args).await.expect("enqueue");
-        queue.wait_result(&id, Duration::from_secs(20)).await.expect("result");
+        queue
+            .wait_result(&id, Duration::from_secs(20))
+            .await
+            .expect("result");
         ids.push(id.to_string());
     }
     pool.stop(Duration::from_secs(5)).await.expect("stop");
@@ -84,42 +100,94 @@ async fn prod_mode_task_events_carry_task_id_and_correlation_id() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
     for id in &ids {
-        let mine: Vec<_> = lines.iter().filter(|l| l["task_id"] == id.as_str()).collect();
+        let mine: Vec<_> = lines
+            .iter()
+            .filter(|l| l["task_id"] == id.as_str())
+            .collect();
         for l in &mine {
-            assert_eq!(l["correlation_id"], id.as_str(), "every task event is correlated: {l}");
+            assert_eq!(
+                l["correlation_id"],
+                id.as_str(),
+                "every task event is correlated: {l}"
+            );
             for key in ["timestamp", "level", "logger", "message", "operation"] {
                 assert!(l.get(key).is_some(), "{key} missing in {l}");
             }
         }
         let messages: Vec<&str> = mine.iter().filter_map(|l| l["message"].as_str()).collect();
-        assert!(messages.iter().any(|m| m.starts_with("Task enqueued:")), "{messages:?}");
-        assert!(messages.iter().any(|m| m.starts_with("Task started:")), "{messages:?}");
-        let worker_lines = mine.iter().filter(|l| l["logger"] == "omniq::worker").count();
+        assert!(
+            messages.iter().any(|m| m.starts_with("Task enqueued:")),
+            "{messages:?}"
+        );
+        assert!(
+            messages.iter().any(|m| m.starts_with("Task started:")),
+            "{messages:?}"
+        );
+        let worker_lines = mine
+            .iter()
+            .filter(|l| l["logger"] == "omniq::worker")
+            .count();
         assert!(worker_lines >= 2, "worker events for {id}: {messages:?}");
-        assert!(mine.iter().filter(|l| l["logger"] == "omniq::worker").all(|l| l["worker"] == "worker-1"));
+        assert!(
+            mine.iter()
+                .filter(|l| l["logger"] == "omniq::worker")
+                .all(|l| l["worker"] == "worker-1")
+        );
     }
-    let by_msg = |prefix: &str| lines.iter().filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with(prefix))).count();
+    let by_msg = |prefix: &str| {
+        lines
+            .iter()
+            .filter(|l| l["message"].as_str().is_some_and(|m| m.starts_with(prefix)))
+            .count()
+    };
     assert_eq!(by_msg("Task completed:"), 2, "ok and flaky complete");
     assert!(by_msg("Task failed") >= 2, "flaky's first run and bad fail");
     assert!(by_msg("Task retry") >= 1, "flaky is retried");
-    let warn = lines.iter().find(|l| l["task_id"] == ids[1].as_str() && l["level"] == "WARNING" || l["task_id"] == ids[1].as_str() && l["level"] == "WARN");
+    let warn = lines.iter().find(|l| {
+        l["task_id"] == ids[1].as_str() && l["level"] == "WARNING"
+            || l["task_id"] == ids[1].as_str() && l["level"] == "WARN"
+    });
     assert!(warn.is_some(), "a failure that will retry is a warning");
-    let final_fail = lines.iter().find(|l| l["task_id"] == ids[2].as_str() && l["message"].as_str().is_some_and(|m| m.starts_with("Task failed (final):")));
-    assert_eq!(final_fail.map(|l| l["level"].clone()), Some(serde_json::json!("ERROR")));
-    assert!(lines.iter().any(|l| l["message"].as_str().is_some_and(|m| m.contains("worker-1 stopped"))));
+    let final_fail = lines.iter().find(|l| {
+        l["task_id"] == ids[2].as_str()
+            && l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("Task failed (final):"))
+    });
+    assert_eq!(
+        final_fail.map(|l| l["level"].clone()),
+        Some(serde_json::json!("ERROR"))
+    );
+    assert!(lines.iter().any(|l| {
+        l["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("worker-1 stopped"))
+    }));
 }
 
 #[tokio::test]
 async fn dev_mode_prints_the_guides_layout_with_fields_below() {
-    let (text, ids) = run_tasks(LogConfig::default().with_mode(LogMode::Dev).with_ansi(Some(false))).await;
+    let (text, ids) = run_tasks(
+        LogConfig::default()
+            .with_mode(LogMode::Dev)
+            .with_ansi(Some(false)),
+    )
+    .await;
     let lines: Vec<&str> = text.lines().collect();
     let started = lines
         .iter()
         .position(|l| l.contains(&format!("Task started: {}", ids[0])))
         .expect("started line");
-    let head = regex::Regex::new(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \| INFO     \| omniq::worker:\d+ \| Task started: ").expect("regex");
+    let head = regex::Regex::new(
+        r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} \| INFO     \| omniq::worker:\d+ \| Task started: ",
+    )
+    .expect("regex");
     assert!(head.is_match(lines[started]), "{}", lines[started]);
     let below = lines[started + 1];
     assert!(below.starts_with("└── task_id: "), "{below}");
-    assert!(below.contains("| worker: worker-1") && below.contains(&format!("correlation_id: {}", ids[0])), "{below}");
+    assert!(
+        below.contains("| worker: worker-1")
+            && below.contains(&format!("correlation_id: {}", ids[0])),
+        "{below}"
+    );
 }

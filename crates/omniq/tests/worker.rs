@@ -2,9 +2,7 @@
 //! bound, constructor validation, and the blocking wrappers. Runs on SQLite in memory.
 
 use omniq::sqlite::SqliteStorage;
-use omniq::{
-    AsyncTaskQueue, AsyncWorkerPool, ClaimRequest, HandlerError, Storage, TaskStatus,
-};
+use omniq::{AsyncTaskQueue, AsyncWorkerPool, ClaimRequest, HandlerError, Storage, TaskStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -27,7 +25,10 @@ async fn count(storage: &Arc<dyn Storage>, status: TaskStatus) -> u64 {
 async fn wait_until<F: AsyncFnMut() -> bool>(mut f: F) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !f().await {
-        assert!(tokio::time::Instant::now() < deadline, "condition not reached in 20s");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached in 20s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -60,8 +61,15 @@ async fn stop_drains_in_flight_tasks_and_hands_back_unstarted_claims() {
     }
     pool.start().expect("start");
     // Two run, four more are claimed and waiting: 6 Running in storage, never more.
-    wait_until(async || started.load(Ordering::SeqCst) == 2 && count(&storage, TaskStatus::Running).await == 6).await;
-    assert_eq!(count(&storage, TaskStatus::Running).await, 6, "claims are bounded by concurrency + prefetch");
+    wait_until(async || {
+        started.load(Ordering::SeqCst) == 2 && count(&storage, TaskStatus::Running).await == 6
+    })
+    .await;
+    assert_eq!(
+        count(&storage, TaskStatus::Running).await,
+        6,
+        "claims are bounded by concurrency + prefetch"
+    );
 
     let stopping = {
         let gate = Arc::clone(&gate);
@@ -76,7 +84,11 @@ async fn stop_drains_in_flight_tasks_and_hands_back_unstarted_claims() {
     assert_eq!(report.drained, 2, "{report:?}");
     assert_eq!(report.handed_back, 4, "{report:?}");
     assert_eq!(report.aborted, 0, "{report:?}");
-    assert_eq!(started.load(Ordering::SeqCst), 2, "no new task starts after stop");
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        2,
+        "no new task starts after stop"
+    );
     assert_eq!(count(&storage, TaskStatus::Success).await, 2);
     assert_eq!(count(&storage, TaskStatus::Running).await, 0);
     assert_eq!(count(&storage, TaskStatus::Pending).await, 8);
@@ -92,7 +104,10 @@ async fn stop_drains_in_flight_tasks_and_hands_back_unstarted_claims() {
         .await
         .expect("claim");
     assert_eq!(again.len(), 8);
-    assert!(again.iter().all(|c| c.task.attempts == 1), "released claims do not count as attempts");
+    assert!(
+        again.iter().all(|c| c.task.attempts == 1),
+        "released claims do not count as attempts"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +137,11 @@ async fn stop_aborts_runs_past_the_timeout_and_hands_them_back() {
     let report = pool.stop(Duration::from_millis(100)).await.expect("stop");
     assert_eq!(report.aborted, 1, "{report:?}");
     let task = storage.get_task(&id).await.expect("get").expect("exists");
-    assert_eq!(task.status, TaskStatus::Pending, "aborted run is handed back");
+    assert_eq!(
+        task.status,
+        TaskStatus::Pending,
+        "aborted run is handed back"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,14 +180,22 @@ async fn worker_never_holds_more_than_concurrency_plus_prefetch() {
     .await;
     pool.stop(Duration::from_secs(5)).await.expect("stop");
     assert!(max_claimed <= 5, "held {max_claimed} claims, bound is 5");
-    assert!(peak.load(Ordering::SeqCst) <= 3, "ran {} at once, concurrency is 3", peak.load(Ordering::SeqCst));
+    assert!(
+        peak.load(Ordering::SeqCst) <= 3,
+        "ran {} at once, concurrency is 3",
+        peak.load(Ordering::SeqCst)
+    );
 }
 
 #[tokio::test]
 async fn constructor_needs_exactly_one_of_queue_or_storage() {
     let storage = storage().await;
     let err = AsyncWorkerPool::builder().build().expect_err("neither");
-    assert!(err.to_string().contains("needs either a queue or a storage"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("needs either a queue or a storage"),
+        "{err}"
+    );
     #[allow(deprecated)]
     let err = AsyncWorkerPool::builder()
         .queue(AsyncTaskQueue::new(Arc::clone(&storage)))
@@ -193,15 +220,26 @@ fn blocking_wrappers_run_tasks_without_an_async_runtime() {
     };
     let omniq = omniq::OmniQ::new(settings).expect("omniq");
     let mut worker = omniq.worker(2).expect("worker");
-    worker.register("double", |x: i64| async move { Ok::<_, HandlerError>(x * 2) });
+    worker.register(
+        "double",
+        |x: i64| async move { Ok::<_, HandlerError>(x * 2) },
+    );
     worker.start().expect("start");
-    let id = omniq.enqueue(omniq.task("double", &21i64)).expect("enqueue").id;
-    let res = omniq.wait_result(&id, Duration::from_secs(20)).expect("result");
+    let id = omniq
+        .enqueue(omniq.task("double", &21i64))
+        .expect("enqueue")
+        .id;
+    let res = omniq
+        .wait_result(&id, Duration::from_secs(20))
+        .expect("result");
     worker.stop(Duration::from_secs(5)).expect("stop");
     assert_eq!(res.status, TaskStatus::Success);
     let v: i64 = omniq::Format::MessagePack
         .decode(res.result.expect("payload").as_bytes())
         .expect("decode");
     assert_eq!(v, 42);
-    assert!(dir.path().join("omniq.db").exists(), "embedded default writes under base_dir");
+    assert!(
+        dir.path().join("omniq.db").exists(),
+        "embedded default writes under base_dir"
+    );
 }

@@ -1,0 +1,450 @@
+//! Embedded migrations and the namespace's SQL text.
+//!
+//! Every identifier is `{ns}_…`, double-quoted; the namespace has been checked by
+//! [`omniq_core::validate_name`] (only `[A-Za-z0-9_.-]`), so substituting it can never
+//! change the statement's meaning. Values are always bound (S5).
+
+use crate::error::map_sqlx;
+use omniq_core::StorageError;
+use sqlx::{Executor, SqlitePool};
+
+/// Ordered migrations: `(version, SQL with `{ns}` placeholders)`. Append only.
+const MIGRATIONS: &[(i64, &str)] = &[(
+    1,
+    r#"
+CREATE TABLE IF NOT EXISTS "{ns}_tasks" (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT    NOT NULL UNIQUE,
+    func_path        TEXT    NOT NULL,
+    args             BLOB    NOT NULL,
+    queue            TEXT    NOT NULL,
+    priority         INTEGER NOT NULL,
+    status           TEXT    NOT NULL,
+    eta              INTEGER,
+    run_at           INTEGER NOT NULL,
+    interval_us      INTEGER,
+    max_retries      INTEGER NOT NULL,
+    timeout_us       INTEGER,
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    last_attempt_at  INTEGER,
+    error            BLOB,
+    unique_key       TEXT,
+    lease_token      INTEGER NOT NULL DEFAULT 0,
+    lease_until      INTEGER,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS "{ns}_tasks_claim"
+    ON "{ns}_tasks" (queue, priority DESC, run_at, seq) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS "{ns}_tasks_lease"
+    ON "{ns}_tasks" (lease_until) WHERE status = 'running';
+CREATE UNIQUE INDEX IF NOT EXISTS "{ns}_tasks_unique"
+    ON "{ns}_tasks" (queue, unique_key)
+    WHERE unique_key IS NOT NULL AND status IN ('pending', 'running');
+CREATE TABLE IF NOT EXISTS "{ns}_results" (
+    task_id          TEXT    PRIMARY KEY,
+    status           TEXT    NOT NULL,
+    result           BLOB,
+    error            BLOB,
+    finished_at      INTEGER NOT NULL,
+    attempts         INTEGER NOT NULL,
+    last_attempt_at  INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS "{ns}_results_finished" ON "{ns}_results" (finished_at);
+"#,
+)];
+
+/// The latest schema version this crate knows.
+pub(crate) const LATEST_VERSION: i64 = 1;
+
+fn subst(template: &str, ns: &str) -> String {
+    template.replace("{ns}", ns)
+}
+
+/// Applies pending migrations in one `BEGIN IMMEDIATE` transaction, so two instances
+/// starting at once on one file serialize on SQLite's write lock and the loser sees the
+/// winner's version row and applies nothing.
+pub(crate) async fn migrate(pool: &SqlitePool, ns: &str) -> Result<(), StorageError> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+    let create = subst(
+        r#"CREATE TABLE IF NOT EXISTS "{ns}_schema_version" (
+            version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"#,
+        ns,
+    );
+    (&mut *tx)
+        .execute(create.as_str())
+        .await
+        .map_err(map_sqlx)?;
+    let select = subst(
+        r#"SELECT coalesce(max(version), 0) FROM "{ns}_schema_version""#,
+        ns,
+    );
+    let current: i64 = sqlx::query_scalar(&select)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+    if current > LATEST_VERSION {
+        return Err(crate::error::config(format!(
+            "namespace {ns:?} has schema version {current}, newer than the {LATEST_VERSION} \
+             this omniq-sqlite supports; upgrade omniq-sqlite"
+        )));
+    }
+    let insert = subst(
+        r#"INSERT INTO "{ns}_schema_version" (version, applied_at) VALUES (?1, ?2)"#,
+        ns,
+    );
+    for (version, template) in MIGRATIONS {
+        if *version <= current {
+            continue;
+        }
+        let ddl = subst(template, ns);
+        (&mut *tx).execute(ddl.as_str()).await.map_err(map_sqlx)?;
+        sqlx::query(&insert)
+            .bind(*version)
+            .bind(crate::convert::now_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+    }
+    tx.commit().await.map_err(map_sqlx)?;
+    Ok(())
+}
+
+/// Columns of a task row, in the order [`crate::convert::task_from_row`] reads them.
+pub(crate) const TASK_COLUMNS: &str = "id, func_path, args, queue, priority, status, eta, \
+     interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
+     last_attempt_at, error, unique_key, lease_token, lease_until, run_at, seq";
+
+/// Columns of a result row, in the order [`crate::convert::result_from_row`] reads them.
+pub(crate) const RESULT_COLUMNS: &str =
+    "task_id, status, result, error, finished_at, attempts, last_attempt_at";
+
+/// Bound values per enqueued row.
+pub(crate) const INSERT_ARITY: usize = 17;
+
+/// Batched statements are built for these row counts (powers of two); a batch is split
+/// into them so each shape is prepared once and cached.
+pub(crate) const SHAPES: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+/// Index of a shape in [`SHAPES`].
+pub(crate) fn shape_index(rows: usize) -> usize {
+    SHAPES
+        .iter()
+        .position(|s| *s == rows)
+        .unwrap_or(SHAPES.len() - 1)
+}
+
+/// Splits `n` rows into shape sizes, largest first (e.g. 300 → 256, 32, 8, 4).
+pub(crate) fn split_shapes(mut n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    for s in SHAPES {
+        while n >= s {
+            out.push(s);
+            n -= s;
+        }
+    }
+    out
+}
+
+/// `(?,?,…),(?,?,…)…`: anonymous parameters only. sqlx looks every parameter's name up
+/// with `sqlite3_bind_parameter_name`, a linear scan over the statement's named
+/// parameters, so numbered `?NNN` parameters make binding a wide batch quadratic.
+fn values_list(rows: usize, arity: usize) -> String {
+    let row = format!("({})", vec!["?"; arity].join(","));
+    vec![row; rows].join(",")
+}
+
+/// All SQL text of one namespace, built once.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    pub(crate) tasks: String,
+    /// Multi-row insert, no RETURNING (chunks without unique keys), per shape.
+    pub(crate) insert: Vec<String>,
+    /// Multi-row insert that skips live unique-key duplicates and returns inserted ids.
+    pub(crate) insert_returning: Vec<String>,
+    pub(crate) find_unique: String,
+    pub(crate) get_task: String,
+    pub(crate) get_result: String,
+    pub(crate) task_exists: String,
+    pub(crate) complete_results: Vec<String>,
+    pub(crate) complete_tasks: Vec<String>,
+    pub(crate) fail_results: Vec<String>,
+    pub(crate) fail_tasks: Vec<String>,
+    pub(crate) heartbeat: Vec<String>,
+    pub(crate) release: Vec<String>,
+    pub(crate) status_of: String,
+    pub(crate) cancel_task: String,
+    pub(crate) cancel_result: String,
+    pub(crate) request_cancel: String,
+    pub(crate) reschedule: String,
+    pub(crate) purge_results: String,
+    pub(crate) purge_tasks: String,
+}
+
+impl Sql {
+    pub(crate) fn new(ns: &str) -> Self {
+        let tasks = format!("\"{ns}_tasks\"");
+        let results = format!("\"{ns}_results\"");
+        let t = &tasks;
+        let r = &results;
+        let insert_head = format!(
+            "INSERT INTO {t} (id, func_path, args, queue, priority, status, eta, run_at, \
+             interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
+             last_attempt_at, error, unique_key) VALUES "
+        );
+        let insert = SHAPES
+            .iter()
+            .map(|n| format!("{insert_head}{}", values_list(*n, INSERT_ARITY)))
+            .collect();
+        let insert_returning = SHAPES
+            .iter()
+            .map(|n| {
+                format!(
+                    "{insert_head}{} ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL \
+                     AND status IN ('pending', 'running') DO NOTHING RETURNING id",
+                    values_list(*n, INSERT_ARITY)
+                )
+            })
+            .collect();
+
+        // complete: (id, token, result, now, next_run)
+        let complete_results = SHAPES
+            .iter()
+            .map(|n| {
+                format!(
+                    "INSERT OR REPLACE INTO {r} ({RESULT_COLUMNS}) \
+                     SELECT t.id, 'success', v.column3, NULL, v.column4, t.attempts, t.last_attempt_at \
+                     FROM (VALUES {}) AS v JOIN {t} AS t ON t.id = v.column1 \
+                     WHERE t.status = 'running' AND t.lease_token = v.column2",
+                    values_list(*n, 5)
+                )
+            })
+            .collect();
+        let next = "v.column5 IS NOT NULL AND t.cancel_requested = 0";
+        let complete_tasks = SHAPES
+            .iter()
+            .map(|n| {
+                format!(
+                    "UPDATE {t} AS t SET \
+                     status = CASE WHEN {next} THEN 'pending' ELSE 'success' END, \
+                     eta = CASE WHEN {next} THEN v.column5 ELSE t.eta END, \
+                     run_at = CASE WHEN {next} THEN v.column5 ELSE t.run_at END, \
+                     attempts = CASE WHEN {next} THEN 0 ELSE t.attempts END, \
+                     error = NULL, lease_until = NULL, updated_at = v.column4 \
+                     FROM (VALUES {}) AS v \
+                     WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2 \
+                     RETURNING id, queue, status",
+                    values_list(*n, 5)
+                )
+            })
+            .collect();
+
+        // fail: (id, token, error, now, action: 0 retry | 1 next run | 2 fail, at)
+        let fail_results = SHAPES
+            .iter()
+            .map(|n| {
+                format!(
+                    "INSERT OR REPLACE INTO {r} ({RESULT_COLUMNS}) \
+                     SELECT t.id, CASE WHEN t.cancel_requested = 1 THEN 'cancelled' ELSE 'failed' END, \
+                     NULL, v.column3, v.column4, t.attempts, t.last_attempt_at \
+                     FROM (VALUES {}) AS v JOIN {t} AS t ON t.id = v.column1 \
+                     WHERE t.status = 'running' AND t.lease_token = v.column2 \
+                     AND (v.column5 <> 0 OR t.cancel_requested = 1)",
+                    values_list(*n, 6)
+                )
+            })
+            .collect();
+        let again = "t.cancel_requested = 0 AND v.column5 <> 2";
+        let fail_tasks = SHAPES
+            .iter()
+            .map(|n| {
+                format!(
+                    "UPDATE {t} AS t SET \
+                     status = CASE WHEN t.cancel_requested = 1 THEN 'cancelled' \
+                                   WHEN v.column5 = 2 THEN 'failed' ELSE 'pending' END, \
+                     eta = CASE WHEN {again} THEN v.column6 ELSE t.eta END, \
+                     run_at = CASE WHEN {again} THEN v.column6 ELSE t.run_at END, \
+                     attempts = CASE WHEN t.cancel_requested = 0 AND v.column5 = 1 THEN 0 ELSE t.attempts END, \
+                     error = v.column3, lease_until = NULL, updated_at = v.column4 \
+                     FROM (VALUES {}) AS v \
+                     WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2 \
+                     RETURNING id, queue, status",
+                    values_list(*n, 6)
+                )
+            })
+            .collect();
+
+        // heartbeat: until (the first `?`), then (id, token) rows
+        let heartbeat = SHAPES
+            .iter()
+            .map(|n| {
+                format!(
+                    "UPDATE {t} AS t SET lease_until = ? FROM (VALUES {}) AS v \
+                     WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2 \
+                     RETURNING id, lease_token, cancel_requested",
+                    values_list(*n, 2)
+                )
+            })
+            .collect();
+
+        // release: updated_at (the first `?`), then (id, token) rows. The claim's attempt
+        // is not counted: the task never started.
+        let release = SHAPES
+            .iter()
+            .map(|n| {
+                format!(
+                    "UPDATE {t} AS t SET status = CASE WHEN t.cancel_requested = 1 \
+                     THEN 'cancelled' ELSE 'pending' END, lease_until = NULL, \
+                     attempts = max(t.attempts - 1, 0), updated_at = ? FROM (VALUES {}) AS v \
+                     WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2 \
+                     RETURNING id, lease_token, queue",
+                    values_list(*n, 2)
+                )
+            })
+            .collect();
+
+        Self {
+            insert,
+            insert_returning,
+            release,
+            find_unique: format!(
+                "SELECT id FROM {t} WHERE queue = ?1 AND unique_key = ?2 \
+                 AND unique_key IS NOT NULL AND status IN ('pending', 'running')"
+            ),
+            get_task: format!("SELECT {TASK_COLUMNS} FROM {t} WHERE id = ?1"),
+            get_result: format!(
+                "SELECT {RESULT_COLUMNS} FROM {r} WHERE task_id = ?1 AND finished_at >= ?2"
+            ),
+            task_exists: format!("SELECT 1 FROM {t} WHERE id = ?1"),
+            complete_results,
+            complete_tasks,
+            fail_results,
+            fail_tasks,
+            heartbeat,
+            status_of: format!("SELECT status, queue FROM {t} WHERE id = ?1"),
+            cancel_task: format!(
+                "UPDATE {t} SET status = 'cancelled', lease_until = NULL, updated_at = ?2 \
+                 WHERE id = ?1"
+            ),
+            cancel_result: format!(
+                "INSERT OR REPLACE INTO {r} ({RESULT_COLUMNS}) \
+                 SELECT id, 'cancelled', NULL, error, ?2, attempts, last_attempt_at \
+                 FROM {t} WHERE id = ?1"
+            ),
+            request_cancel: format!(
+                "UPDATE {t} SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1"
+            ),
+            reschedule: format!(
+                "UPDATE {t} SET status = 'pending', eta = ?2, run_at = ?2, lease_until = NULL, \
+                 updated_at = ?3 WHERE id = ?1"
+            ),
+            purge_results: format!("DELETE FROM {r} WHERE finished_at < ?1"),
+            purge_tasks: format!(
+                "DELETE FROM {t} WHERE status IN ('success', 'failed', 'cancelled') \
+                 AND updated_at < ?1"
+            ),
+            tasks,
+        }
+    }
+
+    /// Flips expired leases of `queues` (bound as ?2…) back to Pending, or to Cancelled when
+    /// cancellation was requested. Index-driven by the partial lease index.
+    pub(crate) fn expire(&self, queues: usize) -> String {
+        let placeholders = (0..queues)
+            .map(|i| format!("?{}", i + 2))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "UPDATE {t} SET status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'pending' END, \
+             lease_until = NULL, updated_at = ?1 \
+             WHERE status = 'running' AND lease_until <= ?1 AND queue IN ({placeholders}) \
+             RETURNING id, queue, status",
+            t = self.tasks
+        )
+    }
+
+    /// The claim: ?1 lease_until, ?2 now, ?3 limit, queues bound as ?4…. Each queue's
+    /// candidates come from its own ordered walk of the claim index (LIMIT each), so a
+    /// claim over several queues never sorts a whole queue.
+    pub(crate) fn claim(&self, queues: usize) -> String {
+        let t = &self.tasks;
+        let arm = |q: usize| {
+            format!(
+                "SELECT seq, priority, run_at FROM {t} WHERE status = 'pending' AND queue = ?{q} \
+                 AND run_at <= ?2 ORDER BY priority DESC, run_at, seq LIMIT ?3"
+            )
+        };
+        let candidates = if queues == 1 {
+            format!(
+                "SELECT seq FROM {t} WHERE status = 'pending' AND queue = ?4 AND run_at <= ?2 \
+                     ORDER BY priority DESC, run_at, seq LIMIT ?3"
+            )
+        } else {
+            let arms = (0..queues)
+                .map(|i| format!("SELECT * FROM ({})", arm(i + 4)))
+                .collect::<Vec<_>>()
+                .join(" UNION ALL ");
+            format!("SELECT seq FROM ({arms}) ORDER BY priority DESC, run_at, seq LIMIT ?3")
+        };
+        format!(
+            "UPDATE {t} SET status = 'running', attempts = attempts + 1, \
+             lease_token = lease_token + 1, lease_until = ?1, last_attempt_at = ?2, \
+             updated_at = ?2 WHERE seq IN ({candidates}) RETURNING {TASK_COLUMNS}"
+        )
+    }
+
+    /// A page of tasks: ?1 cursor id (or NULL), ?2 status (or NULL), ?3 queue (or NULL), ?4 limit.
+    pub(crate) fn list(&self, status: bool, queue: bool, cursor: bool) -> String {
+        let mut conds = Vec::new();
+        if cursor {
+            conds.push("id > ?1");
+        }
+        if status {
+            conds.push("status = ?2");
+        }
+        if queue {
+            conds.push("queue = ?3");
+        }
+        let filter = if conds.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conds.join(" AND "))
+        };
+        format!(
+            "SELECT {TASK_COLUMNS} FROM {} {filter} ORDER BY id LIMIT ?4",
+            self.tasks
+        )
+    }
+
+    /// Counts by queue and status, optionally for one queue (?1).
+    pub(crate) fn counts(&self, one_queue: bool) -> String {
+        let filter = if one_queue { "WHERE queue = ?1" } else { "" };
+        format!(
+            "SELECT queue, status, count(*) FROM {} {filter} GROUP BY queue, status ORDER BY queue",
+            self.tasks
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_into_cached_shapes() {
+        assert_eq!(split_shapes(300), vec![256, 32, 8, 4]);
+        assert_eq!(split_shapes(1), vec![1]);
+        assert_eq!(split_shapes(0), Vec::<usize>::new());
+        assert_eq!(split_shapes(1000).iter().sum::<usize>(), 1000);
+        assert_eq!(shape_index(64), 2);
+    }
+
+    #[test]
+    fn identifiers_are_quoted_with_the_namespace() {
+        let sql = Sql::new("my-app.v1");
+        assert!(sql.get_task.contains("\"my-app.v1_tasks\""));
+        assert!(sql.claim(2).contains("UNION ALL"));
+        assert_eq!(LATEST_VERSION, MIGRATIONS.len() as i64);
+    }
+}

@@ -1,0 +1,465 @@
+//! SQLite-specific behaviour: file and memory modes, WAL, migrations, namespaces on one
+//! file, concurrent claimers across connections, fencing, TTL and error kinds.
+
+use omniq_core::{
+    ClaimRequest, Claimed, Completion, ErrorType, FailAction, Failure, Outcome, Payload, Storage,
+    StorageErrorKind, StorageExt, Task, TaskError, TaskId, TaskStatus,
+};
+use omniq_sqlite::SqliteStorage;
+use sqlx::Connection;
+use std::collections::HashSet;
+use std::path::Path;
+use time::{Duration, OffsetDateTime};
+
+const LEASE: Duration = Duration::seconds(30);
+
+fn now() -> OffsetDateTime {
+    let n = OffsetDateTime::now_utc();
+    n.replace_nanosecond(0).unwrap_or(n)
+}
+
+fn task(queue: &str, created: OffsetDateTime) -> Task {
+    let mut t = Task::new("tests.f", Payload(b"[1]".to_vec()));
+    t.queue = queue.to_string();
+    t.created_at = created;
+    t.updated_at = created;
+    t
+}
+
+async fn claim(s: &SqliteStorage, queue: &str, limit: usize, at: OffsetDateTime) -> Vec<Claimed> {
+    s.claim(ClaimRequest {
+        queues: vec![queue.to_string()],
+        limit,
+        now: at,
+        lease: LEASE,
+    })
+    .await
+    .expect("claim")
+}
+
+async fn raw_connection(path: &Path) -> sqlx::SqliteConnection {
+    sqlx::SqliteConnection::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("raw connection")
+}
+
+async fn lifecycle(s: &SqliteStorage) {
+    let t0 = now();
+    let id = s
+        .enqueue_one(task("default", t0))
+        .await
+        .expect("enqueue")
+        .id;
+    let got = s.get_task(&id).await.expect("get_task").expect("stored");
+    assert_eq!(got.status, TaskStatus::Pending);
+    assert_eq!(got.args, Payload(b"[1]".to_vec()));
+    let c = claim(s, "default", 10, t0).await;
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].task.attempts, 1);
+    let done = Completion {
+        lease: c[0].lease_ref(),
+        result: Some(Payload(b"42".to_vec())),
+        now: t0,
+        next_run: None,
+    };
+    assert_eq!(s.complete_one(done).await.expect("complete"), Outcome::Ok);
+    let r = s
+        .get_result(&id)
+        .await
+        .expect("get_result")
+        .expect("result");
+    assert_eq!(r.status, TaskStatus::Success);
+    assert_eq!(r.result, Some(Payload(b"42".to_vec())));
+    assert_eq!(r.attempts, 1);
+}
+
+#[tokio::test]
+async fn file_and_memory_modes_both_work() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = SqliteStorage::open(dir.path().join("nested/dir/q.db"))
+        .await
+        .expect("file storage");
+    lifecycle(&file).await;
+    assert!(file.capabilities().multi_process);
+    assert!(dir.path().join("nested/dir/q.db").exists());
+
+    let mem = SqliteStorage::in_memory().await.expect("memory storage");
+    lifecycle(&mem).await;
+    assert!(!mem.capabilities().multi_process);
+    // Other clones share the same in-memory database.
+    let other = mem.clone();
+    assert_eq!(
+        other
+            .list_tasks(Default::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn file_database_is_in_wal_mode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("wal.db");
+    let _s = SqliteStorage::open(&path).await.expect("open");
+    let mut conn = raw_connection(&path).await;
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut conn)
+        .await
+        .expect("pragma");
+    assert_eq!(mode.to_ascii_lowercase(), "wal");
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_race_safely() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.db");
+    // Eight instances racing to create and migrate one fresh file.
+    let builds = (0..8).map(|_| {
+        let path = path.clone();
+        tokio::spawn(async move { SqliteStorage::open(&path).await })
+    });
+    let mut storages = Vec::new();
+    for b in builds {
+        storages.push(b.await.expect("join").expect("racing build"));
+    }
+    let id = storages[0]
+        .enqueue_one(task("default", now()))
+        .await
+        .expect("enqueue")
+        .id;
+    // Building again on the same file keeps the data and applies nothing twice.
+    let again = SqliteStorage::open(&path).await.expect("second build");
+    assert!(again.get_task(&id).await.expect("get").is_some());
+    let mut conn = raw_connection(&path).await;
+    let versions: Vec<i64> = sqlx::query_scalar(r#"SELECT version FROM "omniq_schema_version""#)
+        .fetch_all(&mut conn)
+        .await
+        .expect("versions");
+    assert_eq!(versions, vec![1]);
+}
+
+#[tokio::test]
+async fn namespaces_on_one_file_do_not_see_each_other() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("ns.db");
+    let a = SqliteStorage::builder()
+        .path(&path)
+        .namespace("app-a")
+        .build()
+        .await
+        .expect("a");
+    let b = SqliteStorage::builder()
+        .path(&path)
+        .namespace("app.b")
+        .build()
+        .await
+        .expect("b");
+    let t0 = now();
+    let id = a
+        .enqueue_one(task("default", t0))
+        .await
+        .expect("enqueue")
+        .id;
+    assert!(b.get_task(&id).await.expect("get").is_none());
+    assert!(claim(&b, "default", 10, t0).await.is_empty());
+    assert!(b.counts(None).await.expect("counts").is_empty());
+    assert_eq!(claim(&a, "default", 10, t0).await.len(), 1);
+}
+
+#[tokio::test]
+async fn invalid_names_are_config_errors() {
+    let err = SqliteStorage::builder()
+        .in_memory()
+        .namespace("x\"; DROP TABLE t; --")
+        .build()
+        .await
+        .expect_err("bad namespace");
+    assert_eq!(err.kind(), StorageErrorKind::Config);
+
+    let s = SqliteStorage::in_memory().await.expect("storage");
+    let err = s
+        .enqueue(vec![task("bad queue!", now())])
+        .await
+        .expect_err("bad queue");
+    assert_eq!(err.kind(), StorageErrorKind::Config);
+    assert!(err.message().contains("bad queue!"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_concurrent_claimers_never_double_claim() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("race.db");
+    // Two instances on one file stand in for two processes: each has its own writer
+    // connection, so they contend on SQLite's lock, not only on the in-process pool.
+    let a = SqliteStorage::open(&path).await.expect("a");
+    let b = SqliteStorage::open(&path).await.expect("b");
+    let t0 = now();
+    let tasks: Vec<Task> = (0..500).map(|_| task("default", t0)).collect();
+    let want: HashSet<TaskId> = tasks.iter().map(|t| t.id).collect();
+    a.enqueue(tasks).await.expect("enqueue");
+
+    let mut handles = Vec::new();
+    for i in 0..16 {
+        let s = if i % 2 == 0 { a.clone() } else { b.clone() };
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = claim(&s, "default", 7, t0).await;
+                if got.is_empty() {
+                    break;
+                }
+                mine.extend(got.into_iter().map(|c| c.task.id));
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.expect("join"));
+    }
+    let unique: HashSet<TaskId> = all.iter().copied().collect();
+    assert_eq!(all.len(), unique.len(), "a task was claimed twice");
+    assert_eq!(unique, want, "every task is claimed");
+}
+
+#[tokio::test]
+async fn fenced_complete_ignores_stale_worker() {
+    let s = SqliteStorage::in_memory().await.expect("storage");
+    let t0 = now();
+    let id = s
+        .enqueue_one(task("default", t0))
+        .await
+        .expect("enqueue")
+        .id;
+    let first = claim(&s, "default", 1, t0).await.remove(0);
+    // The lease expires and another worker claims the task again.
+    let later = t0 + LEASE + Duration::seconds(1);
+    let second = claim(&s, "default", 1, later).await.remove(0);
+    assert!(second.lease.token > first.lease.token);
+    assert_eq!(second.task.attempts, 2);
+
+    let stale = Completion {
+        lease: first.lease_ref(),
+        result: Some(Payload(b"stale".to_vec())),
+        now: later,
+        next_run: None,
+    };
+    assert_eq!(
+        s.complete_one(stale).await.expect("complete"),
+        Outcome::LeaseLost
+    );
+    let stale_fail = Failure {
+        lease: first.lease_ref(),
+        error: TaskError::new(ErrorType::Runtime, "late"),
+        action: FailAction::Fail,
+        now: later,
+    };
+    assert_eq!(
+        s.fail_one(stale_fail).await.expect("fail"),
+        Outcome::LeaseLost
+    );
+    let hb = s
+        .heartbeat(&[first.lease_ref()], later + LEASE)
+        .await
+        .expect("hb");
+    assert_eq!(hb, vec![Outcome::LeaseLost]);
+
+    let t = s.get_task(&id).await.expect("get").expect("task");
+    assert_eq!(t.status, TaskStatus::Running);
+    assert_eq!(t.attempts, 2);
+    assert!(t.error.is_none());
+    assert!(s.get_result(&id).await.expect("result").is_none());
+
+    let ok = Completion {
+        lease: second.lease_ref(),
+        result: None,
+        now: later,
+        next_run: None,
+    };
+    assert_eq!(s.complete_one(ok).await.expect("complete"), Outcome::Ok);
+    let missing = Completion {
+        lease: omniq_core::LeaseRef {
+            task_id: TaskId::new(),
+            token: second.lease.token,
+        },
+        result: None,
+        now: later,
+        next_run: None,
+    };
+    assert_eq!(
+        s.complete_one(missing).await.expect("complete"),
+        Outcome::NotFound
+    );
+}
+
+#[tokio::test]
+async fn large_batches_keep_order_and_resolve_unique_keys_to_the_first() {
+    let s = SqliteStorage::in_memory().await.expect("storage");
+    let t0 = now();
+    let mut tasks: Vec<Task> = (0..1000).map(|_| task("bulk", t0)).collect();
+    tasks[10].unique_key = Some("k".into());
+    tasks[500].unique_key = Some("k".into());
+    tasks[999].unique_key = Some("other".into());
+    let out = s.enqueue(tasks.clone()).await.expect("enqueue");
+    assert_eq!(out.len(), 1000);
+    for (i, (t, e)) in tasks.iter().zip(&out).enumerate() {
+        if i == 500 {
+            assert!(e.duplicate);
+            assert_eq!(e.id, tasks[10].id);
+        } else {
+            assert!(!e.duplicate, "task {i}");
+            assert_eq!(e.id, t.id);
+        }
+    }
+    let counts = s.counts(Some("bulk")).await.expect("counts");
+    assert_eq!(counts[0].pending, 999);
+
+    // A second batch with a live key returns the existing id.
+    let mut dup = task("bulk", t0);
+    dup.unique_key = Some("other".into());
+    let again = s.enqueue_one(dup).await.expect("enqueue");
+    assert_eq!((again.id, again.duplicate), (tasks[999].id, true));
+
+    // Claims over several queues still follow priority, eta, then enqueue order.
+    let mut hi = task("other-q", t0);
+    hi.priority = 5;
+    let hi_id = s.enqueue_one(hi).await.expect("enqueue").id;
+    let got = s
+        .claim(ClaimRequest {
+            queues: vec!["bulk".into(), "other-q".into()],
+            limit: 3,
+            now: t0,
+            lease: LEASE,
+        })
+        .await
+        .expect("claim");
+    let ids: Vec<TaskId> = got.iter().map(|c| c.task.id).collect();
+    assert_eq!(ids, vec![hi_id, tasks[0].id, tasks[1].id]);
+}
+
+#[tokio::test]
+async fn expired_results_are_not_returned() {
+    let s = SqliteStorage::builder()
+        .in_memory()
+        .result_ttl(Duration::minutes(1))
+        .build()
+        .await
+        .expect("storage");
+    let long_ago = now() - Duration::hours(1);
+    let id = s
+        .enqueue_one(task("default", long_ago))
+        .await
+        .expect("enqueue")
+        .id;
+    let c = claim(&s, "default", 1, long_ago).await.remove(0);
+    let done = Completion {
+        lease: c.lease_ref(),
+        result: None,
+        now: long_ago,
+        next_run: None,
+    };
+    assert_eq!(s.complete_one(done).await.expect("complete"), Outcome::Ok);
+    assert!(s.get_result(&id).await.expect("get_result").is_none());
+    assert_eq!(s.purge_results(now()).await.expect("purge"), 1);
+    assert!(
+        s.get_task(&id).await.expect("get").is_none(),
+        "finished task purged"
+    );
+}
+
+#[tokio::test]
+async fn closed_storage_fails_with_closed() {
+    let s = SqliteStorage::in_memory().await.expect("storage");
+    s.close().await.expect("close");
+    let err = s.get_task(&TaskId::new()).await.expect_err("closed");
+    assert_eq!(err.kind(), StorageErrorKind::Closed);
+    let err = s
+        .enqueue(vec![task("default", now())])
+        .await
+        .expect_err("closed");
+    assert_eq!(err.kind(), StorageErrorKind::Closed);
+}
+
+#[tokio::test]
+async fn dropped_tables_surface_as_backend_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("broken.db");
+    let s = SqliteStorage::open(&path).await.expect("open");
+    let mut conn = raw_connection(&path).await;
+    sqlx::query(r#"DROP TABLE "omniq_tasks""#)
+        .execute(&mut conn)
+        .await
+        .expect("drop");
+    let err = s.get_task(&TaskId::new()).await.expect_err("broken");
+    assert_eq!(err.kind(), StorageErrorKind::Backend);
+    assert_eq!(err.backend(), "sqlite");
+    let err = s
+        .claim(ClaimRequest {
+            queues: vec!["default".into()],
+            limit: 1,
+            now: now(),
+            lease: LEASE,
+        })
+        .await
+        .expect_err("broken");
+    assert_eq!(err.kind(), StorageErrorKind::Backend);
+}
+
+/// Throughput smoke check (not a timed assertion; `cargo xtask bench` is the benchmark):
+/// `cargo test -p omniq-sqlite --release --test sqlite -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "throughput report; run explicitly in release mode"]
+async fn throughput_report() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = SqliteStorage::open(dir.path().join("bench.db"))
+        .await
+        .expect("open");
+    let n = 100_000;
+    let t0 = now();
+    let tasks: Vec<Task> = (0..n).map(|_| task("default", t0)).collect();
+    let start = std::time::Instant::now();
+    for chunk in tasks.chunks(1000) {
+        s.enqueue(chunk.to_vec()).await.expect("enqueue");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!("batch enqueue: {:.0} tasks/s", n as f64 / secs);
+
+    let start = std::time::Instant::now();
+    let mut done = 0;
+    loop {
+        let got = claim(&s, "default", 100, t0).await;
+        if got.is_empty() {
+            break;
+        }
+        let items = got
+            .iter()
+            .map(|c| Completion {
+                lease: c.lease_ref(),
+                result: None,
+                now: t0,
+                next_run: None,
+            })
+            .collect();
+        let out = s.complete(items).await.expect("complete");
+        assert!(out.iter().all(|o| *o == Outcome::Ok));
+        done += out.len();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(done, n);
+    eprintln!(
+        "claim+complete (batches of 100): {:.0} tasks/s",
+        n as f64 / secs
+    );
+
+    let start = std::time::Instant::now();
+    for _ in 0..2000 {
+        s.enqueue_one(task("single", t0)).await.expect("enqueue");
+    }
+    eprintln!(
+        "single enqueue: {:.0} tasks/s",
+        2000.0 / start.elapsed().as_secs_f64()
+    );
+}

@@ -55,7 +55,7 @@ use omniq_core::{
 };
 use sqlx::sqlite::{
     SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
+    SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -226,6 +226,53 @@ impl SqliteStorage {
                 });
             }
         }
+    }
+
+    /// Runs a fenced per-lease UPDATE (`sql[shape]`: one leading bind, then `(id, token)`
+    /// rows; `RETURNING id, lease_token, …`) over `leases` in one transaction. Returns an
+    /// outcome per lease — `hit(row)` for rows the token matched, NotFound/LeaseLost for
+    /// the rest — and the returned rows. Keyed by (id, token): a batch naming one task
+    /// twice with different tokens never reports the stale one as applied.
+    async fn fenced_lease_write(
+        &self,
+        sql: &[String],
+        leases: &[LeaseRef],
+        first_bind: i64,
+        hit: impl Fn(&SqliteRow) -> Result<Outcome, StorageError>,
+    ) -> Result<(Vec<Outcome>, Vec<SqliteRow>), StorageError> {
+        self.check_open()?;
+        if leases.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let ids: Vec<String> = leases.iter().map(|l| l.task_id.to_string()).collect();
+        let mut out = Vec::with_capacity(leases.len());
+        let mut all_rows = Vec::new();
+        let mut tx = self.begin().await?;
+        let mut offset = 0;
+        for size in split_shapes(leases.len()) {
+            let range = offset..offset + size;
+            offset += size;
+            let mut q = sqlx::query(&sql[shape_index(size)]).bind(first_bind);
+            for (l, id) in leases[range.clone()].iter().zip(&ids[range.clone()]) {
+                q = q.bind(id.as_str()).bind(l.token.0);
+            }
+            let rows = q.fetch_all(&mut *tx).await.map_err(map_sqlx)?;
+            let mut applied = HashMap::with_capacity(rows.len());
+            for row in &rows {
+                let id: String = row.try_get(0).map_err(map_sqlx)?;
+                let token: i64 = row.try_get(1).map_err(map_sqlx)?;
+                applied.insert((id, token), hit(row)?);
+            }
+            for (l, id) in leases[range.clone()].iter().zip(&ids[range]) {
+                out.push(match applied.get(&(id.clone(), l.token.0)) {
+                    Some(o) => *o,
+                    None => self.miss_outcome(&mut tx, id).await?,
+                });
+            }
+            all_rows.extend(rows);
+        }
+        tx.commit().await.map_err(map_sqlx)?;
+        Ok((out, all_rows))
     }
 
     /// NotFound vs LeaseLost for a lease write that matched nothing.
@@ -525,41 +572,17 @@ impl Storage for SqliteStorage {
         leases: &[LeaseRef],
         until: OffsetDateTime,
     ) -> Result<Vec<Outcome>, StorageError> {
-        self.check_open()?;
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        let until = micros(until);
-        let ids: Vec<String> = leases.iter().map(|l| l.task_id.to_string()).collect();
-        let mut out = Vec::with_capacity(leases.len());
-        let mut tx = self.begin().await?;
-        let mut offset = 0;
-        for size in split_shapes(leases.len()) {
-            let range = offset..offset + size;
-            offset += size;
-            let mut q = sqlx::query(&self.inner.sql.heartbeat[shape_index(size)]).bind(until);
-            for (l, id) in leases[range.clone()].iter().zip(&ids[range.clone()]) {
-                q = q.bind(id.as_str()).bind(l.token.0);
-            }
-            let rows = q.fetch_all(&mut *tx).await.map_err(map_sqlx)?;
-            // Keyed by (id, token): a batch naming one task twice with different tokens
-            // must not report the stale one as extended.
-            let mut hit = HashMap::with_capacity(rows.len());
-            for row in &rows {
-                let id: String = row.try_get(0).map_err(map_sqlx)?;
-                let token: i64 = row.try_get(1).map_err(map_sqlx)?;
+        // RETURNING id, lease_token, cancel_requested
+        let (out, _) = self
+            .fenced_lease_write(&self.inner.sql.heartbeat, leases, micros(until), |row| {
                 let cancel: i64 = row.try_get(2).map_err(map_sqlx)?;
-                hit.insert((id, token), cancel != 0);
-            }
-            for (l, id) in leases[range.clone()].iter().zip(&ids[range]) {
-                out.push(match hit.get(&(id.clone(), l.token.0)) {
-                    Some(true) => Outcome::CancelRequested,
-                    Some(false) => Outcome::Ok,
-                    None => self.miss_outcome(&mut tx, id).await?,
-                });
-            }
-        }
-        tx.commit().await.map_err(map_sqlx)?;
+                Ok(if cancel != 0 {
+                    Outcome::CancelRequested
+                } else {
+                    Outcome::Ok
+                })
+            })
+            .await?;
         Ok(out)
     }
 
@@ -568,41 +591,16 @@ impl Storage for SqliteStorage {
         leases: &[LeaseRef],
         now: OffsetDateTime,
     ) -> Result<Vec<Outcome>, StorageError> {
-        self.check_open()?;
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = micros(now);
-        let ids: Vec<String> = leases.iter().map(|l| l.task_id.to_string()).collect();
-        let mut out = Vec::with_capacity(leases.len());
+        // RETURNING id, lease_token, queue
         let mut queues = Vec::new();
-        let mut tx = self.begin().await?;
-        let mut offset = 0;
-        for size in split_shapes(leases.len()) {
-            let range = offset..offset + size;
-            offset += size;
-            let mut q = sqlx::query(&self.inner.sql.release[shape_index(size)]).bind(now);
-            for (l, id) in leases[range.clone()].iter().zip(&ids[range.clone()]) {
-                q = q.bind(id.as_str()).bind(l.token.0);
-            }
-            let rows = q.fetch_all(&mut *tx).await.map_err(map_sqlx)?;
-            let mut hit = HashMap::with_capacity(rows.len());
-            for row in &rows {
-                let id: String = row.try_get(0).map_err(map_sqlx)?;
-                let token: i64 = row.try_get(1).map_err(map_sqlx)?;
-                let queue: String = row.try_get(2).map_err(map_sqlx)?;
-                hit.insert((id, token), ());
-                queues.push(queue);
-            }
-            for (l, id) in leases[range.clone()].iter().zip(&ids[range]) {
-                out.push(if hit.contains_key(&(id.clone(), l.token.0)) {
-                    Outcome::Ok
-                } else {
-                    self.miss_outcome(&mut tx, id).await?
-                });
-            }
+        let (out, rows) = self
+            .fenced_lease_write(&self.inner.sql.release, leases, micros(now), |_| {
+                Ok(Outcome::Ok)
+            })
+            .await?;
+        for row in &rows {
+            queues.push(row.try_get::<String, _>(2).map_err(map_sqlx)?);
         }
-        tx.commit().await.map_err(map_sqlx)?;
         self.wake_work(queues.iter().map(String::as_str));
         Ok(out)
     }

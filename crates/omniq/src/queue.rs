@@ -21,6 +21,8 @@ pub struct QueueDefaults {
     pub timeout: Option<Duration>,
     /// Queue name (default `"default"`).
     pub queue: String,
+    /// Enqueue rejects larger encoded args (S4). Default 16 MiB.
+    pub max_payload_bytes: usize,
 }
 
 impl Default for QueueDefaults {
@@ -29,6 +31,7 @@ impl Default for QueueDefaults {
             max_retries: 3,
             timeout: None,
             queue: omniq_core::DEFAULT_QUEUE.to_string(),
+            max_payload_bytes: crate::worker::DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
 }
@@ -364,6 +367,14 @@ impl TaskSpec {
 
     pub(crate) fn into_task(self, defaults: &QueueDefaults, now: OffsetDateTime) -> Result<Task> {
         let args = self.args?;
+        if args.len() > defaults.max_payload_bytes {
+            return Err(Error::Config(format!(
+                "arguments of '{}' encode to {} bytes, over max_payload_bytes ({})",
+                self.func,
+                args.len(),
+                defaults.max_payload_bytes
+            )));
+        }
         let mut task = Task::new(self.func, args);
         if task.func_path.is_empty() {
             return Err(Error::Config(

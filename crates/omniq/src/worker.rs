@@ -71,7 +71,13 @@ pub struct WorkerOptions {
     pub completion_batch: usize,
     /// A name for logs (`worker` field).
     pub name: String,
+    /// Tasks whose payload is larger fail with a non-retryable validation error instead of
+    /// being decoded (S4). Default 16 MiB.
+    pub max_payload_bytes: usize,
 }
+
+/// The default payload limit of queues and workers (S4): 16 MiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 
 static WORKER_SEQ: AtomicUsize = AtomicUsize::new(1);
 
@@ -90,6 +96,7 @@ impl Default for WorkerOptions {
             handler_backoff: HashMap::new(),
             completion_batch: 256,
             name: format!("worker-{}-{n}", std::process::id()),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
         }
     }
 }
@@ -174,6 +181,11 @@ impl WorkerPoolBuilder {
     /// Outcome batch size.
     pub fn completion_batch(mut self, n: usize) -> Self {
         self.opts.completion_batch = n;
+        self
+    }
+    /// Largest payload a task may carry; larger ones fail (S4).
+    pub fn max_payload_bytes(mut self, n: usize) -> Self {
+        self.opts.max_payload_bytes = n;
         self
     }
     /// Worker name for logs.
@@ -454,10 +466,20 @@ impl AsyncWorkerPool {
                 }
                 Ok(None) => break,
                 Err(_) => {
-                    // Timed out: abort what is left; its leases are handed back below.
+                    // Timed out: abort what is left (the handlers too, which run in their
+                    // own tasks); their leases are handed back below.
                     report.aborted = set.len();
+                    // Runners first, so none of them sees its handler end and drops its
+                    // hold; then the detached handler tasks themselves.
                     set.abort_all();
                     while set.join_next().await.is_some() {}
+                    if let Ok(held) = running.shared.held.lock() {
+                        for h in held.values() {
+                            if let Some(a) = &h.abort {
+                                a.abort();
+                            }
+                        }
+                    }
                     break;
                 }
             }
@@ -809,6 +831,20 @@ async fn execute(
             .with_retryable(false),
         );
     }
+    if task.args.len() > shared.opts.max_payload_bytes {
+        return RunOutcome::Err(
+            TaskError::new(
+                ErrorType::Validation,
+                format!(
+                    "payload of {} bytes exceeds the worker's max_payload_bytes ({})",
+                    task.args.len(),
+                    shared.opts.max_payload_bytes
+                ),
+            )
+            .with_retryable(false)
+            .with_context("payload_bytes", task.args.len()),
+        );
+    }
     let Some(handler) = shared.registry.get(&task.func_path) else {
         return RunOutcome::Err(
             TaskError::new(
@@ -885,7 +921,13 @@ async fn heartbeater(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = tick.tick() => {}
             // Keep extending leases while draining after stop; the pool aborts us at the end.
-            _ = stop.changed(), if !*stop.borrow() => continue,
+            changed = stop.changed(), if !*stop.borrow() => {
+                if changed.is_err() {
+                    // The pool was dropped without `stop`: its leases will expire.
+                    return;
+                }
+                continue;
+            }
         }
         let leases: Vec<LeaseRef> = {
             let held = shared.held.lock().unwrap_or_else(|p| p.into_inner());

@@ -121,11 +121,19 @@ async fn stop_aborts_runs_past_the_timeout_and_hands_them_back() {
         .poll_interval(Duration::from_millis(20))
         .build()
         .expect("pool");
+    struct Dropped(Arc<AtomicUsize>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
     let started = Arc::new(AtomicUsize::new(0));
-    let s = Arc::clone(&started);
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (s, d) = (Arc::clone(&started), Arc::clone(&dropped));
     pool.register("forever", move |_: ()| {
-        let s = Arc::clone(&s);
+        let (s, d) = (Arc::clone(&s), Arc::clone(&d));
         async move {
+            let _guard = Dropped(d);
             s.fetch_add(1, Ordering::SeqCst);
             std::future::pending::<()>().await;
             Ok::<_, HandlerError>(())
@@ -142,6 +150,8 @@ async fn stop_aborts_runs_past_the_timeout_and_hands_them_back() {
         TaskStatus::Pending,
         "aborted run is handed back"
     );
+    // The handler itself was stopped, not left running detached.
+    wait_until(async || dropped.load(Ordering::SeqCst) == 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,4 +252,52 @@ fn blocking_wrappers_run_tasks_without_an_async_runtime() {
         dir.path().join("omniq.db").exists(),
         "embedded default writes under base_dir"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_payloads_fail_their_task_not_the_worker() {
+    let storage = storage().await;
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut pool = AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .max_payload_bytes(64)
+        .poll_interval(Duration::from_millis(20))
+        .build()
+        .expect("pool");
+    pool.register("echo", |s: String| async move { Ok::<_, HandlerError>(s) });
+    pool.start().expect("start");
+    let big = queue
+        .enqueue("echo", &"x".repeat(1000))
+        .await
+        .expect("enqueue");
+    let small = queue.enqueue("echo", &"ok").await.expect("enqueue");
+    let big_res = queue
+        .wait_result(&big, Duration::from_secs(20))
+        .await
+        .expect("big");
+    let small_res = queue
+        .wait_result(&small, Duration::from_secs(20))
+        .await
+        .expect("small");
+    pool.stop(Duration::from_secs(5)).await.expect("stop");
+    assert_eq!(big_res.status, TaskStatus::Failed);
+    let err = big_res.error.expect("error");
+    assert_eq!(err.error_type, omniq::ErrorType::Validation);
+    assert!(err.message.contains("max_payload_bytes"), "{}", err.message);
+    assert_eq!(
+        small_res.status,
+        TaskStatus::Success,
+        "the worker keeps running"
+    );
+
+    // The queue refuses oversized args at enqueue, before anything is stored.
+    let strict = AsyncTaskQueue::new(Arc::clone(&storage)).with_defaults(omniq::QueueDefaults {
+        max_payload_bytes: 8,
+        ..omniq::QueueDefaults::default()
+    });
+    let err = strict
+        .enqueue("echo", &"x".repeat(100))
+        .await
+        .expect_err("too big");
+    assert!(err.to_string().contains("max_payload_bytes"), "{err}");
 }

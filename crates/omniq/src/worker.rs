@@ -653,6 +653,18 @@ async fn fetcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> JoinSe
                 continue;
             }
         };
+        let mut claimed = claimed;
+        if claimed.len() > wanted {
+            // A backend returned more than asked: never hold more than we can start.
+            let extra: Vec<LeaseRef> = claimed
+                .split_off(wanted)
+                .iter()
+                .map(Claimed::lease_ref)
+                .collect();
+            if let Err(e) = storage.release(&extra, shared.queue.clock.now()).await {
+                events::log_storage_error("release", &e);
+            }
+        }
         let got = claimed.len();
         if got > 0 {
             tracing::debug!(target: "omniq::worker", worker = %shared.opts.name, claimed = got, requested = wanted, "Claimed {got} task(s)");
@@ -737,21 +749,16 @@ async fn run_one(
     };
     // L5: every line of this run carries task_id, operation, worker and correlation_id.
     // The correlation id is the task id, as in the guide's PROD sample: one id follows a
-    // task from enqueue through every run and retry.
-    let ctx = events::task_context_with_correlation(task.id, "process_task", task.id);
-    ctx.span().record("worker", shared.opts.name.as_str());
-    let span = ctx.span().clone();
+    // task from enqueue through every run and retry. The run is logged by the L6 helpers
+    // (started; completed with its duration, or failed), two lines at INFO.
+    let span = events::task_span(&task.id, &"process_task", &task.id, Some(&shared.opts.name));
     async move {
         let started = std::time::Instant::now();
         events::log_task_started(task.id, task.attempts);
-        let correlation_id = ctx.correlation_id().to_string();
-        let outcome = execute(&shared, &task, &lease, correlation_id).await;
+        let outcome = execute(&shared, &task, &lease, task.id.to_string()).await;
         let elapsed = started.elapsed();
-        match &outcome {
-            RunOutcome::Ok(_) => ctx.finish(),
-            RunOutcome::Err(e) => ctx.fail(e),
-            RunOutcome::Interrupted(i) => ctx.fail(&format!("interrupted: {i:?}")),
-        }
+        // The failure lines carry the run's duration too (L5).
+        tracing::Span::current().record("duration_ms", elapsed.as_secs_f64() * 1000.0);
         let kind = match outcome {
             RunOutcome::Interrupted(Interrupt::LeaseLost) => {
                 tracing::warn!(target: "omniq::worker", task_id = %task.id, "Task lease lost: {} (another worker owns it now; result discarded)", task.id);
@@ -976,9 +983,16 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
     loop {
         let Some(first) = rx.recv().await else { break };
         let mut batch = vec![first];
+        // Take what is queued; give runners that are about to finish one scheduler turn
+        // to join this batch (bigger batches, same latency when idle).
+        let mut yielded = false;
         while batch.len() < max {
             match rx.try_recv() {
                 Ok(d) => batch.push(d),
+                Err(_) if !yielded => {
+                    yielded = true;
+                    tokio::task::yield_now().await;
+                }
                 Err(_) => break,
             }
         }
@@ -1014,7 +1028,15 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
                 held.remove(id);
             }
         }
-        drop(permits);
+        // Return the batch's claim permits in one release, so the fetcher wakes to the
+        // whole batch of free capacity and claims it in one round trip.
+        let mut permits = permits.into_iter();
+        if let Some(mut all) = permits.next() {
+            for p in permits {
+                all.merge(p);
+            }
+            drop(all);
+        }
     }
 }
 

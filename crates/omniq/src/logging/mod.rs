@@ -100,7 +100,7 @@ pub use config::{
     LogLevel, LogMode, parse_retention, parse_size,
 };
 pub use context::{
-    TASK_TARGET, TaskContext, bind_task, task_context, task_context_with_correlation,
+    TASK_TARGET, TaskContext, bind_task, task_context, task_context_with_correlation, task_span,
 };
 pub use error::LoggingError;
 pub use events::{

@@ -25,7 +25,10 @@ pub const ROTATED_SUFFIX_FORMAT: &str = "%Y%m%dT%H%M%S";
 /// formatted line stays whole. Usually wrapped in the non-blocking writer by
 /// [`LogConfig::open_writer`]; usable directly for synchronous logging.
 pub struct RotatingFileWriter {
-    inner: FileRotate<AppendTimestamp>,
+    // Buffered: the non-blocking worker writes line by line and flushes whenever its
+    // queue runs dry, so a burst of lines costs one write call instead of one per line.
+    // The buffer only ever holds whole lines, so rotation still never splits one.
+    inner: io::BufWriter<FileRotate<AppendTimestamp>>,
 }
 
 impl std::fmt::Debug for RotatingFileWriter {
@@ -96,7 +99,9 @@ impl RotatingFileWriter {
             compression,
             None,
         );
-        Ok(RotatingFileWriter { inner })
+        Ok(RotatingFileWriter {
+            inner: io::BufWriter::with_capacity(64 * 1024, inner),
+        })
     }
 }
 

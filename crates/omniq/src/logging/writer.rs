@@ -100,7 +100,9 @@ impl RotatingFileWriter {
             None,
         );
         Ok(RotatingFileWriter {
-            inner: io::BufWriter::with_capacity(64 * 1024, inner),
+            // At most an eighth of the rotation size, so a rotated file overshoots its
+            // limit by no more than that (64 KiB for the default 100 MB).
+            inner: io::BufWriter::with_capacity(buffer_capacity(bytes), inner),
         })
     }
 }
@@ -139,4 +141,9 @@ impl LogConfig {
         };
         Ok((writer, LogGuard { _worker: guard }))
     }
+}
+
+/// The write buffer for a rotation size of `rotation_bytes`.
+fn buffer_capacity(rotation_bytes: usize) -> usize {
+    (rotation_bytes / 8).min(64 * 1024)
 }

@@ -15,6 +15,14 @@ use std::sync::Arc;
 use tokio::runtime::Runtime;
 
 fn runtime() -> Result<Arc<Runtime>> {
+    // Blocking on a private runtime from inside another would panic; say why instead.
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(Error::Config(
+            "the blocking OmniQ/WorkerPool cannot be created inside an async runtime; \
+             use AsyncOmniQ / AsyncWorkerPool there"
+                .into(),
+        ));
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("omniq")

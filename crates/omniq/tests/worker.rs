@@ -301,3 +301,158 @@ async fn oversized_payloads_fail_their_task_not_the_worker() {
         .expect_err("too big");
     assert!(err.to_string().contains("max_payload_bytes"), "{err}");
 }
+
+#[tokio::test]
+async fn blocking_wrappers_refuse_to_run_inside_an_async_runtime() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let settings = omniq::Settings {
+        base_dir: dir.path().to_path_buf(),
+        ..omniq::Settings::default()
+    };
+    let err = omniq::OmniQ::new(settings).expect_err("inside a runtime");
+    assert!(err.to_string().contains("AsyncOmniQ"), "{err}");
+}
+
+/// S3: a storage that is briefly unavailable (claims and completions fail with
+/// `Unavailable`) slows the worker down but loses nothing: it backs off and recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_backs_off_and_recovers_when_storage_is_unavailable() {
+    use omniq::{
+        CancelOutcome, Capabilities, ClaimRequest, Claimed, Completion, Enqueued, Failure,
+        LeaseRef, Outcome, Page, QueueCounts, StorageError, StorageErrorKind, Task, TaskFilter,
+        TaskId, TaskResult,
+    };
+    use std::sync::atomic::AtomicU32;
+    use time::OffsetDateTime;
+
+    /// Real SQLite underneath; the first `outage` claim and complete calls fail.
+    #[derive(Debug)]
+    struct Outage {
+        inner: Arc<dyn Storage>,
+        claims_left: AtomicU32,
+        completes_left: AtomicU32,
+    }
+    fn down() -> StorageError {
+        StorageError::new(StorageErrorKind::Unavailable, "outage", "server restarting")
+    }
+    #[omniq::async_trait]
+    impl Storage for Outage {
+        fn backend_name(&self) -> &'static str {
+            "outage"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                push_wakeup: false,
+                ..self.inner.capabilities()
+            }
+        }
+        async fn enqueue(&self, t: Vec<Task>) -> Result<Vec<Enqueued>, StorageError> {
+            self.inner.enqueue(t).await
+        }
+        async fn claim(&self, r: ClaimRequest) -> Result<Vec<Claimed>, StorageError> {
+            if self.claims_left.load(Ordering::SeqCst) > 0 {
+                self.claims_left.fetch_sub(1, Ordering::SeqCst);
+                return Err(down());
+            }
+            self.inner.claim(r).await
+        }
+        async fn heartbeat(
+            &self,
+            l: &[LeaseRef],
+            u: OffsetDateTime,
+        ) -> Result<Vec<Outcome>, StorageError> {
+            self.inner.heartbeat(l, u).await
+        }
+        async fn complete(&self, i: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
+            if self.completes_left.load(Ordering::SeqCst) > 0 {
+                self.completes_left.fetch_sub(1, Ordering::SeqCst);
+                return Err(down());
+            }
+            self.inner.complete(i).await
+        }
+        async fn fail(&self, i: Vec<Failure>) -> Result<Vec<Outcome>, StorageError> {
+            self.inner.fail(i).await
+        }
+        async fn release(
+            &self,
+            l: &[LeaseRef],
+            n: OffsetDateTime,
+        ) -> Result<Vec<Outcome>, StorageError> {
+            self.inner.release(l, n).await
+        }
+        async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StorageError> {
+            self.inner.get_task(id).await
+        }
+        async fn reschedule(&self, id: &TaskId, eta: OffsetDateTime) -> Result<(), StorageError> {
+            self.inner.reschedule(id, eta).await
+        }
+        async fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>, StorageError> {
+            self.inner.get_result(id).await
+        }
+        async fn cancel(
+            &self,
+            id: &TaskId,
+            now: OffsetDateTime,
+        ) -> Result<CancelOutcome, StorageError> {
+            self.inner.cancel(id, now).await
+        }
+        async fn list_tasks(&self, f: TaskFilter) -> Result<Page<Task>, StorageError> {
+            self.inner.list_tasks(f).await
+        }
+        async fn counts(&self, q: Option<&str>) -> Result<Vec<QueueCounts>, StorageError> {
+            self.inner.counts(q).await
+        }
+        async fn purge_results(&self, o: OffsetDateTime) -> Result<u64, StorageError> {
+            self.inner.purge_results(o).await
+        }
+        async fn close(&self) -> Result<(), StorageError> {
+            self.inner.close().await
+        }
+    }
+
+    let inner = storage().await;
+    let flaky: Arc<dyn Storage> = Arc::new(Outage {
+        inner: Arc::clone(&inner),
+        claims_left: AtomicU32::new(4),
+        completes_left: AtomicU32::new(3),
+    });
+    let queue = AsyncTaskQueue::new(Arc::clone(&flaky));
+    let mut pool = AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .concurrency(4)
+        .poll_interval(Duration::from_millis(20))
+        .build()
+        .expect("pool");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = Arc::clone(&runs);
+    pool.register("job", move |x: u32| {
+        let r = Arc::clone(&r);
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok::<u32, HandlerError>(x)
+        }
+    });
+    let specs = (0..20u32).map(|i| queue.task("job", &i)).collect();
+    let ids: Vec<_> = queue
+        .enqueue_many(specs)
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    pool.start().expect("start");
+    for id in &ids {
+        let r = queue
+            .wait_result(id, Duration::from_secs(30))
+            .await
+            .expect("result");
+        assert_eq!(r.status, TaskStatus::Success);
+        assert_eq!(r.attempts, 1, "a failed write is retried, not the task");
+    }
+    pool.stop(Duration::from_secs(5)).await.expect("stop");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        20,
+        "every task ran exactly once"
+    );
+}

@@ -204,7 +204,8 @@ pub struct IgnoresEta {
 
 impl IgnoresEta {
     /// The cases that must fail against this wrapper.
-    pub const TARGETS: &'static [&'static str] = &["eta_is_respected"];
+    pub const TARGETS: &'static [&'static str] =
+        &["eta_is_respected", "created_at_without_eta_gates_claim"];
 
     /// Wraps `inner`.
     pub fn new(inner: Arc<dyn Storage>) -> Self {
@@ -276,6 +277,7 @@ impl IgnoresFencing {
         "fenced_heartbeat_ignores_stale_worker",
         "lease_expiry_redelivers",
         "batch_complete_reports_per_item_outcomes",
+        "batch_fail_reports_per_item_outcomes",
         "reschedule_fences_running_task",
     ];
 

@@ -289,7 +289,7 @@ async fn retries_exhaust_into_failed(storage: Arc<dyn Storage>) -> CaseResult {
 }
 
 /// R5: an interval task keeps its id, runs repeatedly, and each next eta lies on the
-/// original slot lattice (no drift).
+/// original slot lattice (no drift) — also after a retried run; cancel ends the series.
 async fn interval_tasks_reschedule_without_drift(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
     let mut p = pool(&queue)?;
@@ -297,7 +297,14 @@ async fn interval_tasks_reschedule_without_drift(storage: Arc<dyn Storage>) -> C
     let r = Arc::clone(&runs);
     p.register("tick", move |_: ()| {
         let r = Arc::clone(&r);
-        async move { Ok::<_, HandlerError>(r.fetch_add(1, Ordering::SeqCst) + 1) }
+        async move {
+            let run = r.fetch_add(1, Ordering::SeqCst) + 1;
+            if run == 2 {
+                // One retryable failure mid-series: its retry must not shift later slots.
+                return Err(HandlerError::msg("transient"));
+            }
+            Ok::<_, HandlerError>(run)
+        }
     });
     let interval = time::Duration::milliseconds(150);
     // Whole milliseconds, so backends storing micro- or millisecond times keep it exactly.
@@ -315,14 +322,25 @@ async fn interval_tasks_reschedule_without_drift(storage: Arc<dyn Storage>) -> C
     )?;
     rt(p.start(), "start")?;
     let deadline = tokio::time::Instant::now() + WAIT;
-    while runs.load(Ordering::SeqCst) < 3 && tokio::time::Instant::now() < deadline {
+    while runs.load(Ordering::SeqCst) < 4 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let result = rt(storage.get_result(&id).await, "get_result")?;
     rt(queue.cancel(&id).await, "cancel")?;
+    let at_cancel = runs.load(Ordering::SeqCst);
+    // The worker keeps polling for three more intervals: the series must not go on.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let after = runs.load(Ordering::SeqCst);
     stop(&p).await?;
-    if runs.load(Ordering::SeqCst) < 3 {
-        return Err(fail("interval task did not run 3 times"));
+    if at_cancel < 4 {
+        return Err(fail(
+            "interval task did not run 4 times (one of them retried)",
+        ));
+    }
+    if after > at_cancel + 1 {
+        return Err(fail(format!(
+            "the series went on after cancel: {at_cancel} runs at cancel, {after} later"
+        )));
     }
     let result = result.ok_or_else(|| fail("no latest result after 3 runs"))?;
     if result.status != TaskStatus::Success {
@@ -393,7 +411,6 @@ async fn worker_creates_task_error_on_exceptions(storage: Arc<dyn Storage>) -> C
     )?;
     let unknown = rt(queue.enqueue("not.registered", &()).await, "enqueue")?;
     let undecodable = rt(queue.enqueue("typed", &"not a list").await, "enqueue")?;
-    let after = rt(queue.enqueue("ok", &7u8).await, "enqueue")?;
     let expect = [
         (io, ErrorType::Network),
         (panics, ErrorType::Panic),
@@ -422,6 +439,8 @@ async fn worker_creates_task_error_on_exceptions(storage: Arc<dyn Storage>) -> C
             Err(e) => problems.push(format!("{ty}: {e}")),
         }
     }
+    // Enqueued only once every failure is recorded, so it proves the worker lived on.
+    let after = rt(queue.enqueue("ok", &7u8).await, "enqueue")?;
     let ok = queue.wait_result(&after, WAIT).await;
     stop(&p).await?;
     match ok {

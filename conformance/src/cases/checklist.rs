@@ -9,7 +9,7 @@ use super::{
 use crate::check::{CaseError, Ctx};
 use omniq_core::{
     Completion, ErrorType, FailAction, Failure, IntoInterval, JsonSerializer, Outcome, Payload,
-    Serializer, Severity, Storage, StorageExt, TaskError, TaskId, TaskStatus,
+    Serializer, Severity, Storage, StorageErrorKind, StorageExt, TaskError, TaskId, TaskStatus,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -175,6 +175,10 @@ async fn get_task_raises_storage_error_on_failure(
 ) -> Result<(), CaseError> {
     let id = TaskId::new();
     match broken.get_task(&id).await {
+        // A NotFound is an answer ("no such task"), not a failure: the read itself must fail.
+        Err(e) if e.kind() == StorageErrorKind::NotFound => Err(CaseError::new(format!(
+            "get_task on a broken instance must fail with a StorageError other than NotFound, got NotFound: {e}"
+        ))),
         Err(_) => Ok(()),
         Ok(v) => Err(CaseError::new(format!(
             "get_task on a broken instance must fail with a StorageError, got Ok({v:?})"
@@ -317,6 +321,11 @@ async fn reschedule_raises_storage_error_on_failure(
 ) -> Result<(), CaseError> {
     let id = TaskId::new();
     match broken.reschedule(&id, base_now()).await {
+        // A NotFound would pass for a healthy store that lacks the id: the update itself
+        // must fail.
+        Err(e) if e.kind() == StorageErrorKind::NotFound => Err(CaseError::new(format!(
+            "reschedule on a broken instance must fail with a StorageError other than NotFound, got NotFound: {e}"
+        ))),
         Err(_) => Ok(()),
         Ok(()) => Err(CaseError::new(
             "reschedule on a broken instance must fail with a StorageError, got Ok(())",

@@ -156,6 +156,88 @@ pub(super) fn cases() -> Vec<Case> {
             ["T13"],
             PushWakeup
         ),
+        case!(
+            complete_next_run_on_cancel_requested_ends_series,
+            "Completing a flagged interval run with next_run ends the series: Success, never claimed again",
+            ["T4", "T9", "R5"]
+        ),
+        case!(
+            fail_on_cancel_requested_ends_cancelled,
+            "A flagged task that fails (Fail or NextRun) ends Cancelled and is never claimed again",
+            ["T5", "T9"]
+        ),
+        case!(
+            expired_lease_of_cancel_requested_task_is_not_redelivered,
+            "A flagged task whose lease expires is not redelivered: it ends Cancelled, with a Cancelled result",
+            ["T2", "T9", "S2"]
+        ),
+        case!(
+            cancel_failed_task,
+            "Cancelling a Failed task makes it Cancelled",
+            ["T9", "M2"]
+        ),
+        case!(
+            complete_clears_task_error,
+            "A successful run after a retry clears the error on the task and stores none on the result",
+            ["T4", "M7"]
+        ),
+        case!(
+            batch_enqueue_is_all_or_nothing,
+            "A batch enqueue with one invalid task fails with a Config error and stores none of the batch",
+            ["T1", "T13"],
+            TransactionalEnqueue
+        ),
+        case!(
+            claim_from_several_queues,
+            "A claim from several queues takes only from those, by priority across them, at most `limit`",
+            ["T2"]
+        ),
+        case!(
+            created_at_without_eta_gates_claim,
+            "A task without an eta is not claimable before its created_at",
+            ["T1"]
+        ),
+        case!(
+            release_duplicate_items_apply_once,
+            "Releasing the same lease twice in one batch applies once: [Ok, LeaseLost], attempts - 1",
+            ["R6"]
+        ),
+        case!(
+            batch_fail_reports_per_item_outcomes,
+            "One stale item in a batch fail is LeaseLost and changes nothing; the others apply",
+            ["T5"]
+        ),
+        case!(
+            close_fails_every_operation,
+            "After close(), every operation fails with a Closed error",
+            ["T12", "T15"]
+        ),
+        case!(
+            invalid_queue_name_is_config_error,
+            "Enqueueing to or claiming from an invalid queue name is a Config error",
+            ["S5", "T15"]
+        ),
+        case!(
+            claim_sets_updated_at_and_last_attempt_at,
+            "A claim sets updated_at and last_attempt_at to the claim's now",
+            ["T2"]
+        ),
+        case!(
+            release_of_cancel_requested_task_ends_cancelled,
+            "Releasing a flagged task ends it Cancelled, with a Cancelled result, never claimed again",
+            ["R6", "T9"]
+        ),
+        case!(
+            reschedule_clears_cancel_request,
+            "An explicit reschedule supersedes an earlier cancel request: the next run is not flagged",
+            ["T7", "T9"]
+        ),
+        case!(
+            wake_on_release_and_retry,
+            "subscribe() delivers a Work wake-up after a release and a wake-up after a retry",
+            ["T13"],
+            PushWakeup
+        ),
     ]
 }
 
@@ -250,6 +332,16 @@ async fn claim_orders_priority_then_eta_then_fifo(s: Arc<dyn Storage>) -> Result
     low_b.schedule.eta = at(10);
     let mut low_c = task("m.low_c", now);
     low_c.schedule.eta = at(10);
+    // Same priority and eta: only enqueue order tells them apart. Their ids run the
+    // other way (the first enqueued has the greatest id), so a backend that breaks the
+    // tie by id instead of enqueue order is caught.
+    let mut ids = [TaskId::new(), TaskId::new(), TaskId::new()];
+    ids.sort();
+    ensure!(
+        ids[0] < ids[1] && ids[1] < ids[2],
+        "three fresh task ids must be distinct: {ids:?}"
+    );
+    (low_a.id, low_b.id, low_c.id) = (ids[2], ids[1], ids[0]);
     let mut early = task("m.early", now);
     early.schedule.eta = at(20);
     let mut high = task("m.high", now);
@@ -1292,19 +1384,29 @@ async fn claim_req(
     .await
 }
 
-/// Waits (bounded, no polling) for a wake-up matching `want`.
+/// Waits (bounded, no polling) for a wake-up equal to `want`.
 async fn wait_for_wake(
     rx: &mut tokio::sync::broadcast::Receiver<Wake>,
     want: &Wake,
 ) -> Result<(), CaseError> {
+    wait_for_wake_where(rx, &format!("{want:?}"), |w| w == want).await
+}
+
+/// Waits (bounded, no polling) for a wake-up for which `matches` holds; `what` names it
+/// in the failure.
+async fn wait_for_wake_where(
+    rx: &mut tokio::sync::broadcast::Receiver<Wake>,
+    what: &str,
+    matches: impl Fn(&Wake) -> bool,
+) -> Result<(), CaseError> {
     let wait = async {
         loop {
             match rx.recv().await {
-                Ok(w) if &w == want => return Ok(()),
+                Ok(w) if matches(&w) => return Ok(()),
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {
                     return Err(CaseError::new(format!(
-                        "the wake-up channel closed before {want:?}"
+                        "the wake-up channel closed before {what}"
                     )));
                 }
             }
@@ -1312,7 +1414,18 @@ async fn wait_for_wake(
     };
     match tokio::time::timeout(std::time::Duration::from_secs(5), wait).await {
         Ok(r) => r,
-        Err(_) => Err(CaseError::new(format!("no {want:?} wake-up within 5 s"))),
+        Err(_) => Err(CaseError::new(format!("no {what} wake-up within 5 s"))),
+    }
+}
+
+/// Discards the wake-ups already delivered, so a later wait sees only new ones.
+fn drain_wakes(rx: &mut tokio::sync::broadcast::Receiver<Wake>) {
+    use tokio::sync::broadcast::error::TryRecvError;
+    loop {
+        match rx.try_recv() {
+            Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return,
+        }
     }
 }
 
@@ -1340,4 +1453,647 @@ async fn subscribe_wakes_on_finish(s: Arc<dyn Storage>) -> Result<(), CaseError>
         "complete"
     );
     wait_for_wake(&mut rx, &Wake::Finished { task_id: id }).await
+}
+
+/// Claims up to `limit` tasks from `queues` at `now` with [`LEASE`].
+async fn claim_queues(
+    s: &dyn Storage,
+    queues: &[&str],
+    limit: usize,
+    now: OffsetDateTime,
+) -> Result<Vec<omniq_core::Claimed>, CaseError> {
+    s.claim(ClaimRequest {
+        queues: queues.iter().map(|q| q.to_string()).collect(),
+        limit,
+        now,
+        lease: LEASE,
+    })
+    .await
+    .ctx("claim")
+}
+
+/// Fails one lease with a Runtime error stamped `now`, returning the outcome.
+async fn fail_with(
+    s: &dyn Storage,
+    lease: LeaseRef,
+    action: FailAction,
+    now: OffsetDateTime,
+    message: &str,
+) -> Result<Outcome, CaseError> {
+    let out = s
+        .fail(vec![Failure {
+            lease,
+            error: at_second(TaskError::new(ErrorType::Runtime, message), now),
+            action,
+            now,
+        }])
+        .await
+        .ctx("fail")?;
+    ensure_eq!(out.len(), 1, "fail returns one outcome per item");
+    Ok(out[0])
+}
+
+/// Enqueues `t` on the default queue, claims it at `now` and cancels it (→ `Requested`).
+async fn claimed_and_flagged(
+    s: &dyn Storage,
+    t: omniq_core::Task,
+    now: OffsetDateTime,
+) -> Result<(TaskId, omniq_core::Claimed), CaseError> {
+    let id = enqueue_one(s, t).await?;
+    let c = claim_one(s, id, now).await?;
+    ensure_eq!(
+        s.cancel(&id, now).await.ctx("cancel")?,
+        CancelOutcome::Requested,
+        "cancel of a Running task"
+    );
+    Ok((id, c))
+}
+
+async fn complete_next_run_on_cancel_requested_ends_series(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let mut t = task("m.tick", now);
+    t.schedule.interval = Some(Duration::hours(1));
+    let (id, c) = claimed_and_flagged(&*s, t, now).await?;
+
+    let next = now + Duration::hours(1);
+    let out = s
+        .complete(vec![Completion {
+            lease: c.lease_ref(),
+            result: Some(Payload(b"last".to_vec())),
+            now: now + Duration::seconds(1),
+            next_run: Some(next),
+        }])
+        .await
+        .ctx("complete with next_run")?;
+    ensure_eq!(
+        out,
+        vec![Outcome::Ok],
+        "complete of the flagged interval run"
+    );
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Success,
+        "a cancel request ends the series: the run is Success, not Pending at next_run"
+    );
+    let r = some!(
+        s.get_result(&id).await.ctx("get_result")?,
+        "the last run's result"
+    );
+    ensure_eq!(
+        r.status,
+        TaskStatus::Success,
+        "result status of the last run"
+    );
+    claim_none(&*s, next, "the series ended; no next run").await?;
+    claim_none(
+        &*s,
+        next + Duration::hours(1),
+        "the series ended; no later run",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn fail_on_cancel_requested_ends_cancelled(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let next = now + Duration::minutes(5);
+    for (name, action) in [
+        ("m.fail", FailAction::Fail),
+        ("m.next_run", FailAction::NextRun { at: next }),
+    ] {
+        let mut t = task(name, now);
+        if matches!(action, FailAction::NextRun { .. }) {
+            t.schedule.interval = Some(Duration::minutes(5));
+        }
+        let (id, c) = claimed_and_flagged(&*s, t, now).await?;
+        let out = fail_with(
+            &*s,
+            c.lease_ref(),
+            action,
+            now + Duration::seconds(1),
+            "stopped",
+        )
+        .await?;
+        ensure_eq!(out, Outcome::Ok, "fail ({action:?}) of a flagged task");
+        ensure_eq!(
+            get(&*s, id).await?.status,
+            TaskStatus::Cancelled,
+            "a flagged task that fails ({action:?}) ends Cancelled"
+        );
+        claim_none(
+            &*s,
+            next,
+            &format!("a cancelled task is never claimed ({action:?})"),
+        )
+        .await?;
+        claim_none(
+            &*s,
+            now + Duration::hours(1),
+            &format!("a cancelled task is never claimed ({action:?})"),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn expired_lease_of_cancel_requested_task_is_not_redelivered(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let (id, _c) = claimed_and_flagged(&*s, task("m.stuck", now), now).await?;
+    // The worker died without stopping the task: its lease runs out.
+    claim_none(
+        &*s,
+        now + LEASE + Duration::seconds(1),
+        "a flagged task whose lease expired is not redelivered",
+    )
+    .await?;
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Cancelled,
+        "a flagged task whose lease expired ends Cancelled"
+    );
+    let r = some!(
+        s.get_result(&id).await.ctx("get_result")?,
+        "the result of a flagged task whose lease expired"
+    );
+    ensure_eq!(r.status, TaskStatus::Cancelled, "result status");
+    claim_none(
+        &*s,
+        now + Duration::hours(1),
+        "a cancelled task is never claimed",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn cancel_failed_task(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    ensure_eq!(
+        fail_with(&*s, c.lease_ref(), FailAction::Fail, now, "boom").await?,
+        Outcome::Ok,
+        "final fail"
+    );
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Failed,
+        "status after final fail"
+    );
+    let out = s.cancel(&id, now).await.ctx("cancel")?;
+    ensure_eq!(out, CancelOutcome::Cancelled, "cancel of a Failed task");
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Cancelled,
+        "status after cancelling a Failed task"
+    );
+    claim_none(
+        &*s,
+        now + Duration::hours(1),
+        "a cancelled task is never claimed",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn complete_clears_task_error(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.flaky", now)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    let at = now + Duration::seconds(10);
+    ensure_eq!(
+        fail_with(&*s, c.lease_ref(), FailAction::Retry { at }, now, "flaky").await?,
+        Outcome::Ok,
+        "fail with Retry"
+    );
+    ensure!(
+        get(&*s, id).await?.has_error(),
+        "the error is on the task while the retry is pending"
+    );
+
+    let again = claim_one(&*s, id, at).await?;
+    ensure_eq!(
+        complete(&*s, again.lease_ref(), at, Some(b"ok")).await?,
+        Outcome::Ok,
+        "complete of the retry"
+    );
+    let got = get(&*s, id).await?;
+    ensure_eq!(
+        got.status,
+        TaskStatus::Success,
+        "status after the retry succeeded"
+    );
+    ensure_eq!(got.error, None, "task.error after a successful run");
+    ensure!(!got.has_error(), "has_error() after a successful run");
+    let r = some!(s.get_result(&id).await.ctx("get_result")?, "result");
+    ensure_eq!(r.status, TaskStatus::Success, "result.status");
+    ensure_eq!(r.error, None, "result.error of a successful run");
+    Ok(())
+}
+
+async fn batch_enqueue_is_all_or_nothing(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let valid: Vec<_> = (0..3).map(|i| task(&format!("m.ok{i}"), now)).collect();
+    let ids: Vec<TaskId> = valid.iter().map(|t| t.id).collect();
+    // The invalid task comes last: a backend that inserts one by one has already
+    // written the valid ones when it reaches it.
+    let mut batch = valid;
+    batch.push(task_on("bad queue!", "m.bad", now));
+    ensure_kind!(
+        s.enqueue(batch).await,
+        Config,
+        "a batch enqueue with an invalid queue name"
+    );
+    for id in &ids {
+        ensure!(
+            s.get_task(id).await.ctx("get_task")?.is_none(),
+            "a failed batch must store none of its tasks, but {id} exists"
+        );
+    }
+    claim_none(&*s, now, "a failed batch enqueued nothing").await?;
+    Ok(())
+}
+
+async fn claim_from_several_queues(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let on = |queue: &str, priority: i32| {
+        let mut t = task_on(queue, &format!("{queue}.p{priority}"), now);
+        t.priority = priority;
+        t
+    };
+    let (a1, a3, b2, b4, c9) = (on("a", 1), on("a", 3), on("b", 2), on("b", 4), on("c", 9));
+    enqueue(
+        &*s,
+        vec![a1.clone(), c9.clone(), a3.clone(), b2.clone(), b4.clone()],
+    )
+    .await?;
+    let ids = |got: &[omniq_core::Claimed]| {
+        let mut v: Vec<TaskId> = got.iter().map(|c| c.task.id).collect();
+        v.sort();
+        v
+    };
+    let sorted = |mut v: Vec<TaskId>| {
+        v.sort();
+        v
+    };
+
+    let none = claim_queues(&*s, &["a", "b"], 0, now).await?;
+    ensure_eq!(ids(&none), Vec::<TaskId>::new(), "a claim with limit 0");
+
+    let first = claim_queues(&*s, &["a", "b"], 1, now).await?;
+    ensure_eq!(
+        ids(&first),
+        vec![b4.id],
+        "limit 1 from [a, b]: the highest priority across both queues (c's is not asked for)"
+    );
+    let next = claim_queues(&*s, &["a", "b"], 2, now).await?;
+    ensure_eq!(
+        ids(&next),
+        sorted(vec![a3.id, b2.id]),
+        "limit 2 from [a, b]: the next two by priority"
+    );
+    let rest = claim_queues(&*s, &["a", "b"], 10, now).await?;
+    ensure_eq!(
+        ids(&rest),
+        vec![a1.id],
+        "limit 10 from [a, b]: only a and b's remaining task"
+    );
+    for c in first.iter().chain(&next).chain(&rest) {
+        ensure!(
+            c.task.queue == "a" || c.task.queue == "b",
+            "a claim from [a, b] returned a task on queue {}",
+            c.task.queue
+        );
+    }
+    let untouched = get(&*s, c9.id).await?;
+    ensure_eq!(
+        (untouched.status, untouched.attempts),
+        (TaskStatus::Pending, 0),
+        "c's task is untouched by claims from [a, b] (status, attempts)"
+    );
+    let from_c = claim_queues(&*s, &["c"], 10, now).await?;
+    ensure_eq!(ids(&from_c), vec![c9.id], "a claim from [c]");
+    Ok(())
+}
+
+async fn created_at_without_eta_gates_claim(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let created = now + Duration::seconds(60);
+    let mut t = task("m.future", created);
+    t.schedule.eta = None;
+    let id = enqueue_one(&*s, t).await?;
+    claim_none(&*s, now, "created_at is a minute away and there is no eta").await?;
+    claim_none(
+        &*s,
+        created - Duration::seconds(1),
+        "created_at is a second away",
+    )
+    .await?;
+    claim_one(&*s, id, created).await?;
+    Ok(())
+}
+
+async fn release_duplicate_items_apply_once(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    ensure_eq!(c.task.attempts, 1, "attempts of the claim");
+    let l = c.lease_ref();
+    let out = s.release(&[l, l], now).await.ctx("release")?;
+    ensure_eq!(
+        out,
+        vec![Outcome::Ok, Outcome::LeaseLost],
+        "release of the same lease twice in one batch"
+    );
+    let t = get(&*s, id).await?;
+    ensure_eq!(t.status, TaskStatus::Pending, "status after release");
+    ensure_eq!(t.attempts, 0, "one release un-counts exactly one attempt");
+    let again = claim_one(&*s, id, now).await?;
+    ensure_eq!(again.task.attempts, 1, "attempts after re-claiming");
+    Ok(())
+}
+
+async fn batch_fail_reports_per_item_outcomes(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let b = enqueue_one(&*s, task("m.b", now)).await?;
+    let b_stale = claim_one(&*s, b, now).await?;
+    let later = now + LEASE + Duration::seconds(1);
+    let a = enqueue_one(&*s, task("m.a", later)).await?;
+    // B's lease expired: this claim redelivers it together with A.
+    let claimed = claim(&*s, 10, later).await?;
+    let mut got: Vec<TaskId> = claimed.iter().map(|x| x.task.id).collect();
+    got.sort();
+    let mut want = vec![a, b];
+    want.sort();
+    ensure_eq!(got, want, "the second claim returns A and the expired B");
+    let a_lease = some!(
+        claimed
+            .iter()
+            .find(|x| x.task.id == a)
+            .map(|x| x.lease_ref()),
+        "A's lease"
+    );
+    let b_before = get(&*s, b).await?;
+
+    let done = later + Duration::seconds(1);
+    let err = at_second(TaskError::new(ErrorType::Runtime, "batch failure"), now);
+    let item = |lease: LeaseRef| Failure {
+        lease,
+        error: err.clone(),
+        action: FailAction::Fail,
+        now: done,
+    };
+    let out = s
+        .fail(vec![item(a_lease), item(b_stale.lease_ref())])
+        .await
+        .ctx("batch fail")?;
+    ensure_eq!(
+        out,
+        vec![Outcome::Ok, Outcome::LeaseLost],
+        "outcomes for [A current, B stale]"
+    );
+
+    let a_after = get(&*s, a).await?;
+    ensure_eq!(a_after.status, TaskStatus::Failed, "A after its fail");
+    ensure_eq!(a_after.error.as_ref(), Some(&err), "A's stored error");
+    let r = some!(s.get_result(&a).await.ctx("get_result")?, "A's result");
+    ensure_eq!(r.status, TaskStatus::Failed, "A's result status");
+
+    ensure_eq!(
+        get(&*s, b).await?,
+        b_before,
+        "B after the stale item (Running under its new lease, unchanged)"
+    );
+    ensure!(
+        s.get_result(&b).await.ctx("get_result")?.is_none(),
+        "the stale item stored no result"
+    );
+    Ok(())
+}
+
+async fn close_fails_every_operation(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    let lease = c.lease_ref();
+    s.close().await.ctx("close")?;
+
+    ensure_kind!(
+        s.enqueue(vec![task("m.g", now)]).await,
+        Closed,
+        "enqueue after close"
+    );
+    ensure_kind!(claim_req(&*s, now).await, Closed, "claim after close");
+    ensure_kind!(
+        s.heartbeat(&[lease], now + Duration::minutes(1)).await,
+        Closed,
+        "heartbeat after close"
+    );
+    ensure_kind!(
+        s.complete(vec![Completion {
+            lease,
+            result: None,
+            now,
+            next_run: None,
+        }])
+        .await,
+        Closed,
+        "complete after close"
+    );
+    ensure_kind!(
+        s.fail(vec![Failure {
+            lease,
+            error: at_second(TaskError::new(ErrorType::Runtime, "x"), now),
+            action: FailAction::Fail,
+            now,
+        }])
+        .await,
+        Closed,
+        "fail after close"
+    );
+    ensure_kind!(
+        s.release(&[lease], now).await,
+        Closed,
+        "release after close"
+    );
+    ensure_kind!(s.get_task(&id).await, Closed, "get_task after close");
+    ensure_kind!(
+        s.reschedule(&id, now).await,
+        Closed,
+        "reschedule after close"
+    );
+    ensure_kind!(s.get_result(&id).await, Closed, "get_result after close");
+    ensure_kind!(s.cancel(&id, now).await, Closed, "cancel after close");
+    ensure_kind!(
+        s.list_tasks(TaskFilter::default()).await,
+        Closed,
+        "list_tasks after close"
+    );
+    ensure_kind!(s.counts(None).await, Closed, "counts after close");
+    ensure_kind!(
+        s.purge_results(now).await,
+        Closed,
+        "purge_results after close"
+    );
+    // Closing is idempotent: a second close may be Ok or Closed, so it is not asserted.
+    let _ = s.close().await;
+    Ok(())
+}
+
+async fn invalid_queue_name_is_config_error(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let bad = task_on("bad queue!", "m.f", now);
+    let bad_id = bad.id;
+    ensure_kind!(
+        s.enqueue(vec![bad]).await,
+        Config,
+        "enqueue on queue \"bad queue!\""
+    );
+    ensure!(
+        s.get_task(&bad_id).await.ctx("get_task")?.is_none(),
+        "a task rejected for its queue name must not be stored"
+    );
+    ensure_kind!(
+        s.claim(ClaimRequest {
+            queues: vec!["bad queue!".to_string()],
+            limit: 1,
+            now,
+            lease: LEASE,
+        })
+        .await,
+        Config,
+        "claim from queue \"bad queue!\""
+    );
+    Ok(())
+}
+
+async fn claim_sets_updated_at_and_last_attempt_at(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    // Created well before the claim, so a claim that leaves updated_at alone shows.
+    let id = enqueue_one(&*s, task("m.f", now - Duration::minutes(10))).await?;
+    let c = claim_one(&*s, id, now).await?;
+    ensure_eq!(c.task.updated_at, now, "updated_at of the claimed task");
+    ensure_eq!(
+        c.task.last_attempt_at,
+        Some(now),
+        "last_attempt_at of the claimed task"
+    );
+    let stored = get(&*s, id).await?;
+    ensure_eq!(stored.updated_at, now, "stored updated_at after the claim");
+    ensure_eq!(
+        stored.last_attempt_at,
+        Some(now),
+        "stored last_attempt_at after the claim"
+    );
+    Ok(())
+}
+
+async fn release_of_cancel_requested_task_ends_cancelled(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let (id, c) = claimed_and_flagged(&*s, task("m.f", now), now).await?;
+    let out = s.release(&[c.lease_ref()], now).await.ctx("release")?;
+    ensure_eq!(out, vec![Outcome::Ok], "release of a flagged task");
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Cancelled,
+        "a released flagged task ends Cancelled, not Pending"
+    );
+    let r = some!(
+        s.get_result(&id).await.ctx("get_result")?,
+        "the result of a released flagged task"
+    );
+    ensure_eq!(r.status, TaskStatus::Cancelled, "result status");
+    claim_none(&*s, now, "a cancelled task is never claimed").await?;
+    claim_none(
+        &*s,
+        now + Duration::hours(1),
+        "a cancelled task is never claimed",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn reschedule_clears_cancel_request(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let (id, first) = claimed_and_flagged(&*s, task("m.f", now), now).await?;
+    s.reschedule(&id, now)
+        .await
+        .ctx("reschedule of a flagged task")?;
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Pending,
+        "status after rescheduling a flagged task"
+    );
+    let second = claim_one(&*s, id, now).await?;
+    ensure!(
+        second.lease.token > first.lease.token,
+        "the claim after the reschedule gets a greater token"
+    );
+    let hb = s
+        .heartbeat(&[second.lease_ref()], now + Duration::minutes(1))
+        .await
+        .ctx("heartbeat")?;
+    ensure_eq!(
+        hb,
+        vec![Outcome::Ok],
+        "heartbeat of the run after a reschedule (the old cancel request is superseded)"
+    );
+    ensure_eq!(
+        complete(&*s, second.lease_ref(), now, None).await?,
+        Outcome::Ok,
+        "complete of the new run"
+    );
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Success,
+        "the new run ends Success, not Cancelled"
+    );
+    Ok(())
+}
+
+async fn wake_on_release_and_retry(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let queue = "wake-r";
+    let id = enqueue_one(&*s, task_on(queue, "m.f", now)).await?;
+    // Subscribed after the enqueue, so the enqueue's own Work wake-up is not seen.
+    let mut rx = some!(s.subscribe(), "subscribe() of a push_wakeup backend");
+    let got = claim_from(&*s, queue, 1, now).await?;
+    ensure_eq!(got.len(), 1, "claim of the enqueued task");
+    drain_wakes(&mut rx);
+    let out = s.release(&[got[0].lease_ref()], now).await.ctx("release")?;
+    ensure_eq!(out, vec![Outcome::Ok], "release");
+    wait_for_wake(
+        &mut rx,
+        &Wake::Work {
+            queue: queue.into(),
+        },
+    )
+    .await?;
+
+    let again = claim_from(&*s, queue, 1, now).await?;
+    ensure_eq!(again.len(), 1, "claim of the released task");
+    drain_wakes(&mut rx);
+    let out = fail_with(
+        &*s,
+        again[0].lease_ref(),
+        FailAction::Retry { at: now },
+        now,
+        "retry me",
+    )
+    .await?;
+    ensure_eq!(out, Outcome::Ok, "fail with Retry");
+    wait_for_wake_where(
+        &mut rx,
+        &format!("Work {{ queue: {queue:?} }} or Finished {{ task_id: {id} }}"),
+        |w| match w {
+            Wake::Work { queue: q } => q == queue,
+            Wake::Finished { task_id } => *task_id == id,
+        },
+    )
+    .await
 }

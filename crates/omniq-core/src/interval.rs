@@ -38,8 +38,11 @@ pub trait IntoInterval {
     fn into_interval(self) -> Result<Duration, IntervalError>;
 }
 
+/// The longest interval accepted: 100 years (keeps every `eta + k·interval` in range).
+pub const MAX_INTERVAL: Duration = Duration::days(36_525);
+
 fn positive(d: Duration, given: impl fmt::Display) -> Result<Duration, IntervalError> {
-    if d.is_positive() {
+    if d.is_positive() && d <= MAX_INTERVAL {
         Ok(d)
     } else {
         Err(IntervalError {
@@ -177,6 +180,8 @@ mod tests {
     #[test]
     fn zero_and_negative_intervals_are_rejected() {
         assert!(0_i64.into_interval().is_err());
+        assert!(Duration::MAX.into_interval().is_err());
+        assert!(u64::MAX.into_interval().is_err());
         assert!(Duration::seconds(-1).into_interval().is_err());
         assert!(std::time::Duration::ZERO.into_interval().is_err());
         let msg = (-3_i32).into_interval().unwrap_err().to_string();

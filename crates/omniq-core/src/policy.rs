@@ -45,7 +45,7 @@ impl Backoff {
                 let capped = raw.min(cap.as_seconds_f64());
                 let j = jitter.clamp(0.0, 1.0);
                 let factor = 1.0 - j + 2.0 * j * unit_random.clamp(0.0, 1.0);
-                Duration::seconds_f64((capped * factor).max(0.0))
+                Duration::checked_seconds_f64((capped * factor).max(0.0)).unwrap_or(cap)
             }
         }
     }
@@ -71,15 +71,19 @@ pub fn next_interval_slot(
     if !interval.is_positive() {
         return now;
     }
-    let first = eta + interval;
+    let Some(first) = eta.checked_add(interval) else {
+        return now;
+    };
     if first > now {
         return first;
     }
     let behind = (now - first).whole_nanoseconds();
     let step = interval.whole_nanoseconds();
     let k = behind / step + 1;
-    let add = i64::try_from(step * k).unwrap_or(i64::MAX);
-    first + Duration::nanoseconds(add)
+    i64::try_from(step * k)
+        .ok()
+        .and_then(|add| first.checked_add(Duration::nanoseconds(add)))
+        .unwrap_or(now + interval)
 }
 
 #[cfg(test)]

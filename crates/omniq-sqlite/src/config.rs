@@ -17,6 +17,17 @@ pub const DEFAULT_MAX_CONNECTIONS: u32 = 4;
 /// Default SQLite busy timeout: how long a writer waits for another process's lock.
 pub const DEFAULT_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How hard a commit tries to reach the disk (SQLite's `synchronous` in WAL mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is synced to disk: an acknowledged enqueue survives power loss (S1).
+    #[default]
+    Full,
+    /// Commits survive a crash of the process but the last ones may be lost on power
+    /// loss or an OS crash; faster.
+    Normal,
+}
+
 /// Where the database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
@@ -41,6 +52,8 @@ pub struct SqliteConfig {
     pub max_connections: u32,
     /// SQLite busy timeout.
     pub busy_timeout: std::time::Duration,
+    /// Commit durability (default [`Durability::Full`]).
+    pub durability: Durability,
 }
 
 impl Default for SqliteConfig {
@@ -52,6 +65,7 @@ impl Default for SqliteConfig {
             result_ttl: DEFAULT_RESULT_TTL,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            durability: Durability::default(),
         }
     }
 }
@@ -60,6 +74,20 @@ impl SqliteConfig {
     /// Checks every value; the first problem is a `Config` error naming it.
     pub fn validate(&self) -> Result<(), StorageError> {
         validate_name("namespace", &self.namespace).map_err(config)?;
+        // SQLite table names ignore case, so `App` and `app` would share tables; and
+        // names starting with `sqlite` are reserved.
+        if self.namespace.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err(config(format!(
+                "invalid namespace {:?}: SQLite table names ignore case, use lowercase",
+                self.namespace
+            )));
+        }
+        if self.namespace.to_ascii_lowercase().starts_with("sqlite") {
+            return Err(config(format!(
+                "invalid namespace {:?}: names starting with \"sqlite\" are reserved by SQLite",
+                self.namespace
+            )));
+        }
         match &self.location {
             None => {
                 return Err(config(
@@ -154,6 +182,12 @@ impl SqliteStorageBuilder {
     /// How long to wait for another process's write lock (default 5 s).
     pub fn busy_timeout(mut self, timeout: std::time::Duration) -> Self {
         self.config.busy_timeout = timeout;
+        self
+    }
+
+    /// Commit durability (default [`Durability::Full`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.config.durability = durability;
         self
     }
 

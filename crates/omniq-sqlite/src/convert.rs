@@ -55,13 +55,31 @@ fn u32_of(v: i64, what: &str) -> Result<u32, omniq_core::StorageError> {
     u32::try_from(v).map_err(|_| corrupt(format!("stored {what} {v} out of range")))
 }
 
+/// Decodes a stored TaskError. A blob written with the other serializer (the app switched
+/// `OMNIQ_SERIALIZER`) still decodes; one that decodes with neither becomes a `decode`
+/// TaskError saying so, rather than an error that would fail every claim, read or list
+/// touching the row (S4: a bad record must not block its queue).
 fn decode_error(
     format: Format,
     bytes: Option<Vec<u8>>,
 ) -> Result<Option<TaskError>, omniq_core::StorageError> {
-    bytes
-        .map(|b| format.decode::<TaskError>(&b).map_err(serialization))
-        .transpose()
+    let Some(b) = bytes else { return Ok(None) };
+    let other = match format {
+        Format::MessagePack => Format::Json,
+        Format::Json => Format::MessagePack,
+    };
+    Ok(Some(
+        format
+            .decode::<TaskError>(&b)
+            .or_else(|_| other.decode::<TaskError>(&b))
+            .unwrap_or_else(|e| {
+                TaskError::new(
+                    omniq_core::ErrorType::Decode,
+                    format!("the stored error of this task could not be decoded: {e}"),
+                )
+                .with_context("stored_error_bytes", b.len())
+            }),
+    ))
 }
 
 /// Encodes a TaskError with the configured serializer.

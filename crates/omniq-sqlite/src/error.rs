@@ -15,15 +15,16 @@ const SQLITE_CANTOPEN: i64 = 14;
 const SQLITE_PROTOCOL: i64 = 15;
 
 /// Maps a sqlx error to a storage error kind:
-/// pool timeout / pool closed / I/O / crashed worker, `SQLITE_BUSY` and `SQLITE_LOCKED`
+/// pool closed → `Closed`; pool timeout / I/O / crashed worker, `SQLITE_BUSY` and `SQLITE_LOCKED`
 /// (and other transient codes) → `Unavailable`; decode failures → `Serialization`;
 /// unique-constraint violations → `Conflict`; everything else → `Backend`.
 pub(crate) fn map_sqlx(err: sqlx::Error) -> StorageError {
     use sqlx::Error as E;
     let kind = match &err {
-        E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::WorkerCrashed => {
-            StorageErrorKind::Unavailable
-        }
+        // The pool is only closed by `close()`: a call that raced it is Closed, not
+        // something to retry.
+        E::PoolClosed => StorageErrorKind::Closed,
+        E::PoolTimedOut | E::Io(_) | E::WorkerCrashed => StorageErrorKind::Unavailable,
         E::Decode(_) | E::ColumnDecode { .. } => StorageErrorKind::Serialization,
         E::Database(db) => {
             let code = db
@@ -68,7 +69,7 @@ mod tests {
         assert!(map_sqlx(sqlx::Error::PoolTimedOut).is_temporary());
         assert_eq!(
             map_sqlx(sqlx::Error::PoolClosed).kind(),
-            StorageErrorKind::Unavailable
+            StorageErrorKind::Closed
         );
         let io = std::io::Error::other("disk gone");
         assert!(map_sqlx(sqlx::Error::Io(io)).is_temporary());

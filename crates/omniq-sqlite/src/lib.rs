@@ -40,8 +40,8 @@ mod error;
 mod schema;
 
 pub use config::{
-    DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_NAMESPACE, DEFAULT_RESULT_TTL, Location,
-    SqliteConfig, SqliteStorageBuilder,
+    DEFAULT_BUSY_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_NAMESPACE, DEFAULT_RESULT_TTL,
+    Durability, Location, SqliteConfig, SqliteStorageBuilder,
 };
 
 use crate::convert::{TaskRow, duration_micros, encode_error, micros, now_micros};
@@ -94,7 +94,15 @@ struct Inner {
     result_ttl_us: i64,
     closed: AtomicBool,
     wake: broadcast::Sender<Wake>,
+    /// In memory mode: an idle connection that keeps the named shared-cache database
+    /// alive, so the pool can replace its connection without losing the data.
+    _keeper: Option<std::sync::Mutex<sqlx::SqliteConnection>>,
+    /// When expired results were last swept (unix micros).
+    last_sweep_us: std::sync::atomic::AtomicI64,
 }
+
+/// How often completions also delete expired results and finished tasks (T11).
+const SWEEP_EVERY_US: i64 = 60 * 1_000_000;
 
 impl fmt::Debug for SqliteStorage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -142,6 +150,7 @@ impl SqliteStorage {
             .busy_timeout(cfg.busy_timeout)
             .foreign_keys(false)
             .statement_cache_capacity(256);
+        let mut keeper_slot = None;
         let (writer, reader) = match &location {
             Location::File(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -154,10 +163,14 @@ impl SqliteStorage {
                         .with_source(e)
                     })?;
                 }
+                let synchronous = match cfg.durability {
+                    Durability::Full => SqliteSynchronous::Full,
+                    Durability::Normal => SqliteSynchronous::Normal,
+                };
                 let file = base
                     .filename(path)
                     .create_if_missing(true)
-                    .synchronous(SqliteSynchronous::Normal);
+                    .synchronous(synchronous);
                 let writer_opts = file.clone().journal_mode(SqliteJournalMode::Wal);
                 let writer = connect_writer(writer_opts, 0).await?;
                 let reader = SqlitePoolOptions::new()
@@ -168,8 +181,25 @@ impl SqliteStorage {
                 (writer, reader)
             }
             Location::Memory => {
-                // Each in-memory connection is its own database: keep exactly one, forever.
-                let writer = connect_writer(base.in_memory(true), 1).await?;
+                // A named shared-cache memory database, private to this storage. The
+                // keeper connection holds it alive; the pool's one connection can then be
+                // replaced (after an error) without losing the data.
+                let name = format!(
+                    "sqlite:file:omniq-{}?mode=memory&cache=shared",
+                    uuid::Uuid::new_v4()
+                );
+                let opts = std::str::FromStr::from_str(&name)
+                    .map(|o: SqliteConnectOptions| {
+                        o.busy_timeout(cfg.busy_timeout)
+                            .foreign_keys(false)
+                            .statement_cache_capacity(256)
+                    })
+                    .map_err(map_sqlx)?;
+                let keeper = sqlx::Connection::connect_with(&opts)
+                    .await
+                    .map_err(map_sqlx)?;
+                keeper_slot = Some(std::sync::Mutex::new(keeper));
+                let writer = connect_writer(opts, 1).await?;
                 (writer.clone(), writer)
             }
         };
@@ -186,6 +216,8 @@ impl SqliteStorage {
                 result_ttl_us: duration_micros(cfg.result_ttl),
                 closed: AtomicBool::new(false),
                 wake,
+                _keeper: keeper_slot,
+                last_sweep_us: std::sync::atomic::AtomicI64::new(now_micros()),
             }),
         })
     }
@@ -200,11 +232,48 @@ impl SqliteStorage {
 
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StorageError> {
         self.check_open()?;
-        self.inner
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_sqlx)
+        match self.inner.writer.begin_with("BEGIN IMMEDIATE").await {
+            // SQLite rolls some failed transactions back by itself (SQLITE_FULL, IOERR,
+            // NOMEM, …); sqlx then still counts one as open on that connection and
+            // refuses to begin another. Replace the connection rather than fail every
+            // write from now on (S3).
+            Err(sqlx::Error::InvalidSavePointStatement) => {
+                tracing::warn!(target: "omniq::storage", backend = BACKEND, "writer connection left in a failed transaction; reconnecting");
+                let mut conn = self.inner.writer.acquire().await.map_err(map_sqlx)?;
+                conn.close_on_drop();
+                drop(conn);
+                self.inner
+                    .writer
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(map_sqlx)
+            }
+            other => other.map_err(map_sqlx),
+        }
+    }
+
+    /// T11: at most once a minute, piggy-backed on completions, delete results past their
+    /// TTL and the finished tasks they belong to, so storage does not grow without bound.
+    async fn sweep_expired(&self) {
+        let now = now_micros();
+        let last = self.inner.last_sweep_us.load(Ordering::Relaxed);
+        if now - last < SWEEP_EVERY_US
+            || self
+                .inner
+                .last_sweep_us
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let cutoff = now - self.inner.result_ttl_us;
+        if let Ok(cutoff) =
+            omniq_core::time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(cutoff) * 1000)
+        {
+            if let Err(e) = self.purge_results(cutoff).await {
+                tracing::warn!(target: "omniq::storage", backend = BACKEND, "expired-result sweep failed: {e}");
+            }
+        }
     }
 
     fn reader(&self) -> Result<&SqlitePool, StorageError> {
@@ -238,6 +307,7 @@ impl SqliteStorage {
         sql: &[String],
         leases: &[LeaseRef],
         first_bind: i64,
+        follow_up: Option<&str>,
         hit: impl Fn(&SqliteRow) -> Result<Outcome, StorageError>,
     ) -> Result<(Vec<Outcome>, Vec<SqliteRow>), StorageError> {
         self.check_open()?;
@@ -249,7 +319,10 @@ impl SqliteStorage {
         let mut all_rows = Vec::new();
         let mut tx = self.begin().await?;
         let mut offset = 0;
-        for size in split_shapes(leases.len()) {
+        // A batch naming one task twice goes one item at a time, so the second write
+        // sees the first (release twice = Ok, then LeaseLost).
+        let duplicates = has_duplicate_ids(leases.iter().map(|l| &l.task_id));
+        for size in lease_chunks(leases.len(), duplicates) {
             let range = offset..offset + size;
             offset += size;
             let mut q = sqlx::query(&sql[shape_index(size)]).bind(first_bind);
@@ -261,6 +334,14 @@ impl SqliteStorage {
             for row in &rows {
                 let id: String = row.try_get(0).map_err(map_sqlx)?;
                 let token: i64 = row.try_get(1).map_err(map_sqlx)?;
+                if let Some(follow_up) = follow_up {
+                    sqlx::query(follow_up)
+                        .bind(id.as_str())
+                        .bind(first_bind)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_sqlx)?;
+                }
                 applied.insert((id, token), hit(row)?);
             }
             for (l, id) in leases[range.clone()].iter().zip(&ids[range]) {
@@ -574,14 +655,20 @@ impl Storage for SqliteStorage {
     ) -> Result<Vec<Outcome>, StorageError> {
         // RETURNING id, lease_token, cancel_requested
         let (out, _) = self
-            .fenced_lease_write(&self.inner.sql.heartbeat, leases, micros(until), |row| {
-                let cancel: i64 = row.try_get(2).map_err(map_sqlx)?;
-                Ok(if cancel != 0 {
-                    Outcome::CancelRequested
-                } else {
-                    Outcome::Ok
-                })
-            })
+            .fenced_lease_write(
+                &self.inner.sql.heartbeat,
+                leases,
+                micros(until),
+                None,
+                |row| {
+                    let cancel: i64 = row.try_get(2).map_err(map_sqlx)?;
+                    Ok(if cancel != 0 {
+                        Outcome::CancelRequested
+                    } else {
+                        Outcome::Ok
+                    })
+                },
+            )
             .await?;
         Ok(out)
     }
@@ -591,15 +678,33 @@ impl Storage for SqliteStorage {
         leases: &[LeaseRef],
         now: OffsetDateTime,
     ) -> Result<Vec<Outcome>, StorageError> {
-        // RETURNING id, lease_token, queue
+        // RETURNING id, lease_token, queue, status. A released task whose cancellation
+        // was requested ends Cancelled, with its Cancelled result stored in the same
+        // transaction.
         let mut queues = Vec::new();
+        let mut finished = Vec::new();
         let (out, rows) = self
-            .fenced_lease_write(&self.inner.sql.release, leases, micros(now), |_| {
-                Ok(Outcome::Ok)
-            })
+            .fenced_lease_write(
+                &self.inner.sql.release,
+                leases,
+                micros(now),
+                Some(&self.inner.sql.released_cancel_result),
+                |_| Ok(Outcome::Ok),
+            )
             .await?;
         for row in &rows {
-            queues.push(row.try_get::<String, _>(2).map_err(map_sqlx)?);
+            let status: String = row.try_get(3).map_err(map_sqlx)?;
+            if status == "cancelled" {
+                let id: String = row.try_get(0).map_err(map_sqlx)?;
+                if let Ok(id) = id.parse::<TaskId>() {
+                    finished.push(id);
+                }
+            } else {
+                queues.push(row.try_get::<String, _>(2).map_err(map_sqlx)?);
+            }
+        }
+        for task_id in finished {
+            self.wake(Wake::Finished { task_id });
         }
         self.wake_work(queues.iter().map(String::as_str));
         Ok(out)
@@ -645,6 +750,7 @@ impl Storage for SqliteStorage {
         }
         tx.commit().await.map_err(map_sqlx)?;
         self.send_finished(wakes);
+        self.sweep_expired().await;
         Ok(out)
     }
 
@@ -767,6 +873,18 @@ impl Storage for SqliteStorage {
         let (status, _) = current_status(&mut tx, sql, &key).await?;
         let outcome = match status {
             TaskStatus::Pending | TaskStatus::Failed => {
+                for text in [&sql.cancel_result, &sql.cancel_task] {
+                    sqlx::query(text)
+                        .bind(key.as_str())
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_sqlx)?;
+                }
+                CancelOutcome::Cancelled
+            }
+            TaskStatus::Running if lease_expired(&mut tx, sql, &key, now).await? => {
+                // Its worker is gone (lease expired): nobody would act on a request.
                 for text in [&sql.cancel_result, &sql.cancel_task] {
                     sqlx::query(text)
                         .bind(key.as_str())
@@ -983,6 +1101,21 @@ async fn current_status(
     Ok((convert::status(status)?, queue))
 }
 
+async fn lease_expired(
+    tx: &mut Transaction<'static, Sqlite>,
+    sql: &Sql,
+    id: &str,
+    now: i64,
+) -> Result<bool, StorageError> {
+    Ok(sqlx::query(&sql.lease_expired)
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(map_sqlx)?
+        .is_some())
+}
+
 const _: () = assert!(SHAPES[0] * schema::INSERT_ARITY < 32_766);
 
 #[cfg(test)]
@@ -1001,6 +1134,23 @@ mod tests {
 #[cfg(test)]
 mod plan_tests {
     use super::*;
+
+    #[tokio::test]
+    async fn file_databases_sync_every_commit_unless_told_otherwise() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (durability, expected) in [(None, 2_i64), (Some(Durability::Normal), 1)] {
+            let mut b = SqliteStorage::builder().path(dir.path().join(format!("{expected}.db")));
+            if let Some(d) = durability {
+                b = b.durability(d);
+            }
+            let s = b.build().await.expect("build");
+            let mode: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&s.inner.writer)
+                .await
+                .expect("pragma");
+            assert_eq!(mode, expected, "{durability:?}: 2 = FULL, 1 = NORMAL");
+        }
+    }
 
     /// The query plan's detail lines for `sql` (parameters unbound = NULL).
     async fn plan(s: &SqliteStorage, sql: &str) -> Vec<String> {

@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS "{ns}_results" (
     last_attempt_at  INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS "{ns}_results_finished" ON "{ns}_results" (finished_at);
+CREATE INDEX IF NOT EXISTS "{ns}_tasks_finished" ON "{ns}_tasks" (updated_at)
+    WHERE status IN ('success', 'failed', 'cancelled');
 "#,
 )];
 
@@ -178,6 +180,8 @@ pub(crate) struct Sql {
     pub(crate) cancel_result: String,
     pub(crate) request_cancel: String,
     pub(crate) reschedule: String,
+    pub(crate) lease_expired: String,
+    pub(crate) released_cancel_result: String,
     pub(crate) purge_results: String,
     pub(crate) purge_tasks: String,
 }
@@ -298,7 +302,7 @@ impl Sql {
                      THEN 'cancelled' ELSE 'pending' END, lease_until = NULL, \
                      attempts = max(t.attempts - 1, 0), updated_at = ? FROM (VALUES {}) AS v \
                      WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2 \
-                     RETURNING id, lease_token, queue",
+                     RETURNING id, lease_token, queue, status",
                     values_list(*n, 2)
                 )
             })
@@ -335,9 +339,18 @@ impl Sql {
             request_cancel: format!(
                 "UPDATE {t} SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1"
             ),
+            // An explicit reschedule supersedes an earlier cancel request.
             reschedule: format!(
                 "UPDATE {t} SET status = 'pending', eta = ?2, run_at = ?2, lease_until = NULL, \
-                 updated_at = ?3 WHERE id = ?1"
+                 cancel_requested = 0, updated_at = ?3 WHERE id = ?1"
+            ),
+            lease_expired: format!(
+                "SELECT 1 FROM {t} WHERE id = ?1 AND status = 'running' AND lease_until <= ?2"
+            ),
+            released_cancel_result: format!(
+                "INSERT OR REPLACE INTO {r} ({RESULT_COLUMNS}) \
+                 SELECT id, 'cancelled', NULL, error, ?2, attempts, last_attempt_at \
+                 FROM {t} WHERE id = ?1 AND status = 'cancelled'"
             ),
             purge_results: format!("DELETE FROM {r} WHERE finished_at < ?1"),
             purge_tasks: format!(

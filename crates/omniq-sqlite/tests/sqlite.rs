@@ -463,3 +463,95 @@ async fn throughput_report() {
         2000.0 / start.elapsed().as_secs_f64()
     );
 }
+
+#[tokio::test]
+async fn namespaces_differing_only_in_case_are_rejected() {
+    let err = SqliteStorage::builder()
+        .in_memory()
+        .namespace("Jobs")
+        .build()
+        .await
+        .expect_err("upper case");
+    assert_eq!(err.kind(), StorageErrorKind::Config);
+    assert!(err.to_string().contains("lowercase"), "{err}");
+    let err = SqliteStorage::builder()
+        .in_memory()
+        .namespace("sqlite_jobs")
+        .build()
+        .await
+        .expect_err("reserved");
+    assert_eq!(err.kind(), StorageErrorKind::Config);
+}
+
+/// S4: a stored error blob that decodes with neither serializer must not block the queue:
+/// the task is still claimed (its error reads as a `decode` TaskError), and the tasks
+/// behind it keep moving.
+#[tokio::test]
+async fn a_corrupt_stored_error_does_not_block_claims() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("corrupt.db");
+    let s = SqliteStorage::open(&path).await.expect("open");
+    let t0 = now();
+    let mut first = task("default", t0);
+    first.priority = 10;
+    let first = s.enqueue_one(first).await.expect("enqueue").id;
+    let second = s
+        .enqueue_one(task("default", t0))
+        .await
+        .expect("enqueue")
+        .id;
+    let mut conn = raw_connection(&path).await;
+    sqlx::query(r#"UPDATE "omniq_tasks" SET error = x'c1ffee00' WHERE id = ?1"#)
+        .bind(first.to_string())
+        .execute(&mut conn)
+        .await
+        .expect("corrupt the blob");
+    let got = s.get_task(&first).await.expect("get_task").expect("exists");
+    assert_eq!(
+        got.error.as_ref().map(|e| e.error_type),
+        Some(ErrorType::Decode)
+    );
+    let claimed = claim(&s, "default", 10, t0).await;
+    let ids: Vec<TaskId> = claimed.iter().map(|c| c.task.id).collect();
+    assert_eq!(ids, vec![first, second], "both claimed, priority first");
+}
+
+/// A stored error written with the other serializer (the app switched
+/// OMNIQ_SERIALIZER) still decodes.
+#[tokio::test]
+async fn errors_written_with_the_other_serializer_still_decode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("switch.db");
+    let t0 = now();
+    let json = SqliteStorage::builder()
+        .path(&path)
+        .serializer(omniq_core::Format::Json)
+        .build()
+        .await
+        .expect("json storage");
+    let id = json
+        .enqueue_one(task("default", t0))
+        .await
+        .expect("enqueue")
+        .id;
+    let c = claim(&json, "default", 1, t0).await;
+    let error = TaskError::new(ErrorType::Network, "reset").with_context("host", "db1");
+    let out = json
+        .fail_one(Failure {
+            lease: c[0].lease_ref(),
+            error: error.clone(),
+            action: FailAction::Retry { at: t0 },
+            now: t0,
+        })
+        .await
+        .expect("fail");
+    assert_eq!(out, Outcome::Ok);
+    json.close().await.expect("close");
+    let msgpack = SqliteStorage::open(&path).await.expect("msgpack storage");
+    let got = msgpack.get_task(&id).await.expect("get").expect("exists");
+    let e = got.error.expect("error kept");
+    assert_eq!(
+        (e.error_type, e.context.get("host").cloned()),
+        (ErrorType::Network, Some(serde_json::json!("db1")))
+    );
+}

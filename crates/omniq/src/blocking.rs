@@ -14,15 +14,26 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::runtime::Runtime;
 
-fn runtime() -> Result<Arc<Runtime>> {
-    // Blocking on a private runtime from inside another would panic; say why instead.
+/// Blocking on a runtime from inside another (a handler, an async fn) would panic; say why
+/// instead.
+fn not_in_async() -> Result<()> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(Error::Config(
-            "the blocking OmniQ/WorkerPool cannot be created inside an async runtime; \
-             use AsyncOmniQ / AsyncWorkerPool there"
+            "the blocking OmniQ/WorkerPool cannot be used inside an async runtime (including \
+             inside task handlers); use AsyncOmniQ / AsyncWorkerPool there"
                 .into(),
         ));
     }
+    Ok(())
+}
+
+fn block_on<F: Future>(rt: &Runtime, f: F) -> Result<F::Output> {
+    not_in_async()?;
+    Ok(rt.block_on(f))
+}
+
+fn runtime() -> Result<Arc<Runtime>> {
+    not_in_async()?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("omniq")
@@ -78,27 +89,27 @@ impl OmniQ {
 
     /// Enqueues a batch.
     pub fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>> {
-        self.rt.block_on(self.inner.queue().enqueue_many(specs))
+        block_on(&self.rt, self.inner.queue().enqueue_many(specs))?
     }
 
     /// The task, or None.
     pub fn get_task(&self, id: &TaskId) -> Result<Option<Task>> {
-        self.rt.block_on(self.inner.get_task(id))
+        block_on(&self.rt, self.inner.get_task(id))?
     }
 
     /// The latest final result, or None.
     pub fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>> {
-        self.rt.block_on(self.inner.get_result(id))
+        block_on(&self.rt, self.inner.get_result(id))?
     }
 
     /// Waits for the final result.
     pub fn wait_result(&self, id: &TaskId, timeout: std::time::Duration) -> Result<TaskResult> {
-        self.rt.block_on(self.inner.wait_result(id, timeout))
+        block_on(&self.rt, self.inner.wait_result(id, timeout))?
     }
 
     /// Cancels a task.
     pub fn cancel(&self, id: &TaskId) -> Result<CancelOutcome> {
-        self.rt.block_on(self.inner.cancel(id))
+        block_on(&self.rt, self.inner.cancel(id))?
     }
 
     /// A blocking worker pool sharing this runtime.
@@ -170,17 +181,28 @@ impl WorkerPool {
 
     /// Starts the pool in the background.
     pub fn start(&self) -> Result<()> {
+        not_in_async()?;
         let _guard = self.rt.enter();
         self.pool.start()
     }
 
     /// Graceful stop; see [`AsyncWorkerPool::stop`].
     pub fn stop(&self, timeout: std::time::Duration) -> Result<StopReport> {
-        self.rt.block_on(self.pool.stop(timeout))
+        block_on(&self.rt, self.pool.stop(timeout))?
     }
 
     /// The async pool underneath.
     pub fn inner(&self) -> &AsyncWorkerPool {
         &self.pool
+    }
+}
+
+impl Drop for WorkerPool {
+    /// A pool dropped while running is stopped without draining (`stop(0)`): running
+    /// handlers are aborted and their tasks handed back.
+    fn drop(&mut self) {
+        if self.pool.is_running() && not_in_async().is_ok() {
+            let _ = self.rt.block_on(self.pool.stop(std::time::Duration::ZERO));
+        }
     }
 }

@@ -24,6 +24,16 @@ pub enum Error {
     /// Waiting for a result timed out.
     #[error("timed out waiting for task {0}")]
     Timeout(TaskId),
+    /// A multi-batch enqueue failed part-way: `enqueued` lists the tasks of the batches
+    /// that were stored before `source` stopped it (retrying the rest will not duplicate
+    /// them).
+    #[error("enqueue stopped after {} task(s) were stored: {source}", enqueued.len())]
+    PartiallyEnqueued {
+        /// Outcomes of the batches stored before the failure, in input order.
+        enqueued: Vec<omniq_core::Enqueued>,
+        /// Why the next batch failed.
+        source: Box<Error>,
+    },
     /// The worker pool is not in a state that allows this call.
     #[error("worker pool: {0}")]
     Worker(String),

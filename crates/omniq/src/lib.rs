@@ -44,8 +44,8 @@ pub use omniq::{AsyncOmniQ, build_storage};
 pub use queue::{AsyncTaskQueue, EnqueueBuilder, QueueDefaults, TaskSpec};
 pub use settings::{Backend, Settings};
 pub use worker::{
-    AsyncWorkerPool, DEFAULT_MAX_PAYLOAD_BYTES, LEGACY_STORAGE_WARNING, StopReport, WorkerOptions,
-    WorkerPoolBuilder,
+    AsyncWorkerPool, DEFAULT_MAX_PAYLOAD_BYTES, LEGACY_STORAGE_WARNING, MAX_CONCURRENCY,
+    StopReport, WorkerOptions, WorkerPoolBuilder,
 };
 
 pub use omniq_core::*;

@@ -113,9 +113,24 @@ pub async fn build_storage(settings: &Settings) -> Result<Arc<dyn Storage>> {
         Backend::File | Backend::Sqlite => {
             #[cfg(feature = "sqlite")]
             {
-                let path = match (&settings.url, settings.backend) {
+                settings.validate()?;
+                let builder = omniq_sqlite::SqliteStorage::builder();
+                let builder = match (&settings.url, settings.backend) {
                     (Some(url), Backend::Sqlite) => {
-                        std::path::PathBuf::from(url.trim_start_matches("sqlite://"))
+                        let path = url
+                            .strip_prefix("sqlite://")
+                            .or_else(|| url.strip_prefix("sqlite:"))
+                            .unwrap_or(url);
+                        if path.contains('?') {
+                            return Err(Error::Config(format!(
+                                "OMNIQ_URL={url:?}: give a SQLite file path (or :memory:), without query parameters"
+                            )));
+                        }
+                        if path == ":memory:" {
+                            builder.in_memory()
+                        } else {
+                            builder.path(path)
+                        }
                     }
                     _ => {
                         std::fs::create_dir_all(&settings.base_dir).map_err(|e| {
@@ -124,11 +139,10 @@ pub async fn build_storage(settings: &Settings) -> Result<Arc<dyn Storage>> {
                                 settings.base_dir.display()
                             ))
                         })?;
-                        settings.base_dir.join("omniq.db")
+                        builder.path(settings.base_dir.join("omniq.db"))
                     }
                 };
-                let s = omniq_sqlite::SqliteStorage::builder()
-                    .path(path)
+                let s = builder
                     .namespace(&settings.namespace)
                     .serializer(settings.serializer)
                     .result_ttl(settings.result_ttl)

@@ -144,9 +144,19 @@ impl AsyncTaskQueue {
             let batch = std::mem::replace(&mut rest, tail);
             let names: Vec<(TaskId, String)> =
                 batch.iter().map(|t| (t.id, t.func_path.clone())).collect();
-            let res = self.storage.enqueue(batch).await.inspect_err(|e| {
-                events::log_storage_error("enqueue", e);
-            })?;
+            let res = match self.storage.enqueue(batch).await {
+                Ok(res) => res,
+                Err(e) => {
+                    events::log_storage_error("enqueue", &e);
+                    if out.is_empty() {
+                        return Err(e.into());
+                    }
+                    return Err(Error::PartiallyEnqueued {
+                        enqueued: out,
+                        source: Box::new(e.into()),
+                    });
+                }
+            };
             for ((id, func), r) in names.iter().zip(&res) {
                 if !r.duplicate {
                     events::log_task_enqueued(id, func);
@@ -203,7 +213,10 @@ impl AsyncTaskQueue {
         id: &TaskId,
         timeout: std::time::Duration,
     ) -> Result<TaskResult> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let start = tokio::time::Instant::now();
+        let deadline = start
+            .checked_add(timeout)
+            .unwrap_or_else(|| start + std::time::Duration::from_secs(86_400 * 365));
         let mut wake = if self.storage.capabilities().push_wakeup {
             self.storage.subscribe()
         } else {
@@ -211,18 +224,16 @@ impl AsyncTaskQueue {
         };
         let mut poll = std::time::Duration::from_millis(10);
         loop {
-            match self.storage.get_task(id).await? {
-                None => {
-                    if let Some(r) = self.storage.get_result(id).await? {
-                        return Ok(r);
-                    }
-                    return Err(Error::NotFound(*id));
+            match self.check_result(id).await {
+                Ok(Some(r)) => return Ok(r),
+                Ok(None) => {}
+                // S3: a temporary outage only delays the answer.
+                Err(Error::Storage(e))
+                    if e.is_temporary() && tokio::time::Instant::now() < deadline =>
+                {
+                    events::log_storage_error("wait_result", &e);
                 }
-                Some(task) => {
-                    if let Some(r) = self.settled_result(&task).await? {
-                        return Ok(r);
-                    }
-                }
+                Err(e) => return Err(e),
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
@@ -253,6 +264,18 @@ impl AsyncTaskQueue {
                     poll = (poll * 2).min(std::time::Duration::from_millis(250));
                 }
             }
+        }
+    }
+
+    /// The settled result, None while the task is still on its way, NotFound when neither
+    /// the task nor a result exists.
+    async fn check_result(&self, id: &TaskId) -> Result<Option<TaskResult>> {
+        match self.storage.get_task(id).await? {
+            None => match self.storage.get_result(id).await? {
+                Some(r) => Ok(Some(r)),
+                None => Err(Error::NotFound(*id)),
+            },
+            Some(task) => self.settled_result(&task).await,
         }
     }
 
@@ -398,10 +421,14 @@ impl TaskSpec {
         }
         task.unique_key = self.unique_key;
         task.schedule.interval = self.interval.transpose()?;
+        let shifted = |t: OffsetDateTime, d: Duration| {
+            t.checked_add(d)
+                .ok_or_else(|| Error::Config(format!("eta {t} + delay {d} is out of range")))
+        };
         task.schedule.eta = match (self.eta, self.delay) {
-            (Some(eta), Some(d)) => Some(eta + d),
+            (Some(eta), Some(d)) => Some(shifted(eta, d)?),
             (Some(eta), None) => Some(eta),
-            (None, Some(d)) => Some(now + d),
+            (None, Some(d)) => Some(shifted(now, d)?),
             // Recurring tasks keep an explicit anchor so slots never drift (R5).
             (None, None) => task.schedule.interval.map(|_| now),
         };

@@ -121,7 +121,14 @@ impl Settings {
         if let Some(v) = get("OMNIQ_BACKEND") {
             s.backend = v.parse().map_err(Error::Config)?;
         }
-        s.url = get("OMNIQ_URL").or_else(|| get("OMNIQ_DB_URL"));
+        s.url = match (get("OMNIQ_URL"), get("OMNIQ_DB_URL")) {
+            (Some(a), Some(b)) if a.trim() != b.trim() => {
+                return Err(Error::Config(
+                    "OMNIQ_URL and OMNIQ_DB_URL are both set and differ; set only one".into(),
+                ));
+            }
+            (a, b) => a.or(b),
+        };
         if let Some(v) = get("OMNIQ_BASE_DIR") {
             s.base_dir = PathBuf::from(v);
         }
@@ -146,7 +153,10 @@ impl Settings {
             })?;
         }
         if let Some(v) = get("OMNIQ_LOG_LEVEL") {
-            let up = v.trim().to_ascii_uppercase();
+            let mut up = v.trim().to_ascii_uppercase();
+            if up == "WARN" {
+                up = "WARNING".into();
+            }
             if !LOG_LEVELS.contains(&up.as_str()) {
                 return Err(Error::Config(format!(
                     "OMNIQ_LOG_LEVEL={v:?} is not valid (valid values: {})",
@@ -155,21 +165,55 @@ impl Settings {
             }
             s.log_level = up;
         }
-        if matches!(s.backend, Backend::Postgres | Backend::Redis) && s.url.is_none() {
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks settings built in code the way `from_env` checks the environment.
+    pub fn validate(&self) -> Result<()> {
+        if matches!(self.backend, Backend::Postgres | Backend::Redis) && self.url.is_none() {
             return Err(Error::Config(format!(
                 "OMNIQ_BACKEND={} needs OMNIQ_URL (or OMNIQ_DB_URL) to be set",
-                s.backend.as_str()
+                self.backend.as_str()
             )));
         }
-        Ok(s)
+        if self.backend == Backend::File && self.url.is_some() {
+            return Err(Error::Config(
+                "OMNIQ_URL is set but OMNIQ_BACKEND=file stores under OMNIQ_BASE_DIR; \
+                 set OMNIQ_BACKEND to the URL's backend (sqlite, postgres, redis) or unset OMNIQ_URL"
+                    .into(),
+            ));
+        }
+        if let Some(t) = self.default_timeout {
+            if !t.is_positive() {
+                return Err(Error::Config(format!(
+                    "OMNIQ_DEFAULT_TIMEOUT must be positive, got {t}"
+                )));
+            }
+        }
+        if !self.result_ttl.is_positive() {
+            return Err(Error::Config(format!(
+                "OMNIQ_RESULT_TTL must be positive, got {}",
+                self.result_ttl
+            )));
+        }
+        omniq_core::validate_name("namespace", &self.namespace).map_err(Error::Config)?;
+        Ok(())
     }
 }
 
 fn positive_seconds(var: &str, v: &str) -> Result<Duration> {
-    match v.trim().parse::<f64>() {
-        Ok(x) if x.is_finite() && x > 0.0 => Ok(Duration::seconds_f64(x)),
-        _ => Err(Error::Config(format!(
-            "{var}={v:?} is not valid (valid values: a positive number of seconds, e.g. 30 or 0.5)"
+    let parsed = v
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|x| x.is_finite() && *x >= 0.001)
+        .and_then(Duration::checked_seconds_f64)
+        .filter(|d| *d <= Duration::days(36_525));
+    match parsed {
+        Some(d) => Ok(d),
+        None => Err(Error::Config(format!(
+            "{var}={v:?} is not valid (valid values: a positive number of seconds from 0.001 to 100 years, e.g. 30 or 0.5)"
         ))),
     }
 }
@@ -224,6 +268,12 @@ mod tests {
             ("OMNIQ_SERIALIZER", "xml", "msgpack, json"),
             ("OMNIQ_DEFAULT_TIMEOUT", "-1", "positive number of seconds"),
             ("OMNIQ_RESULT_TTL", "soon", "positive number of seconds"),
+            ("OMNIQ_RESULT_TTL", "1e20", "positive number of seconds"),
+            (
+                "OMNIQ_DEFAULT_TIMEOUT",
+                "1e-10",
+                "positive number of seconds",
+            ),
             ("OMNIQ_DEFAULT_MAX_RETRIES", "-2", "whole number"),
             (
                 "OMNIQ_LOG_LEVEL",
@@ -235,6 +285,31 @@ mod tests {
             let err = from(&[(var, val)]).expect_err(var).to_string();
             assert!(err.contains(var) && err.contains(valid), "{err}");
         }
+    }
+
+    #[test]
+    fn conflicting_urls_and_url_with_file_backend_are_errors() {
+        let err = from(&[
+            ("OMNIQ_URL", "a.db"),
+            ("OMNIQ_DB_URL", "b.db"),
+            ("OMNIQ_BACKEND", "sqlite"),
+        ])
+        .expect_err("conflict")
+        .to_string();
+        assert!(
+            err.contains("OMNIQ_URL") && err.contains("OMNIQ_DB_URL"),
+            "{err}"
+        );
+        let err = from(&[("OMNIQ_URL", "a.db")])
+            .expect_err("file + url")
+            .to_string();
+        assert!(err.contains("OMNIQ_BACKEND"), "{err}");
+        assert_eq!(
+            from(&[("OMNIQ_LOG_LEVEL", "warn")])
+                .expect("alias")
+                .log_level,
+            "WARNING"
+        );
     }
 
     #[test]

@@ -74,6 +74,9 @@ pub struct WorkerOptions {
     /// Tasks whose payload is larger fail with a non-retryable validation error instead of
     /// being decoded (S4). Default 16 MiB.
     pub max_payload_bytes: usize,
+    /// Lease-expiry redeliveries (worker crashed or lost its lease) a task may have on top
+    /// of its `max_retries + 1` runs before it is failed as crash-looping. Default 3.
+    pub max_redeliveries: u32,
 }
 
 /// The default payload limit of queues and workers (S4): 16 MiB.
@@ -97,6 +100,7 @@ impl Default for WorkerOptions {
             completion_batch: 256,
             name: format!("worker-{}-{n}", std::process::id()),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_redeliveries: 3,
         }
     }
 }
@@ -183,6 +187,11 @@ impl WorkerPoolBuilder {
         self.opts.completion_batch = n;
         self
     }
+    /// Lease-expiry redeliveries allowed on top of `max_retries + 1` runs.
+    pub fn max_redeliveries(mut self, n: u32) -> Self {
+        self.opts.max_redeliveries = n;
+        self
+    }
     /// Largest payload a task may carry; larger ones fail (S4).
     pub fn max_payload_bytes(mut self, n: usize) -> Self {
         self.opts.max_payload_bytes = n;
@@ -228,9 +237,36 @@ impl WorkerPoolBuilder {
                 opts.lease
             )));
         }
+        if opts.concurrency > MAX_CONCURRENCY {
+            return Err(Error::Config(format!(
+                "concurrency must be at most {MAX_CONCURRENCY}, got {}",
+                opts.concurrency
+            )));
+        }
+        if opts.prefetch > MAX_CONCURRENCY {
+            return Err(Error::Config(format!(
+                "prefetch must be at most {MAX_CONCURRENCY}, got {}",
+                opts.prefetch
+            )));
+        }
+        let lease_std: std::time::Duration = opts.lease.unsigned_abs();
         if !self.heartbeat_set {
-            let third: std::time::Duration = (opts.lease / 3_i32).unsigned_abs();
-            opts.heartbeat_interval = third.max(std::time::Duration::from_millis(10));
+            opts.heartbeat_interval = (lease_std / 3).max(std::time::Duration::from_millis(10));
+        } else if opts.heartbeat_interval.is_zero() || opts.heartbeat_interval > lease_std / 2 {
+            return Err(Error::Config(format!(
+                "heartbeat_interval must be positive and at most half the lease ({:?}), got {:?}",
+                lease_std / 2,
+                opts.heartbeat_interval
+            )));
+        }
+        if opts.poll_interval.is_zero() {
+            return Err(Error::Config(
+                "poll_interval must be positive (e.g. 100 ms)".into(),
+            ));
+        }
+        validate_backoff("backoff", &opts.backoff)?;
+        for (name, b) in opts.queue_backoff.iter().chain(&opts.handler_backoff) {
+            validate_backoff(name, b)?;
         }
         if opts.queues.is_empty() {
             return Err(Error::Config("a worker needs at least one queue".into()));
@@ -245,6 +281,33 @@ impl WorkerPoolBuilder {
             registry: Registry::default(),
             state: Mutex::new(None),
         })
+    }
+}
+
+/// The largest concurrency (and prefetch) a pool accepts.
+pub const MAX_CONCURRENCY: usize = 1 << 20;
+
+/// The longest retry delay a back-off may produce.
+const MAX_BACKOFF: Duration = Duration::days(365);
+
+fn validate_backoff(what: &str, b: &Backoff) -> Result<()> {
+    let ok = match *b {
+        Backoff::None => true,
+        Backoff::Fixed(d) => !d.is_negative() && d <= MAX_BACKOFF,
+        Backoff::Exponential { base, cap, jitter } => {
+            !base.is_negative()
+                && !cap.is_negative()
+                && cap <= MAX_BACKOFF
+                && jitter.is_finite()
+                && (0.0..=1.0).contains(&jitter)
+        }
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "back-off for {what} is invalid ({b:?}): delays must be 0..=365 days and jitter 0.0..=1.0"
+        )))
     }
 }
 
@@ -289,7 +352,6 @@ impl std::fmt::Debug for AsyncWorkerPool {
             .finish()
     }
 }
-
 struct Running {
     stop_tx: watch::Sender<bool>,
     fetcher: tokio::task::JoinHandle<JoinSet<RunEnd>>,
@@ -305,6 +367,7 @@ enum Interrupt {
     Cancelled,
 }
 
+/// A lease this pool holds: from claim until its outcome is stored (or it is handed back).
 struct Held {
     token: LeaseToken,
     abort: Option<tokio::task::AbortHandle>,
@@ -317,7 +380,7 @@ struct Shared {
     registry: Registry,
     held: Mutex<HashMap<TaskId, Held>>,
     run_slots: Arc<Semaphore>,
-    done_tx: mpsc::UnboundedSender<Done>,
+    done_tx: mpsc::UnboundedSender<Msg>,
 }
 
 enum DoneKind {
@@ -327,7 +390,16 @@ enum DoneKind {
 
 struct Done {
     kind: DoneKind,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
+}
+
+/// What runners send the completer. (`Done` is large and `Shutdown` is sent once, so
+/// boxing `Done` would only add an allocation per task.)
+#[allow(clippy::large_enum_variant)]
+enum Msg {
+    Done(Done),
+    /// Every runner has ended: flush what is queued and stop.
+    Shutdown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -375,7 +447,11 @@ impl AsyncWorkerPool {
         &self.opts
     }
 
-    /// Registers a closure handler with typed, serde-decoded args (before `start`).
+    /// Registers a closure handler with typed, serde-decoded args. Handlers registered
+    /// while the pool runs take effect at the next `start`.
+    ///
+    /// Handlers run on the tokio runtime: do blocking or CPU-heavy work inside
+    /// `tokio::task::spawn_blocking`, so timeouts, heartbeats and other tasks keep going.
     pub fn register<A, R, E, F, Fut>(&mut self, name: &str, f: F) -> &mut Self
     where
         A: DeserializeOwned + Send + 'static,
@@ -388,7 +464,7 @@ impl AsyncWorkerPool {
         self
     }
 
-    /// Registers a [`TaskHandler`] under its `NAME` (before `start`).
+    /// Registers a [`TaskHandler`] under its `NAME` (see [`AsyncWorkerPool::register`]).
     pub fn register_handler<H: TaskHandler>(&mut self, handler: H) -> &mut Self {
         self.registry.insert_handler(handler);
         self
@@ -404,8 +480,14 @@ impl AsyncWorkerPool {
         self.state.lock().map(|s| s.is_some()).unwrap_or(false)
     }
 
-    /// Starts claiming and running tasks in the background (on the current tokio runtime).
+    /// Starts claiming and running tasks in the background on the current tokio runtime.
     pub fn start(&self) -> Result<()> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Worker(
+                "start() needs a tokio runtime; call it from async code or use the blocking WorkerPool"
+                    .into(),
+            ));
+        }
         let mut state = self
             .state
             .lock()
@@ -438,8 +520,11 @@ impl AsyncWorkerPool {
     }
 
     /// Graceful stop (R6): stop claiming, hand back claimed tasks that have not started,
-    /// let running handlers finish for up to `timeout` (then abort and hand them back),
-    /// flush every outcome, and stop heartbeats.
+    /// let running handlers finish for up to `timeout` (then abort them and hand their
+    /// tasks back), flush every outcome, then stop heartbeats.
+    ///
+    /// The shutdown runs in its own task: if the caller stops waiting (its future is
+    /// dropped), the shutdown still completes.
     pub async fn stop(&self, timeout: std::time::Duration) -> Result<StopReport> {
         let running = self
             .state
@@ -449,67 +534,100 @@ impl AsyncWorkerPool {
         let Some(running) = running else {
             return Err(Error::Worker("not running".into()));
         };
-        let _ = running.stop_tx.send(true);
-        let mut set = running
-            .fetcher
+        let name = self.opts.name.clone();
+        tokio::spawn(shutdown(running, timeout, name))
             .await
-            .map_err(|e| Error::Worker(format!("fetcher task failed: {e}")))?;
-        let mut report = StopReport::default();
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, set.join_next()).await {
-                Ok(Some(Ok(RunEnd::Finished))) => report.drained += 1,
-                Ok(Some(Ok(RunEnd::HandedBack))) => report.handed_back += 1,
-                Ok(Some(Ok(RunEnd::Interrupted))) => {}
-                Ok(Some(Err(e))) => {
-                    tracing::error!(target: "omniq::worker", "task runner failed: {e}");
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    // Timed out: abort what is left (the handlers too, which run in their
-                    // own tasks); their leases are handed back below.
-                    report.aborted = set.len();
-                    // Runners first, so none of them sees its handler end and drops its
-                    // hold; then the detached handler tasks themselves.
-                    set.abort_all();
-                    while set.join_next().await.is_some() {}
-                    if let Ok(held) = running.shared.held.lock() {
-                        for h in held.values() {
-                            if let Some(a) = &h.abort {
-                                a.abort();
-                            }
-                        }
-                    }
-                    break;
-                }
+            .map_err(|e| Error::Worker(format!("shutdown task failed: {e}")))
+    }
+}
+
+impl Drop for AsyncWorkerPool {
+    /// A pool dropped while running shuts down as `stop(0)` would: nothing new starts,
+    /// running handlers are aborted and every held task is handed back (best effort, when
+    /// a tokio runtime is still there to do it). Call `stop` to drain instead.
+    fn drop(&mut self) {
+        let running = match self.state.get_mut() {
+            Ok(state) => state.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(running) = running {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let name = self.opts.name.clone();
+                handle.spawn(shutdown(running, std::time::Duration::ZERO, name));
+            } else {
+                let _ = running.stop_tx.send(true);
+                abort_handlers(&running.shared);
             }
         }
-        let shared = running.shared;
-        // Everything still held now is either aborted or was never flushed: hand back.
-        let leftovers: Vec<LeaseRef> = {
-            let held = shared.held.lock().unwrap_or_else(|p| p.into_inner());
-            held.iter()
-                .map(|(id, h)| LeaseRef {
-                    task_id: *id,
-                    token: h.token,
-                })
-                .collect()
-        };
-        // Stop heartbeats, then drop the last sender so the completer flushes and ends.
-        running.heartbeater.abort();
-        let _ = running.heartbeater.await;
-        let storage = Arc::clone(&shared.queue.storage);
+    }
+}
+
+fn abort_handlers(shared: &Shared) {
+    for h in shared.lock_held().values() {
+        if let Some(a) = &h.abort {
+            a.abort();
+        }
+    }
+}
+
+fn deadline_after(d: std::time::Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(86_400 * 365))
+}
+
+async fn shutdown(running: Running, timeout: std::time::Duration, name: String) -> StopReport {
+    let _ = running.stop_tx.send(true);
+    let shared = running.shared;
+    let mut set = match running.fetcher.await {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::error!(target: "omniq::worker", worker = %name, "fetcher task failed: {e}");
+            JoinSet::new()
+        }
+    };
+    let mut report = StopReport::default();
+    let deadline = deadline_after(timeout);
+    loop {
+        match tokio::time::timeout_at(deadline, set.join_next()).await {
+            Ok(Some(Ok(RunEnd::Finished))) => report.drained += 1,
+            Ok(Some(Ok(RunEnd::HandedBack))) => report.handed_back += 1,
+            Ok(Some(Ok(RunEnd::Interrupted))) => {}
+            Ok(Some(Err(e))) => {
+                tracing::error!(target: "omniq::worker", worker = %name, "task runner failed: {e}");
+            }
+            Ok(None) => break,
+            Err(_) => {
+                // Timed out: abort the runners first (so none of them sees its handler end
+                // and gives up its hold), then the handler tasks themselves. Their leases
+                // are handed back below.
+                report.aborted = set.len();
+                set.abort_all();
+                while set.join_next().await.is_some() {}
+                abort_handlers(&shared);
+                break;
+            }
+        }
+    }
+    // Every runner has ended: let the completer flush what is queued, while heartbeats
+    // keep the leases alive, then stop heartbeats.
+    let _ = shared.done_tx.send(Msg::Shutdown);
+    let _ = running.completer.await;
+    running.heartbeater.abort();
+    let _ = running.heartbeater.await;
+    // What is still held never got an outcome stored: hand it back.
+    let leftovers = shared.held_leases();
+    if !leftovers.is_empty() {
         let now = shared.queue.clock.now();
-        drop(shared);
-        let _ = running.completer.await;
-        if !leftovers.is_empty() {
-            if let Err(e) = storage.release(&leftovers, now).await {
+        for chunk in leftovers.chunks(shared.max_batch()) {
+            if let Err(e) = shared.queue.storage.release(chunk, now).await {
                 events::log_storage_error("release", &e);
             }
         }
-        events::log_worker_stopped(&self.opts.name);
-        Ok(report)
+        shared.lock_held().clear();
     }
+    events::log_worker_stopped(&name);
+    report
 }
 
 fn random_unit() -> f64 {
@@ -540,6 +658,61 @@ fn slot_anchor(task: &Task) -> OffsetDateTime {
 }
 
 impl Shared {
+    fn lock_held(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn held_leases(&self) -> Vec<LeaseRef> {
+        self.lock_held()
+            .iter()
+            .map(|(id, h)| LeaseRef {
+                task_id: *id,
+                token: h.token,
+            })
+            .collect()
+    }
+
+    /// Records new claims. A task already held under an older token was redelivered to us
+    /// (our lease lapsed): that older run is stale, so it is interrupted.
+    fn hold(&self, claimed: &[Claimed]) {
+        let mut held = self.lock_held();
+        for c in claimed {
+            let fresh = Held {
+                token: c.lease.token,
+                abort: None,
+                interrupt: None,
+            };
+            if let Some(old) = held.insert(c.task.id, fresh) {
+                if let Some(a) = old.abort {
+                    a.abort();
+                }
+            }
+        }
+    }
+
+    /// Forgets a lease, only if it is still the one held under `token`.
+    fn unhold(&self, lease: &LeaseRef) {
+        let mut held = self.lock_held();
+        if held
+            .get(&lease.task_id)
+            .is_some_and(|h| h.token == lease.token)
+        {
+            held.remove(&lease.task_id);
+        }
+    }
+
+    fn interrupt_of(&self, lease: &LeaseRef) -> Option<Interrupt> {
+        match self.lock_held().get(&lease.task_id) {
+            Some(h) if h.token == lease.token => h.interrupt,
+            // Replaced by a newer claim, or gone: this run no longer owns the task.
+            _ => Some(Interrupt::LeaseLost),
+        }
+    }
+
+    fn max_batch(&self) -> usize {
+        self.queue.storage.capabilities().max_batch.max(1)
+    }
+
     /// Handler's policy, else the queue's, else the pool's default (R2).
     fn backoff_for(&self, task: &Task) -> Backoff {
         self.opts
@@ -557,7 +730,10 @@ impl Shared {
         error.max_retries = task.max_retries;
         let anchor = slot_anchor(task);
         let action = if error.can_retry() {
-            let delay = self.backoff_for(task).delay(task.attempts, random_unit());
+            let delay = self
+                .backoff_for(task)
+                .delay(task.attempts, random_unit())
+                .min(MAX_BACKOFF);
             if task.schedule.interval.is_some() {
                 if let Ok(s) = anchor.format(&time::format_description::well_known::Rfc3339) {
                     error
@@ -565,7 +741,9 @@ impl Shared {
                         .insert(SLOT_KEY.into(), serde_json::Value::String(s));
                 }
             }
-            FailAction::Retry { at: now + delay }
+            FailAction::Retry {
+                at: now.checked_add(delay).unwrap_or(now),
+            }
         } else if let Some(interval) = task.schedule.interval {
             FailAction::NextRun {
                 at: next_interval_slot(anchor, interval, now),
@@ -584,12 +762,6 @@ impl Shared {
             will_retry,
         )
     }
-
-    fn release_hold(&self, id: &TaskId) {
-        if let Ok(mut held) = self.held.lock() {
-            held.remove(id);
-        }
-    }
 }
 
 async fn fetcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> JoinSet<RunEnd> {
@@ -603,7 +775,7 @@ async fn fetcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> JoinSe
     };
     let mut set = JoinSet::new();
     let mut error_backoff = std::time::Duration::from_millis(50);
-    let max_batch = storage.capabilities().max_batch.max(1);
+    let max_batch = shared.max_batch();
     loop {
         if *stop.borrow() {
             break;
@@ -636,7 +808,9 @@ async fn fetcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> JoinSe
             now: shared.queue.clock.now(),
             lease: shared.opts.lease,
         };
-        let claimed = match storage.claim(req).await {
+        // Not raced against stop: a claim dropped mid-flight could commit and strand its
+        // tasks until their leases expire.
+        let mut claimed = match storage.claim(req).await {
             Ok(c) => {
                 error_backoff = std::time::Duration::from_millis(50);
                 c
@@ -653,7 +827,6 @@ async fn fetcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> JoinSe
                 continue;
             }
         };
-        let mut claimed = claimed;
         if claimed.len() > wanted {
             // A backend returned more than asked: never hold more than we can start.
             let extra: Vec<LeaseRef> = claimed
@@ -669,24 +842,10 @@ async fn fetcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> JoinSe
         if got > 0 {
             tracing::debug!(target: "omniq::worker", worker = %shared.opts.name, claimed = got, requested = wanted, "Claimed {got} task(s)");
         }
-        {
-            let mut held = shared.held.lock().unwrap_or_else(|p| p.into_inner());
-            for c in &claimed {
-                held.insert(
-                    c.task.id,
-                    Held {
-                        token: c.lease.token,
-                        abort: None,
-                        interrupt: None,
-                    },
-                );
-            }
-        }
+        shared.hold(&claimed);
         for c in claimed {
             let Some(permit) = permits.pop() else { break };
-            let sh = Arc::clone(&shared);
-            let st = stop.clone();
-            set.spawn(run_one(sh, c, permit, st));
+            set.spawn(run_one(Arc::clone(&shared), c, permit, stop.clone()));
         }
         drop(permits);
         if got < wanted {
@@ -724,6 +883,23 @@ async fn fetcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> JoinSe
     set
 }
 
+/// Drops a run's hold if the run ends without handing its outcome to the completer
+/// (a panic in the runtime's own code, or the runner being aborted), so the lease is not
+/// heartbeated forever.
+struct HoldGuard<'a> {
+    shared: &'a Shared,
+    lease: LeaseRef,
+    armed: bool,
+}
+
+impl Drop for HoldGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed && std::thread::panicking() {
+            self.shared.unhold(&self.lease);
+        }
+    }
+}
+
 async fn run_one(
     shared: Arc<Shared>,
     claimed: Claimed,
@@ -732,6 +908,11 @@ async fn run_one(
 ) -> RunEnd {
     let lease = claimed.lease_ref();
     let task = claimed.task;
+    let mut guard = HoldGuard {
+        shared: &shared,
+        lease,
+        armed: true,
+    };
     // Wait for a run slot, unless the pool is stopping: then hand the claim back.
     let slot = tokio::select! {
         biased;
@@ -741,9 +922,10 @@ async fn run_one(
     let Some(_slot) = slot else {
         let now = shared.queue.clock.now();
         match shared.queue.storage.release(&[lease], now).await {
-            Ok(_) => shared.release_hold(&task.id),
+            Ok(_) => shared.unhold(&lease),
             Err(e) => events::log_storage_error("release", &e),
         }
+        guard.armed = false;
         drop(permit);
         return RunEnd::HandedBack;
     };
@@ -752,18 +934,17 @@ async fn run_one(
     // task from enqueue through every run and retry. The run is logged by the L6 helpers
     // (started; completed with its duration, or failed), two lines at INFO.
     let span = events::task_span(&task.id, &"process_task", &task.id, Some(&shared.opts.name));
-    async move {
+    let end = async {
         let started = std::time::Instant::now();
         events::log_task_started(task.id, task.attempts);
-        let outcome = execute(&shared, &task, &lease, task.id.to_string()).await;
+        let outcome = execute(&shared, &task, &lease).await;
         let elapsed = started.elapsed();
         // The failure lines carry the run's duration too (L5).
         tracing::Span::current().record("duration_ms", elapsed.as_secs_f64() * 1000.0);
         let kind = match outcome {
             RunOutcome::Interrupted(Interrupt::LeaseLost) => {
                 tracing::warn!(target: "omniq::worker", task_id = %task.id, "Task lease lost: {} (another worker owns it now; result discarded)", task.id);
-                shared.release_hold(&task.id);
-                drop(permit);
+                shared.unhold(&lease);
                 return RunEnd::Interrupted;
             }
             RunOutcome::Interrupted(Interrupt::Cancelled) => {
@@ -803,13 +984,15 @@ async fn run_one(
                 DoneKind::Fail(failure)
             }
         };
-        if shared.done_tx.send(Done { kind, _permit: permit }).is_err() {
+        if shared.done_tx.send(Msg::Done(Done { kind, permit })).is_err() {
             tracing::error!(target: "omniq::worker", task_id = %task.id, "completion channel closed; outcome left to lease expiry");
         }
         RunEnd::Finished
     }
     .instrument(span)
-    .await
+    .await;
+    guard.armed = false;
+    end
 }
 
 enum RunOutcome {
@@ -818,21 +1001,20 @@ enum RunOutcome {
     Interrupted(Interrupt),
 }
 
-async fn execute(
-    shared: &Arc<Shared>,
-    task: &Task,
-    lease: &LeaseRef,
-    correlation_id: String,
-) -> RunOutcome {
-    // A task redelivered after more lease expiries than its retry budget keeps killing
-    // workers: stop it instead of crash-looping.
-    if task.attempts > task.max_retries.saturating_add(1) {
+async fn execute(shared: &Arc<Shared>, task: &Task, lease: &LeaseRef) -> RunOutcome {
+    // A task redelivered after more lease expiries than allowed keeps killing workers:
+    // stop it instead of crash-looping.
+    let limit = task
+        .max_retries
+        .saturating_add(1)
+        .saturating_add(shared.opts.max_redeliveries);
+    if task.attempts > limit {
         return RunOutcome::Err(
             TaskError::new(
                 ErrorType::System,
                 format!(
-                    "task was claimed {} times (max_retries {}); earlier runs never reported back (worker crash or lease expiry)",
-                    task.attempts, task.max_retries
+                    "task was claimed {} times (max_retries {}, max_redeliveries {}); earlier runs never reported back (worker crash or lease expiry)",
+                    task.attempts, task.max_retries, shared.opts.max_redeliveries
                 ),
             )
             .with_retryable(false),
@@ -871,50 +1053,53 @@ async fn execute(
         func_path: task.func_path.clone(),
         attempt: task.attempts,
         queue: task.queue.clone(),
-        correlation_id,
+        correlation_id: task.id.to_string(),
     };
-    let fut = handler(task.args.clone(), shared.queue.format, ctx);
-    let timeout = task.timeout;
-    let handle = tokio::spawn(
-        async move {
-            match timeout {
-                Some(limit) => match tokio::time::timeout(limit.unsigned_abs(), fut).await {
-                    Ok(r) => r,
-                    Err(_) => Err(timeout_error(limit)),
-                },
-                None => fut.await,
-            }
-        }
-        .in_current_span(),
-    );
-    {
-        let mut held = shared.held.lock().unwrap_or_else(|p| p.into_inner());
+    // Spawn under the lock, after checking the run was not interrupted while it waited
+    // for a slot: a cancelled or lost task never starts its handler.
+    let mut handle = {
+        let mut held = shared.lock_held();
         match held.get_mut(&task.id) {
             Some(h) if h.token == lease.token => {
                 if let Some(i) = h.interrupt {
-                    handle.abort();
                     return RunOutcome::Interrupted(i);
                 }
+                let handle = tokio::spawn(
+                    handler(task.args.clone(), shared.queue.format, ctx).in_current_span(),
+                );
                 h.abort = Some(handle.abort_handle());
+                handle
             }
-            _ => {}
+            _ => return RunOutcome::Interrupted(Interrupt::LeaseLost),
         }
-    }
-    match handle.await {
-        Ok(Ok(result)) => RunOutcome::Ok(result),
-        Ok(Err(e)) => RunOutcome::Err(e),
-        Err(join) if join.is_panic() => {
+    };
+    // R3: the deadline is enforced here, outside the handler's task, so a handler that
+    // never yields is still recorded as timed out (and aborted at its next yield).
+    let joined = match task.timeout {
+        Some(limit) => {
+            tokio::select! {
+                r = &mut handle => Some(r),
+                _ = tokio::time::sleep(limit.unsigned_abs()) => None,
+            }
+        }
+        None => Some((&mut handle).await),
+    };
+    match joined {
+        None => {
+            handle.abort();
+            match shared.interrupt_of(lease) {
+                Some(i) => RunOutcome::Interrupted(i),
+                None => RunOutcome::Err(timeout_error(task.timeout.unwrap_or_default())),
+            }
+        }
+        Some(Ok(Ok(result))) => RunOutcome::Ok(result),
+        Some(Ok(Err(e))) => RunOutcome::Err(e),
+        Some(Err(join)) if join.is_panic() => {
             let payload = join.into_panic();
             RunOutcome::Err(TaskError::from_panic(&*payload))
         }
-        Err(_) => {
-            let interrupt = shared
-                .held
-                .lock()
-                .ok()
-                .and_then(|h| h.get(&task.id).and_then(|h| h.interrupt))
-                .unwrap_or(Interrupt::LeaseLost);
-            RunOutcome::Interrupted(interrupt)
+        Some(Err(_)) => {
+            RunOutcome::Interrupted(shared.interrupt_of(lease).unwrap_or(Interrupt::LeaseLost))
         }
     }
 }
@@ -927,68 +1112,72 @@ async fn heartbeater(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            // Keep extending leases while draining after stop; the pool aborts us at the end.
+            // Keep extending leases while draining after stop; shutdown aborts us at the end.
             changed = stop.changed(), if !*stop.borrow() => {
                 if changed.is_err() {
-                    // The pool was dropped without `stop`: its leases will expire.
                     return;
                 }
                 continue;
             }
         }
-        let leases: Vec<LeaseRef> = {
-            let held = shared.held.lock().unwrap_or_else(|p| p.into_inner());
-            held.iter()
-                .map(|(id, h)| LeaseRef {
-                    task_id: *id,
-                    token: h.token,
-                })
-                .collect()
-        };
-        if leases.is_empty() {
-            continue;
+        if stop.has_changed().is_err() {
+            // The pool is gone without a shutdown: its leases will expire.
+            return;
         }
+        let leases = shared.held_leases();
         let until = shared.queue.clock.now() + shared.opts.lease;
-        match storage.heartbeat(&leases, until).await {
-            Ok(outcomes) => {
-                let mut held = shared.held.lock().unwrap_or_else(|p| p.into_inner());
-                for (l, o) in leases.iter().zip(outcomes) {
-                    let interrupt = match o {
-                        Outcome::Ok => continue,
-                        Outcome::CancelRequested => Interrupt::Cancelled,
-                        Outcome::LeaseLost | Outcome::NotFound => Interrupt::LeaseLost,
-                    };
-                    if let Some(h) = held.get_mut(&l.task_id) {
-                        if h.token == l.token && h.interrupt.is_none() {
-                            h.interrupt = Some(interrupt);
-                            if let Some(a) = &h.abort {
-                                a.abort();
+        for chunk in leases.chunks(shared.max_batch()) {
+            match storage.heartbeat(chunk, until).await {
+                Ok(outcomes) if outcomes.len() == chunk.len() => {
+                    let mut held = shared.lock_held();
+                    for (l, o) in chunk.iter().zip(outcomes) {
+                        let interrupt = match o {
+                            Outcome::Ok => continue,
+                            Outcome::CancelRequested => Interrupt::Cancelled,
+                            Outcome::LeaseLost | Outcome::NotFound => Interrupt::LeaseLost,
+                        };
+                        if let Some(h) = held.get_mut(&l.task_id) {
+                            if h.token == l.token && h.interrupt.is_none() {
+                                h.interrupt = Some(interrupt);
+                                if let Some(a) = &h.abort {
+                                    a.abort();
+                                }
                             }
                         }
                     }
                 }
+                Ok(outcomes) => {
+                    tracing::error!(target: "omniq::worker", "heartbeat returned {} outcomes for {} leases", outcomes.len(), chunk.len());
+                }
+                Err(e) => events::log_storage_error("heartbeat", &e),
             }
-            Err(e) => events::log_storage_error("heartbeat", &e),
         }
     }
 }
 
-async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
-    let storage = Arc::clone(&shared.queue.storage);
-    let max = shared.opts.completion_batch;
-    // Drop our own sender handle's influence: the channel closes when every runner and
-    // the pool's Shared are gone, which `stop` arranges.
-    let weak = Arc::downgrade(&shared);
-    drop(shared);
-    loop {
-        let Some(first) = rx.recv().await else { break };
+async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    let max = shared.opts.completion_batch.min(shared.max_batch()).max(1);
+    let mut shutting_down = false;
+    while !shutting_down {
+        let first = match rx.recv().await {
+            Some(Msg::Done(d)) => d,
+            Some(Msg::Shutdown) | None => break,
+        };
         let mut batch = vec![first];
         // Take what is queued; give runners that are about to finish one scheduler turn
         // to join this batch (bigger batches, same latency when idle).
         let mut yielded = false;
         while batch.len() < max {
             match rx.try_recv() {
-                Ok(d) => batch.push(d),
+                Ok(Msg::Done(d)) => batch.push(d),
+                Ok(Msg::Shutdown) => {
+                    // Runners have all ended, so nothing can follow: flush and stop.
+                    shutting_down = true;
+                    while let Ok(Msg::Done(d)) = rx.try_recv() {
+                        batch.push(d);
+                    }
+                    break;
+                }
                 Err(_) if !yielded => {
                     yielded = true;
                     tokio::task::yield_now().await;
@@ -996,76 +1185,148 @@ async fn completer(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Done>) {
                 Err(_) => break,
             }
         }
-        let mut completes = Vec::new();
-        let mut fails = Vec::new();
-        let mut permits = Vec::with_capacity(batch.len());
-        let mut ids = Vec::with_capacity(batch.len());
-        for d in batch {
-            match d.kind {
-                DoneKind::Complete(c) => {
-                    ids.push(c.lease.task_id);
-                    completes.push(c);
-                }
-                DoneKind::Fail(f) => {
-                    ids.push(f.lease.task_id);
-                    fails.push(f);
-                }
+        for chunk in chunked(batch, max) {
+            flush(&shared, chunk).await;
+        }
+    }
+}
+
+fn chunked<T>(mut items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    while items.len() > size {
+        let rest = items.split_off(size);
+        out.push(std::mem::replace(&mut items, rest));
+    }
+    if !items.is_empty() {
+        out.push(items);
+    }
+    out
+}
+
+/// Stores one batch of outcomes, then forgets their holds and returns their claim
+/// permits in one release (so the fetcher claims the freed capacity in one round trip).
+async fn flush(shared: &Shared, batch: Vec<Done>) {
+    let storage = &*shared.queue.storage;
+    let mut completes = Vec::new();
+    let mut fails = Vec::new();
+    let mut permits = Vec::with_capacity(batch.len());
+    let mut leases = Vec::with_capacity(batch.len());
+    for d in batch {
+        match d.kind {
+            DoneKind::Complete(c) => {
+                leases.push(c.lease);
+                completes.push(c);
             }
-            permits.push(d._permit);
-        }
-        if !completes.is_empty() {
-            write_with_retry(&*storage, "complete", completes, |s, v| {
-                Box::pin(s.complete(v))
-            })
-            .await;
-        }
-        if !fails.is_empty() {
-            write_with_retry(&*storage, "fail", fails, |s, v| Box::pin(s.fail(v))).await;
-        }
-        if let Some(shared) = weak.upgrade() {
-            let mut held = shared.held.lock().unwrap_or_else(|p| p.into_inner());
-            for id in &ids {
-                held.remove(id);
+            DoneKind::Fail(f) => {
+                leases.push(f.lease);
+                fails.push(f);
             }
         }
-        // Return the batch's claim permits in one release, so the fetcher wakes to the
-        // whole batch of free capacity and claims it in one round trip.
-        let mut permits = permits.into_iter();
-        if let Some(mut all) = permits.next() {
-            for p in permits {
-                all.merge(p);
-            }
-            drop(all);
+        permits.push(d.permit);
+    }
+    let retry_for = shared.opts.lease.unsigned_abs();
+    if !completes.is_empty() {
+        let rejected = write_items(storage, "complete", completes, retry_for, |s, v| {
+            Box::pin(s.complete(v))
+        })
+        .await;
+        // A result the backend refuses for good (e.g. it cannot encode it) fails its task
+        // with that reason instead of leaving it to be redelivered forever.
+        for (c, e) in rejected {
+            fails.push(Failure {
+                lease: c.lease,
+                error: TaskError::new(
+                    ErrorType::Runtime,
+                    format!("the task's result could not be stored: {e}"),
+                )
+                .with_retryable(false),
+                action: FailAction::Fail,
+                now: c.now,
+            });
         }
+    }
+    if !fails.is_empty() {
+        for (f, e) in write_items(storage, "fail", fails, retry_for, |s, v| {
+            Box::pin(s.fail(v))
+        })
+        .await
+        {
+            tracing::error!(target: "omniq::worker", task_id = %f.lease.task_id, "could not record the failure of task {}: {e}; it will be redelivered after its lease", f.lease.task_id);
+        }
+    }
+    for l in &leases {
+        shared.unhold(l);
+    }
+    let mut permits = permits.into_iter();
+    if let Some(mut all) = permits.next() {
+        for p in permits {
+            all.merge(p);
+        }
+        drop(all);
     }
 }
 
 type WriteFut<'a> = futures::future::BoxFuture<'a, std::result::Result<Vec<Outcome>, StorageError>>;
 
-/// Writes a batch, retrying temporary failures with back-off (S3). Gives up after about
-/// a minute: the leases then expire and the tasks are redelivered, so nothing is lost.
-async fn write_with_retry<T: Clone>(
+/// Writes `items` as one batch; temporary errors are retried with back-off for up to
+/// `retry_for` (S3; after that the leases have expired and the tasks are redelivered).
+/// A permanent error splits the batch so one bad item cannot sink the others; returns the
+/// items the backend refused for good, with the reason.
+async fn write_items<T: Clone>(
     storage: &dyn Storage,
     op: &str,
     items: Vec<T>,
-    f: impl for<'a> Fn(&'a dyn Storage, Vec<T>) -> WriteFut<'a>,
-) {
-    let mut delay = std::time::Duration::from_millis(50);
-    for _ in 0..12 {
-        match f(storage, items.clone()).await {
-            Ok(outcomes) => {
-                for o in outcomes {
-                    if o == Outcome::LeaseLost {
-                        tracing::warn!(target: "omniq::worker", "{op}: lease lost, outcome discarded (the task was redelivered)");
+    retry_for: std::time::Duration,
+    f: impl for<'a> Fn(&'a dyn Storage, Vec<T>) -> WriteFut<'a> + Copy,
+) -> Vec<(T, StorageError)> {
+    let mut refused = Vec::new();
+    let mut pending = vec![items];
+    while let Some(batch) = pending.pop() {
+        let deadline = deadline_after(retry_for);
+        let mut delay = std::time::Duration::from_millis(50);
+        loop {
+            match f(storage, batch.clone()).await {
+                Ok(outcomes) => {
+                    for o in outcomes {
+                        if o == Outcome::LeaseLost {
+                            tracing::warn!(target: "omniq::worker", "{op}: lease lost, outcome discarded (the task was redelivered)");
+                        }
                     }
+                    break;
                 }
-                return;
-            }
-            Err(e) => {
-                events::log_storage_error(op, &e);
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                Err(e) if e.is_temporary() && tokio::time::Instant::now() < deadline => {
+                    events::log_storage_error(op, &e);
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                }
+                Err(e) if batch.len() > 1 && !e.is_temporary() => {
+                    events::log_storage_error(op, &e);
+                    // Bisect: find the item(s) the backend refuses.
+                    let mut left = batch;
+                    let right = left.split_off(left.len() / 2);
+                    pending.push(right);
+                    pending.push(left);
+                    break;
+                }
+                Err(e) if e.is_temporary() => {
+                    // Still down after the lease: the tasks are redelivered elsewhere, so
+                    // these outcomes would be fenced off anyway.
+                    events::log_storage_error(op, &e);
+                    tracing::warn!(target: "omniq::worker", "{op}: storage still unavailable, giving up on {} outcome(s); their tasks are redelivered after the lease", batch.len());
+                    break;
+                }
+                Err(e) => {
+                    events::log_storage_error(op, &e);
+                    for item in batch {
+                        refused.push((
+                            item,
+                            StorageError::new(e.kind(), e.backend(), e.message().to_string()),
+                        ));
+                    }
+                    break;
+                }
             }
         }
     }
+    refused
 }

@@ -270,11 +270,12 @@ async fn oversized_payloads_fail_their_task_not_the_worker() {
         .enqueue("echo", &"x".repeat(1000))
         .await
         .expect("enqueue");
-    let small = queue.enqueue("echo", &"ok").await.expect("enqueue");
     let big_res = queue
         .wait_result(&big, Duration::from_secs(20))
         .await
         .expect("big");
+    // Enqueued only after the oversized task failed, so it proves the worker lived on.
+    let small = queue.enqueue("echo", &"ok").await.expect("enqueue");
     let small_res = queue
         .wait_result(&small, Duration::from_secs(20))
         .await
@@ -455,4 +456,224 @@ async fn worker_backs_off_and_recovers_when_storage_is_unavailable() {
         20,
         "every task ran exactly once"
     );
+}
+
+/// A handler guard that counts when the handler's future is dropped (finished or aborted).
+struct Dropped(Arc<AtomicUsize>);
+impl Drop for Dropped {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A pool whose "hang" handler signals its start and never finishes on its own.
+fn hanging_pool(
+    queue: &AsyncTaskQueue,
+    lease: time::Duration,
+) -> (AsyncWorkerPool, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let mut pool = AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .concurrency(1)
+        .lease(lease)
+        .heartbeat_interval(Duration::from_millis(50))
+        .poll_interval(Duration::from_millis(20))
+        .build()
+        .expect("pool");
+    let started = Arc::new(AtomicUsize::new(0));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (s, d) = (Arc::clone(&started), Arc::clone(&dropped));
+    pool.register("hang", move |_: ()| {
+        let (s, d) = (Arc::clone(&s), Arc::clone(&d));
+        async move {
+            let _guard = Dropped(d);
+            s.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+            Ok::<_, HandlerError>(())
+        }
+    });
+    (pool, started, dropped)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_task_stops_its_handler() {
+    let storage = storage().await;
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let (pool, started, dropped) = hanging_pool(&queue, time::Duration::seconds(5));
+    let id = queue.enqueue("hang", &()).await.expect("enqueue");
+    pool.start().expect("start");
+    wait_until(async || started.load(Ordering::SeqCst) == 1).await;
+    assert_eq!(
+        queue.cancel(&id).await.expect("cancel"),
+        omniq::CancelOutcome::Requested
+    );
+    let res = queue
+        .wait_result(&id, Duration::from_secs(20))
+        .await
+        .expect("result");
+    assert_eq!(res.status, TaskStatus::Cancelled);
+    wait_until(async || dropped.load(Ordering::SeqCst) == 1).await;
+    pool.stop(Duration::from_secs(5)).await.expect("stop");
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "a cancelled task is not run again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lease_stops_the_handler_and_records_nothing() {
+    let storage = storage().await;
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let (pool, started, dropped) = hanging_pool(&queue, time::Duration::seconds(5));
+    let id = queue.enqueue("hang", &()).await.expect("enqueue");
+    pool.start().expect("start");
+    wait_until(async || started.load(Ordering::SeqCst) == 1).await;
+    // Someone else takes the task over (a reschedule fences the running lease off).
+    let later = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    queue.reschedule(&id, later).await.expect("reschedule");
+    // The next heartbeat sees LeaseLost and aborts the handler.
+    wait_until(async || dropped.load(Ordering::SeqCst) == 1).await;
+    pool.stop(Duration::from_secs(5)).await.expect("stop");
+    let task = storage.get_task(&id).await.expect("get").expect("exists");
+    assert_eq!(
+        task.status,
+        TaskStatus::Pending,
+        "the fenced worker changed nothing"
+    );
+    assert_eq!(
+        task.schedule.eta.map(|e| e.unix_timestamp()),
+        Some(later.unix_timestamp())
+    );
+    assert!(storage.get_result(&id).await.expect("get_result").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_is_recorded_even_for_a_handler_that_never_yields() {
+    let storage = storage().await;
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut pool = AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .concurrency(1)
+        .poll_interval(Duration::from_millis(20))
+        .build()
+        .expect("pool");
+    pool.register("blocking", |_: ()| async move {
+        // Blocks its thread without an await point (what handlers should not do).
+        std::thread::sleep(Duration::from_millis(1500));
+        Ok::<_, HandlerError>(())
+    });
+    pool.start().expect("start");
+    let id = queue
+        .enqueue("blocking", &())
+        .max_retries(0)
+        .timeout(time::Duration::milliseconds(200))
+        .await
+        .expect("enqueue");
+    let res = queue
+        .wait_result(&id, Duration::from_secs(20))
+        .await
+        .expect("result");
+    pool.stop(Duration::from_secs(5)).await.expect("stop");
+    assert_eq!(res.status, TaskStatus::Failed, "{res:?}");
+    assert_eq!(
+        res.error.map(|e| e.error_type),
+        Some(omniq::ErrorType::Timeout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_running_pool_hands_its_tasks_back() {
+    let storage = storage().await;
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let (pool, started, dropped) = hanging_pool(&queue, time::Duration::seconds(30));
+    let id = queue.enqueue("hang", &()).await.expect("enqueue");
+    pool.start().expect("start");
+    wait_until(async || started.load(Ordering::SeqCst) == 1).await;
+    drop(pool);
+    wait_until(async || dropped.load(Ordering::SeqCst) == 1).await;
+    wait_until(async || {
+        storage.get_task(&id).await.ok().flatten().map(|t| t.status) == Some(TaskStatus::Pending)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_completes_even_if_the_caller_stops_waiting() {
+    let storage = storage().await;
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut pool = AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .concurrency(1)
+        .poll_interval(Duration::from_millis(20))
+        .build()
+        .expect("pool");
+    let started = Arc::new(AtomicUsize::new(0));
+    let s = Arc::clone(&started);
+    pool.register("slow", move |_: ()| {
+        let s = Arc::clone(&s);
+        async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, HandlerError>(())
+        }
+    });
+    let id = queue.enqueue("slow", &()).await.expect("enqueue");
+    pool.start().expect("start");
+    wait_until(async || started.load(Ordering::SeqCst) == 1).await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(10),
+        pool.stop(Duration::from_secs(10)),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller stopped waiting");
+    assert!(!pool.is_running());
+    // The shutdown went on without the caller: the run drained and was recorded.
+    let res = queue
+        .wait_result(&id, Duration::from_secs(20))
+        .await
+        .expect("result");
+    assert_eq!(res.status, TaskStatus::Success);
+}
+
+#[tokio::test]
+async fn builder_rejects_settings_that_would_break_leases_or_spin() {
+    let storage = storage().await;
+    let q = AsyncTaskQueue::new(storage);
+    let b = || AsyncWorkerPool::builder().queue(q.clone());
+    let cases = [
+        (
+            "heartbeat_interval",
+            b().heartbeat_interval(Duration::ZERO).build(),
+        ),
+        (
+            "heartbeat_interval",
+            b().lease(time::Duration::seconds(10))
+                .heartbeat_interval(Duration::from_secs(6))
+                .build(),
+        ),
+        ("poll_interval", b().poll_interval(Duration::ZERO).build()),
+        (
+            "back-off",
+            b().backoff(omniq::Backoff::Exponential {
+                base: time::Duration::seconds(1),
+                cap: time::Duration::seconds(60),
+                jitter: 2.0,
+            })
+            .build(),
+        ),
+        (
+            "back-off",
+            b().queue_backoff(
+                "default",
+                omniq::Backoff::Fixed(time::Duration::seconds(-1)),
+            )
+            .build(),
+        ),
+        ("lease", b().lease(time::Duration::ZERO).build()),
+        ("queue name", b().queues(["bad queue!"]).build()),
+    ];
+    for (what, r) in cases {
+        let err = r.expect_err(what).to_string();
+        assert!(err.contains(what), "{what}: {err}");
+    }
 }

@@ -412,6 +412,11 @@ pub fn __run_case<F: StorageFactory>(factory: F, id: &str) {
     match rt.block_on(run_case(&factory, id)) {
         CaseOutcome::Passed => {}
         CaseOutcome::Skipped(reason) => {
+            // libtest cannot mark a test ignored at run time, so a skip shows as "ok";
+            // OMNIQ_CONFORMANCE_STRICT=1 makes it fail instead.
+            if std::env::var("OMNIQ_CONFORMANCE_STRICT").is_ok_and(|v| v == "1") {
+                panic!("conformance case {id} skipped (OMNIQ_CONFORMANCE_STRICT=1): {reason}");
+            }
             eprintln!("conformance case {id} skipped: {reason}");
         }
         CaseOutcome::Failed(reason) => {

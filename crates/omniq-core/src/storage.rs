@@ -358,8 +358,10 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   claimable again at once by anyone.
     /// - A stale token gives `LeaseLost` and changes nothing.
     ///
-    /// The default implementation reschedules each task to `now` (attempts stay counted
-    /// and tokens are not checked); backends should override it.
+    /// The default implementation only approximates this (it reschedules each task to
+    /// `now`: attempts stay counted and tokens are not checked) and does not pass the
+    /// conformance case `release_hands_back_unstarted_claim`; every backend should
+    /// implement it.
     async fn release(
         &self,
         leases: &[LeaseRef],
@@ -416,7 +418,11 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// them); returns how many results were removed.
     async fn purge_results(&self, older_than: OffsetDateTime) -> Result<u64, StorageError>;
 
-    /// T12: flush and release resources. Later calls fail with a `Closed` error.
+    /// T12: flush and release resources.
+    ///
+    /// # Behavior
+    /// Every other call after `close` fails with a `Closed` error; `close` itself is
+    /// idempotent (a second call returns `Ok`).
     async fn close(&self) -> Result<(), StorageError>;
 
     /// T13: a stream of wake-up hints, when `push_wakeup` is true. Hints may be lost or

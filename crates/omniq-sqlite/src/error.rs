@@ -45,6 +45,31 @@ pub(crate) fn map_sqlx(err: sqlx::Error) -> StorageError {
     StorageError::new(kind, BACKEND, err.to_string()).with_source(err)
 }
 
+/// Errors opening a local database file are configuration problems (bad path,
+/// permissions), not a server being down: `Config`, naming the path.
+pub(crate) fn open_error(err: StorageError, path: &std::path::Path) -> StorageError {
+    let cant_open = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<sqlx::Error>())
+        .and_then(|e| match e {
+            sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i64>().ok()),
+            _ => None,
+        })
+        .is_some_and(|code| code & 0xff == SQLITE_CANTOPEN);
+    if cant_open {
+        StorageError::config(
+            BACKEND,
+            format!(
+                "cannot open SQLite database {}: {}",
+                path.display(),
+                err.message()
+            ),
+        )
+        .with_source(err)
+    } else {
+        err
+    }
+}
+
 /// A codec failure on a stored blob.
 pub(crate) fn serialization(err: SerializationError) -> StorageError {
     StorageError::serialization(BACKEND, err)

@@ -156,7 +156,7 @@ impl SqliteStorage {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                     std::fs::create_dir_all(parent).map_err(|e| {
                         StorageError::new(
-                            StorageErrorKind::Unavailable,
+                            StorageErrorKind::Config,
                             BACKEND,
                             format!("cannot create directory {}: {e}", parent.display()),
                         )
@@ -172,7 +172,9 @@ impl SqliteStorage {
                     .create_if_missing(true)
                     .synchronous(synchronous);
                 let writer_opts = file.clone().journal_mode(SqliteJournalMode::Wal);
-                let writer = connect_writer(writer_opts, 0).await?;
+                let writer = connect_writer(writer_opts, 0)
+                    .await
+                    .map_err(|e| crate::error::open_error(e, path))?;
                 let reader = SqlitePoolOptions::new()
                     .test_before_acquire(false)
                     .max_connections(cfg.max_connections)

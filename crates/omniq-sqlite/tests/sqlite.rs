@@ -555,3 +555,16 @@ async fn errors_written_with_the_other_serializer_still_decode() {
         (ErrorType::Network, Some(serde_json::json!("db1")))
     );
 }
+
+#[tokio::test]
+async fn an_unopenable_file_is_a_config_error_naming_the_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A directory where the database file should be.
+    let path = dir.path().join("is-a-dir.db");
+    std::fs::create_dir(&path).expect("mkdir");
+    let err = SqliteStorage::open(&path)
+        .await
+        .expect_err("cannot open a directory");
+    assert_eq!(err.kind(), StorageErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("is-a-dir.db"), "{err}");
+}

@@ -156,7 +156,8 @@ async fn stop_aborts_runs_past_the_timeout_and_hands_them_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_never_holds_more_than_concurrency_plus_prefetch() {
-    let storage = storage().await;
+    let probe = Arc::new(Probe::new(storage().await, 0, 0));
+    let storage: Arc<dyn Storage> = Arc::clone(&probe) as Arc<dyn Storage>;
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
     let mut pool = AsyncWorkerPool::builder()
         .queue(queue.clone())
@@ -173,27 +174,32 @@ async fn worker_never_holds_more_than_concurrency_plus_prefetch() {
         async move {
             let now = r.fetch_add(1, Ordering::SeqCst) + 1;
             p.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
             r.fetch_sub(1, Ordering::SeqCst);
             Ok::<_, HandlerError>(())
         }
     });
-    let specs = (0..200u32).map(|i| queue.task("work", &i)).collect();
+    let specs = (0..300u32).map(|i| queue.task("work", &i)).collect();
     queue.enqueue_many(specs).await.expect("enqueue");
     pool.start().expect("start");
-    let mut max_claimed = 0;
-    wait_until(async || {
-        let running = count(&storage, TaskStatus::Running).await;
-        max_claimed = max_claimed.max(running);
-        count(&storage, TaskStatus::Success).await == 200
-    })
-    .await;
+    wait_until(async || count(&storage, TaskStatus::Success).await == 300).await;
     pool.stop(Duration::from_secs(5)).await.expect("stop");
-    assert!(max_claimed <= 5, "held {max_claimed} claims, bound is 5");
+    // Counted at the storage boundary on every claim, not sampled.
+    let held = probe.peak.load(Ordering::SeqCst);
+    assert!(
+        held <= 5,
+        "held {held} claims at once, bound is concurrency + prefetch = 5"
+    );
+    assert!(held >= 4, "the pool did use its prefetch ({held})");
     assert!(
         peak.load(Ordering::SeqCst) <= 3,
         "ran {} at once, concurrency is 3",
         peak.load(Ordering::SeqCst)
+    );
+    assert_eq!(
+        probe.outstanding.load(Ordering::SeqCst),
+        0,
+        "every claim was settled"
     );
 }
 
@@ -314,109 +320,163 @@ async fn blocking_wrappers_refuse_to_run_inside_an_async_runtime() {
     assert!(err.to_string().contains("AsyncOmniQ"), "{err}");
 }
 
+/// Real SQLite underneath, instrumented: the first `claims_fail` claims and
+/// `completes_fail` completions fail with `Unavailable` (S3), and it tracks how many
+/// claimed tasks are outstanding (claimed, outcome not yet written) and the peak.
+#[derive(Debug)]
+struct Probe {
+    inner: Arc<dyn Storage>,
+    claims_fail: std::sync::atomic::AtomicU32,
+    completes_fail: std::sync::atomic::AtomicU32,
+    outstanding: std::sync::atomic::AtomicI64,
+    peak: std::sync::atomic::AtomicI64,
+}
+
+impl Probe {
+    fn new(inner: Arc<dyn Storage>, claims_fail: u32, completes_fail: u32) -> Self {
+        Self {
+            inner,
+            claims_fail: claims_fail.into(),
+            completes_fail: completes_fail.into(),
+            outstanding: 0.into(),
+            peak: 0.into(),
+        }
+    }
+    fn settle(&self, n: usize) {
+        self.outstanding.fetch_sub(n as i64, Ordering::SeqCst);
+    }
+    fn take_failure(counter: &std::sync::atomic::AtomicU32) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+fn down() -> omniq::StorageError {
+    omniq::StorageError::new(
+        omniq::StorageErrorKind::Unavailable,
+        "probe",
+        "server restarting",
+    )
+}
+
+#[omniq::async_trait]
+impl Storage for Probe {
+    fn backend_name(&self) -> &'static str {
+        "probe"
+    }
+    fn capabilities(&self) -> omniq::Capabilities {
+        self.inner.capabilities()
+    }
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<omniq::Wake>> {
+        self.inner.subscribe()
+    }
+    async fn enqueue(
+        &self,
+        t: Vec<omniq::Task>,
+    ) -> Result<Vec<omniq::Enqueued>, omniq::StorageError> {
+        self.inner.enqueue(t).await
+    }
+    async fn claim(&self, r: ClaimRequest) -> Result<Vec<omniq::Claimed>, omniq::StorageError> {
+        if Self::take_failure(&self.claims_fail) {
+            return Err(down());
+        }
+        let got = self.inner.claim(r).await?;
+        let now = self
+            .outstanding
+            .fetch_add(got.len() as i64, Ordering::SeqCst)
+            + got.len() as i64;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        Ok(got)
+    }
+    async fn heartbeat(
+        &self,
+        l: &[omniq::LeaseRef],
+        u: time::OffsetDateTime,
+    ) -> Result<Vec<omniq::Outcome>, omniq::StorageError> {
+        self.inner.heartbeat(l, u).await
+    }
+    async fn complete(
+        &self,
+        i: Vec<omniq::Completion>,
+    ) -> Result<Vec<omniq::Outcome>, omniq::StorageError> {
+        if Self::take_failure(&self.completes_fail) {
+            return Err(down());
+        }
+        let n = i.len();
+        let out = self.inner.complete(i).await?;
+        self.settle(n);
+        Ok(out)
+    }
+    async fn fail(
+        &self,
+        i: Vec<omniq::Failure>,
+    ) -> Result<Vec<omniq::Outcome>, omniq::StorageError> {
+        let n = i.len();
+        let out = self.inner.fail(i).await?;
+        self.settle(n);
+        Ok(out)
+    }
+    async fn release(
+        &self,
+        l: &[omniq::LeaseRef],
+        n: time::OffsetDateTime,
+    ) -> Result<Vec<omniq::Outcome>, omniq::StorageError> {
+        let out = self.inner.release(l, n).await?;
+        self.settle(l.len());
+        Ok(out)
+    }
+    async fn get_task(
+        &self,
+        id: &omniq::TaskId,
+    ) -> Result<Option<omniq::Task>, omniq::StorageError> {
+        self.inner.get_task(id).await
+    }
+    async fn reschedule(
+        &self,
+        id: &omniq::TaskId,
+        eta: time::OffsetDateTime,
+    ) -> Result<(), omniq::StorageError> {
+        self.inner.reschedule(id, eta).await
+    }
+    async fn get_result(
+        &self,
+        id: &omniq::TaskId,
+    ) -> Result<Option<omniq::TaskResult>, omniq::StorageError> {
+        self.inner.get_result(id).await
+    }
+    async fn cancel(
+        &self,
+        id: &omniq::TaskId,
+        now: time::OffsetDateTime,
+    ) -> Result<omniq::CancelOutcome, omniq::StorageError> {
+        self.inner.cancel(id, now).await
+    }
+    async fn list_tasks(
+        &self,
+        f: omniq::TaskFilter,
+    ) -> Result<omniq::Page<omniq::Task>, omniq::StorageError> {
+        self.inner.list_tasks(f).await
+    }
+    async fn counts(
+        &self,
+        q: Option<&str>,
+    ) -> Result<Vec<omniq::QueueCounts>, omniq::StorageError> {
+        self.inner.counts(q).await
+    }
+    async fn purge_results(&self, o: time::OffsetDateTime) -> Result<u64, omniq::StorageError> {
+        self.inner.purge_results(o).await
+    }
+    async fn close(&self) -> Result<(), omniq::StorageError> {
+        self.inner.close().await
+    }
+}
+
 /// S3: a storage that is briefly unavailable (claims and completions fail with
 /// `Unavailable`) slows the worker down but loses nothing: it backs off and recovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_backs_off_and_recovers_when_storage_is_unavailable() {
-    use omniq::{
-        CancelOutcome, Capabilities, ClaimRequest, Claimed, Completion, Enqueued, Failure,
-        LeaseRef, Outcome, Page, QueueCounts, StorageError, StorageErrorKind, Task, TaskFilter,
-        TaskId, TaskResult,
-    };
-    use std::sync::atomic::AtomicU32;
-    use time::OffsetDateTime;
-
-    /// Real SQLite underneath; the first `outage` claim and complete calls fail.
-    #[derive(Debug)]
-    struct Outage {
-        inner: Arc<dyn Storage>,
-        claims_left: AtomicU32,
-        completes_left: AtomicU32,
-    }
-    fn down() -> StorageError {
-        StorageError::new(StorageErrorKind::Unavailable, "outage", "server restarting")
-    }
-    #[omniq::async_trait]
-    impl Storage for Outage {
-        fn backend_name(&self) -> &'static str {
-            "outage"
-        }
-        fn capabilities(&self) -> Capabilities {
-            Capabilities {
-                push_wakeup: false,
-                ..self.inner.capabilities()
-            }
-        }
-        async fn enqueue(&self, t: Vec<Task>) -> Result<Vec<Enqueued>, StorageError> {
-            self.inner.enqueue(t).await
-        }
-        async fn claim(&self, r: ClaimRequest) -> Result<Vec<Claimed>, StorageError> {
-            if self.claims_left.load(Ordering::SeqCst) > 0 {
-                self.claims_left.fetch_sub(1, Ordering::SeqCst);
-                return Err(down());
-            }
-            self.inner.claim(r).await
-        }
-        async fn heartbeat(
-            &self,
-            l: &[LeaseRef],
-            u: OffsetDateTime,
-        ) -> Result<Vec<Outcome>, StorageError> {
-            self.inner.heartbeat(l, u).await
-        }
-        async fn complete(&self, i: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
-            if self.completes_left.load(Ordering::SeqCst) > 0 {
-                self.completes_left.fetch_sub(1, Ordering::SeqCst);
-                return Err(down());
-            }
-            self.inner.complete(i).await
-        }
-        async fn fail(&self, i: Vec<Failure>) -> Result<Vec<Outcome>, StorageError> {
-            self.inner.fail(i).await
-        }
-        async fn release(
-            &self,
-            l: &[LeaseRef],
-            n: OffsetDateTime,
-        ) -> Result<Vec<Outcome>, StorageError> {
-            self.inner.release(l, n).await
-        }
-        async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StorageError> {
-            self.inner.get_task(id).await
-        }
-        async fn reschedule(&self, id: &TaskId, eta: OffsetDateTime) -> Result<(), StorageError> {
-            self.inner.reschedule(id, eta).await
-        }
-        async fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>, StorageError> {
-            self.inner.get_result(id).await
-        }
-        async fn cancel(
-            &self,
-            id: &TaskId,
-            now: OffsetDateTime,
-        ) -> Result<CancelOutcome, StorageError> {
-            self.inner.cancel(id, now).await
-        }
-        async fn list_tasks(&self, f: TaskFilter) -> Result<Page<Task>, StorageError> {
-            self.inner.list_tasks(f).await
-        }
-        async fn counts(&self, q: Option<&str>) -> Result<Vec<QueueCounts>, StorageError> {
-            self.inner.counts(q).await
-        }
-        async fn purge_results(&self, o: OffsetDateTime) -> Result<u64, StorageError> {
-            self.inner.purge_results(o).await
-        }
-        async fn close(&self) -> Result<(), StorageError> {
-            self.inner.close().await
-        }
-    }
-
-    let inner = storage().await;
-    let flaky: Arc<dyn Storage> = Arc::new(Outage {
-        inner: Arc::clone(&inner),
-        claims_left: AtomicU32::new(4),
-        completes_left: AtomicU32::new(3),
-    });
+    let flaky: Arc<dyn Storage> = Arc::new(Probe::new(storage().await, 4, 3));
     let queue = AsyncTaskQueue::new(Arc::clone(&flaky));
     let mut pool = AsyncWorkerPool::builder()
         .queue(queue.clone())

@@ -133,6 +133,7 @@ macro_rules! __conformance_case_list {
             wake_on_release_and_retry,
             retry_logic_works_with_backend,
             retryable_failure_is_pending_with_later_eta,
+            task_backoff_overrides_the_workers,
             non_retryable_error_stops_at_once,
             retries_exhaust_into_failed,
             interval_tasks_reschedule_without_drift,

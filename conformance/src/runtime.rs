@@ -24,6 +24,11 @@ pub fn cases() -> Vec<Case> {
             ["R1", "R2", "T5"]
         ),
         case!(
+            task_backoff_overrides_the_workers,
+            "A task's own back-off policy wins over the worker's (per-task retry policy)",
+            ["R2", "M1"]
+        ),
+        case!(
             non_retryable_error_stops_at_once,
             "A non-retryable TaskError stops retrying at once",
             ["R2", "M5"]
@@ -219,6 +224,51 @@ async fn retryable_failure_is_pending_with_later_eta(storage: Arc<dyn Storage>) 
         return Err(fail(
             "get_result returned an intermediate failure while a retry is pending",
         ));
+    }
+    Ok(())
+}
+
+/// R2: a task's own back-off wins over the worker's: with the pool's back-off at one
+/// hour, a task enqueued with `Backoff::None` is retried at once and succeeds.
+async fn task_backoff_overrides_the_workers(storage: Arc<dyn Storage>) -> CaseResult {
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut p = rt(
+        AsyncWorkerPool::builder()
+            .queue(queue.clone())
+            .concurrency(1)
+            .poll_interval(Duration::from_millis(25))
+            .backoff(Backoff::Fixed(time::Duration::hours(1)))
+            .build(),
+        "pool",
+    )?;
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = Arc::clone(&calls);
+    p.register("flaky", move |_: ()| {
+        let c = Arc::clone(&c);
+        async move {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(HandlerError::msg("first run fails"));
+            }
+            Ok::<_, HandlerError>(())
+        }
+    });
+    rt(p.start(), "start")?;
+    let id = rt(
+        queue
+            .enqueue("flaky", &())
+            .max_retries(1)
+            .backoff(Backoff::None)
+            .await,
+        "enqueue",
+    )?;
+    let res = rt(queue.wait_result(&id, WAIT).await, "wait_result");
+    stop(&p).await?;
+    let res = res?;
+    if res.status != TaskStatus::Success || res.attempts != 2 {
+        return Err(fail(format!(
+            "expected Success on the immediate retry, got {:?} after {} attempt(s)",
+            res.status, res.attempts
+        )));
     }
     Ok(())
 }

@@ -129,6 +129,11 @@ async fn get_task_returns_stored_task(s: Arc<dyn Storage>) -> Result<(), CaseErr
     t.schedule.interval = Some(Duration::minutes(90));
     t.max_retries = 5;
     t.timeout = Some(Duration::seconds(45));
+    t.backoff = Some(omniq_core::Backoff::Exponential {
+        base: Duration::milliseconds(500),
+        cap: Duration::minutes(5),
+        jitter: 0.2,
+    });
     if s.capabilities().unique_keys {
         t.unique_key = Some("report-2024-01".into());
     }
@@ -154,6 +159,7 @@ async fn get_task_returns_stored_task(s: Arc<dyn Storage>) -> Result<(), CaseErr
     ensure_eq!(got.last_attempt_at, None, "last_attempt_at");
     ensure_eq!(got.error, None, "error");
     ensure_eq!(got.unique_key, t.unique_key, "unique_key");
+    ensure_eq!(got.backoff, t.backoff, "the task's own back-off (R2)");
     Ok(())
 }
 

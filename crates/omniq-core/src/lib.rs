@@ -31,7 +31,7 @@ mod task;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorCategory, ErrorType, Severity, TaskError};
 pub use interval::{IntervalError, IntoInterval};
-pub use policy::{Backoff, next_interval_slot};
+pub use policy::{Backoff, MAX_BACKOFF, next_interval_slot};
 pub use serializer::{
     Format, JsonSerializer, MsgPackSerializer, SerializationError, Serializer,
     deserialize_timedelta, serialize_timedelta,

@@ -4,21 +4,47 @@
 use time::{Duration, OffsetDateTime};
 
 /// How long to wait before retry number `retry` (1-based).
-#[derive(Debug, Clone, Copy, PartialEq)]
+///
+/// Stored with a task (its own policy, R2) as `{"type":"none"}`,
+/// `{"type":"fixed","seconds":5.0}` or
+/// `{"type":"exponential","base_seconds":1.0,"cap_seconds":60.0,"jitter":0.25}`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
 pub enum Backoff {
     /// Retry at once.
     None,
     /// Always the same delay.
-    Fixed(Duration),
+    Fixed(#[serde(with = "secs")] Duration),
     /// `min(base * 2^(n-1), cap)`, scaled by a random factor in `[1 - jitter, 1 + jitter]`.
     Exponential {
         /// The first delay.
+        #[serde(rename = "base_seconds", with = "secs")]
         base: Duration,
         /// The largest delay.
+        #[serde(rename = "cap_seconds", with = "secs")]
         cap: Duration,
         /// Relative jitter, 0.0..=1.0.
         jitter: f64,
     },
+}
+
+/// The longest delay a back-off may be configured with.
+pub const MAX_BACKOFF: Duration = Duration::days(365);
+
+/// Durations as fractional seconds.
+mod secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_seconds_f64())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::checked_seconds_f64(v)
+            .ok_or_else(|| serde::de::Error::custom(format!("{v} seconds is out of range")))
+    }
 }
 
 impl Default for Backoff {
@@ -33,6 +59,29 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// Checks the policy: delays within 0..=365 days, jitter within 0.0..=1.0.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = match *self {
+            Self::None => true,
+            Self::Fixed(d) => !d.is_negative() && d <= MAX_BACKOFF,
+            Self::Exponential { base, cap, jitter } => {
+                !base.is_negative()
+                    && !cap.is_negative()
+                    && base <= MAX_BACKOFF
+                    && cap <= MAX_BACKOFF
+                    && jitter.is_finite()
+                    && (0.0..=1.0).contains(&jitter)
+            }
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "invalid back-off {self:?}: delays must be 0..=365 days and jitter 0.0..=1.0"
+            ))
+        }
+    }
+
     /// The delay before retry `retry` (1-based), with `unit_random` in `[0, 1)` choosing
     /// the jitter (pass 0.5 for none).
     pub fn delay(&self, retry: u32, unit_random: f64) -> Duration {
@@ -100,6 +149,24 @@ mod tests {
         assert_eq!(b.delay(10, 0.5), Duration::seconds(60));
         assert_eq!(b.delay(1, 0.0), Duration::milliseconds(750));
         assert_eq!(b.delay(1, 1.0), Duration::milliseconds(1250));
+    }
+
+    #[test]
+    fn backoff_round_trips_as_tagged_seconds() {
+        let b = Backoff::Exponential {
+            base: Duration::milliseconds(500),
+            cap: Duration::seconds(30),
+            jitter: 0.1,
+        };
+        let v = serde_json::to_value(b).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "exponential", "base_seconds": 0.5, "cap_seconds": 30.0, "jitter": 0.1})
+        );
+        assert_eq!(serde_json::from_value::<Backoff>(v).ok(), Some(b));
+        let f = serde_json::to_value(Backoff::Fixed(Duration::seconds(5))).expect("json");
+        assert_eq!(f, serde_json::json!({"type": "fixed", "seconds": 5.0}));
+        assert!(Backoff::Fixed(Duration::seconds(-1)).validate().is_err());
     }
 
     #[test]

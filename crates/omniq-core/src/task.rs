@@ -328,6 +328,10 @@ pub struct Task {
     /// At most one live task per (queue, unique_key).
     #[serde(default)]
     pub unique_key: Option<String>,
+    /// This task's own retry back-off (R2); None = the worker's policy for its handler,
+    /// queue or pool.
+    #[serde(default)]
+    pub backoff: Option<crate::Backoff>,
 }
 
 /// The default queue name.
@@ -353,6 +357,7 @@ impl Task {
             last_attempt_at: None,
             error: None,
             unique_key: None,
+            backoff: None,
         }
     }
 
@@ -437,6 +442,8 @@ struct TaskRecord {
     error: Option<TaskError>,
     #[serde(default)]
     unique_key: Option<String>,
+    #[serde(default)]
+    backoff: Option<crate::Backoff>,
     /// Old records kept the interval at task level as integer seconds (0 = none).
     #[serde(default, with = "interval::option")]
     interval: Option<Duration>,
@@ -474,6 +481,7 @@ impl From<TaskRecord> for Task {
             last_attempt_at: r.last_attempt_at,
             error: r.error,
             unique_key: r.unique_key,
+            backoff: r.backoff,
         }
     }
 }

@@ -36,6 +36,11 @@ fn full_task() -> Task {
     t.attempts = 2;
     t.last_attempt_at = Some(datetime!(2025-06-01 08:31:00 UTC));
     t.unique_key = Some("report-2025-03".into());
+    t.backoff = Some(omniq_core::Backoff::Exponential {
+        base: Duration::milliseconds(250),
+        cap: Duration::minutes(2),
+        jitter: 0.1,
+    });
     t.error = Some(
         TaskError::new(ErrorType::Resource, "Database connection failed")
             .with_context("database", "postgres")

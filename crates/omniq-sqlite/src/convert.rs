@@ -82,6 +82,25 @@ fn decode_error(
     ))
 }
 
+/// A task's own back-off, stored as readable JSON.
+pub(crate) fn encode_backoff(
+    b: Option<&omniq_core::Backoff>,
+) -> Result<Option<String>, omniq_core::StorageError> {
+    b.map(|b| {
+        Format::Json
+            .encode(b)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .map_err(serialization)
+    })
+    .transpose()
+}
+
+/// Reads a stored back-off; one that no longer parses falls back to the worker's policy
+/// rather than making the row unreadable (a bad record must not block its queue).
+fn decode_backoff(text: Option<String>) -> Option<omniq_core::Backoff> {
+    text.and_then(|t| Format::Json.decode(t.as_bytes()).ok())
+}
+
 /// Encodes a TaskError with the configured serializer.
 pub(crate) fn encode_error(
     format: Format,
@@ -126,6 +145,7 @@ pub(crate) fn task_from_row(
         last_attempt_at: opt_from_micros(get(row, 13)?)?,
         error: decode_error(format, get(row, 14)?)?,
         unique_key: get(row, 15)?,
+        backoff: decode_backoff(get(row, 20)?),
     };
     Ok(TaskRow {
         task,

@@ -454,7 +454,8 @@ fn bind_task<'q>(
         .bind(micros(t.updated_at))
         .bind(t.last_attempt_at.map(micros))
         .bind(error)
-        .bind(t.unique_key.as_deref()))
+        .bind(t.unique_key.as_deref())
+        .bind(convert::encode_backoff(t.backoff.as_ref())?))
 }
 
 #[async_trait]

@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS "{ns}_tasks" (
     unique_key       TEXT,
     lease_token      INTEGER NOT NULL DEFAULT 0,
     lease_until      INTEGER,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    backoff          TEXT
 );
 CREATE INDEX IF NOT EXISTS "{ns}_tasks_claim"
     ON "{ns}_tasks" (queue, priority DESC, run_at, seq) WHERE status = 'pending';
@@ -116,14 +117,14 @@ pub(crate) async fn migrate(pool: &SqlitePool, ns: &str) -> Result<(), StorageEr
 /// Columns of a task row, in the order [`crate::convert::task_from_row`] reads them.
 pub(crate) const TASK_COLUMNS: &str = "id, func_path, args, queue, priority, status, eta, \
      interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
-     last_attempt_at, error, unique_key, lease_token, lease_until, run_at, seq";
+     last_attempt_at, error, unique_key, lease_token, lease_until, run_at, seq, backoff";
 
 /// Columns of a result row, in the order [`crate::convert::result_from_row`] reads them.
 pub(crate) const RESULT_COLUMNS: &str =
     "task_id, status, result, error, finished_at, attempts, last_attempt_at";
 
 /// Bound values per enqueued row.
-pub(crate) const INSERT_ARITY: usize = 17;
+pub(crate) const INSERT_ARITY: usize = 18;
 
 /// Batched statements are built for these row counts (powers of two); a batch is split
 /// into them so each shape is prepared once and cached.
@@ -195,7 +196,7 @@ impl Sql {
         let insert_head = format!(
             "INSERT INTO {t} (id, func_path, args, queue, priority, status, eta, run_at, \
              interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
-             last_attempt_at, error, unique_key) VALUES "
+             last_attempt_at, error, unique_key, backoff) VALUES "
         );
         let insert = SHAPES
             .iter()

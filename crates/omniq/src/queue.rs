@@ -322,6 +322,7 @@ pub struct TaskSpec {
     queue: Option<String>,
     priority: i32,
     unique_key: Option<String>,
+    backoff: Option<omniq_core::Backoff>,
 }
 
 impl TaskSpec {
@@ -339,6 +340,7 @@ impl TaskSpec {
             queue: None,
             priority: 0,
             unique_key: None,
+            backoff: None,
         }
     }
 
@@ -387,6 +389,12 @@ impl TaskSpec {
         self.id = Some(id);
         self
     }
+    /// This task's own retry back-off, stored with it; it wins over the worker's
+    /// handler, queue and pool policies (R2).
+    pub fn backoff(mut self, backoff: omniq_core::Backoff) -> Self {
+        self.backoff = Some(backoff);
+        self
+    }
 
     pub(crate) fn into_task(self, defaults: &QueueDefaults, now: OffsetDateTime) -> Result<Task> {
         let args = self.args?;
@@ -420,6 +428,10 @@ impl TaskSpec {
             }
         }
         task.unique_key = self.unique_key;
+        if let Some(b) = &self.backoff {
+            b.validate().map_err(Error::Config)?;
+        }
+        task.backoff = self.backoff;
         task.schedule.interval = self.interval.transpose()?;
         let shifted = |t: OffsetDateTime, d: Duration| {
             t.checked_add(d)
@@ -469,6 +481,8 @@ impl EnqueueBuilder<'_> {
         priority(priority: i32);
         /// Use this id instead of a fresh UUID v7.
         task_id(id: TaskId);
+        /// This task's own retry back-off (wins over the worker's policies).
+        backoff(backoff: omniq_core::Backoff);
     }
 
     /// Repeat every `interval` (`time::Duration`, `std::time::Duration` or integer seconds).

@@ -287,28 +287,9 @@ impl WorkerPoolBuilder {
 /// The largest concurrency (and prefetch) a pool accepts.
 pub const MAX_CONCURRENCY: usize = 1 << 20;
 
-/// The longest retry delay a back-off may produce.
-const MAX_BACKOFF: Duration = Duration::days(365);
-
 fn validate_backoff(what: &str, b: &Backoff) -> Result<()> {
-    let ok = match *b {
-        Backoff::None => true,
-        Backoff::Fixed(d) => !d.is_negative() && d <= MAX_BACKOFF,
-        Backoff::Exponential { base, cap, jitter } => {
-            !base.is_negative()
-                && !cap.is_negative()
-                && cap <= MAX_BACKOFF
-                && jitter.is_finite()
-                && (0.0..=1.0).contains(&jitter)
-        }
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Config(format!(
-            "back-off for {what} is invalid ({b:?}): delays must be 0..=365 days and jitter 0.0..=1.0"
-        )))
-    }
+    b.validate()
+        .map_err(|e| Error::Config(format!("back-off for {what} is invalid: {e}")))
 }
 
 /// What `stop` did.
@@ -713,13 +694,11 @@ impl Shared {
         self.queue.storage.capabilities().max_batch.max(1)
     }
 
-    /// Handler's policy, else the queue's, else the pool's default (R2).
+    /// The task's own policy, else its handler's, else its queue's, else the pool's (R2).
     fn backoff_for(&self, task: &Task) -> Backoff {
-        self.opts
-            .handler_backoff
-            .get(&task.func_path)
-            .or_else(|| self.opts.queue_backoff.get(&task.queue))
-            .copied()
+        task.backoff
+            .or_else(|| self.opts.handler_backoff.get(&task.func_path).copied())
+            .or_else(|| self.opts.queue_backoff.get(&task.queue).copied())
             .unwrap_or(self.opts.backoff)
     }
 
@@ -733,7 +712,7 @@ impl Shared {
             let delay = self
                 .backoff_for(task)
                 .delay(task.attempts, random_unit())
-                .min(MAX_BACKOFF);
+                .min(omniq_core::MAX_BACKOFF);
             if task.schedule.interval.is_some() {
                 if let Ok(s) = anchor.format(&time::format_description::well_known::Rfc3339) {
                     error

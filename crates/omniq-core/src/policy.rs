@@ -9,54 +9,78 @@ use time::{Duration, OffsetDateTime};
 /// `{"type":"fixed","seconds":5.0}` or
 /// `{"type":"exponential","base_seconds":1.0,"cap_seconds":60.0,"jitter":0.25}`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[serde(into = "BackoffRepr", try_from = "BackoffRepr")]
 pub enum Backoff {
     /// Retry at once.
     None,
     /// Always the same delay.
-    Fixed(#[serde(with = "secs")] Duration),
+    Fixed(Duration),
     /// `min(base * 2^(n-1), cap)`, scaled by a random factor in `[1 - jitter, 1 + jitter]`.
     Exponential {
         /// The first delay.
-        #[serde(rename = "base_seconds", with = "secs")]
         base: Duration,
         /// The largest delay.
-        #[serde(rename = "cap_seconds", with = "secs")]
         cap: Duration,
         /// Relative jitter, 0.0..=1.0.
         jitter: f64,
     },
 }
 
-/// The longest delay a back-off may be configured with.
-pub const MAX_BACKOFF: Duration = Duration::days(365);
-
-/// Durations as fractional seconds.
-mod secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use time::Duration;
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_seconds_f64())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let v = f64::deserialize(d)?;
-        Duration::checked_seconds_f64(v)
-            .ok_or_else(|| serde::de::Error::custom(format!("{v} seconds is out of range")))
-    }
+/// The stored shape of a [`Backoff`]: tagged, durations in seconds.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum BackoffRepr {
+    None,
+    Fixed {
+        seconds: f64,
+    },
+    Exponential {
+        base_seconds: f64,
+        cap_seconds: f64,
+        jitter: f64,
+    },
 }
 
-impl Default for Backoff {
-    /// R2's default: `min(2^(n-1), 60)` seconds with ±25% jitter.
-    fn default() -> Self {
-        Self::Exponential {
-            base: Duration::seconds(1),
-            cap: Duration::seconds(60),
-            jitter: 0.25,
+impl From<Backoff> for BackoffRepr {
+    fn from(b: Backoff) -> Self {
+        match b {
+            Backoff::None => Self::None,
+            Backoff::Fixed(d) => Self::Fixed {
+                seconds: d.as_seconds_f64(),
+            },
+            Backoff::Exponential { base, cap, jitter } => Self::Exponential {
+                base_seconds: base.as_seconds_f64(),
+                cap_seconds: cap.as_seconds_f64(),
+                jitter,
+            },
         }
     }
 }
+
+impl TryFrom<BackoffRepr> for Backoff {
+    type Error = String;
+    fn try_from(r: BackoffRepr) -> Result<Self, String> {
+        let secs = |v: f64| {
+            Duration::checked_seconds_f64(v).ok_or_else(|| format!("{v} seconds is out of range"))
+        };
+        Ok(match r {
+            BackoffRepr::None => Self::None,
+            BackoffRepr::Fixed { seconds } => Self::Fixed(secs(seconds)?),
+            BackoffRepr::Exponential {
+                base_seconds,
+                cap_seconds,
+                jitter,
+            } => Self::Exponential {
+                base: secs(base_seconds)?,
+                cap: secs(cap_seconds)?,
+                jitter,
+            },
+        })
+    }
+}
+
+/// The longest delay a back-off may be configured with.
+pub const MAX_BACKOFF: Duration = Duration::days(365);
 
 impl Backoff {
     /// Checks the policy: delays within 0..=365 days, jitter within 0.0..=1.0.

@@ -82,6 +82,17 @@ impl TryFrom<BackoffRepr> for Backoff {
 /// The longest delay a back-off may be configured with.
 pub const MAX_BACKOFF: Duration = Duration::days(365);
 
+impl Default for Backoff {
+    /// R2's default: `min(2^(n-1), 60)` seconds with ±25% jitter.
+    fn default() -> Self {
+        Self::Exponential {
+            base: Duration::seconds(1),
+            cap: Duration::seconds(60),
+            jitter: 0.25,
+        }
+    }
+}
+
 impl Backoff {
     /// Checks the policy: delays within 0..=365 days, jitter within 0.0..=1.0.
     pub fn validate(&self) -> Result<(), String> {

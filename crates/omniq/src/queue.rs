@@ -157,9 +157,23 @@ impl AsyncTaskQueue {
                     });
                 }
             };
-            for ((id, func), r) in names.iter().zip(&res) {
-                if !r.duplicate {
-                    events::log_task_enqueued(id, func);
+            if names.len() == 1 {
+                if let (Some((id, func)), Some(r)) = (names.first(), res.first()) {
+                    if !r.duplicate {
+                        events::log_task_enqueued(id, func);
+                    }
+                }
+            } else {
+                // A batch logs one INFO line; its tasks' lines are DEBUG, so bulk enqueue
+                // does not pay for (or flood the log with) a line per task at INFO (L7).
+                let fresh = res.iter().filter(|r| !r.duplicate).count();
+                tracing::info!(target: "omniq::queue", operation = "enqueue", tasks = fresh, duplicates = res.len() - fresh, "Enqueued a batch of {fresh} task(s)");
+                if tracing::enabled!(target: "omniq::queue", tracing::Level::DEBUG) {
+                    for ((id, func), r) in names.iter().zip(&res) {
+                        if !r.duplicate {
+                            tracing::debug!(target: "omniq::queue", task_id = %id, operation = "enqueue", correlation_id = %id, func_path = %func, "Task enqueued: {id} -> {func}");
+                        }
+                    }
                 }
             }
             out.extend(res);

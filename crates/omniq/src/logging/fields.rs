@@ -62,23 +62,25 @@ impl fmt::Display for FieldValue {
 pub(crate) fn write_json_str<W: fmt::Write + ?Sized>(out: &mut W, s: &str) -> fmt::Result {
     out.write_char('"')?;
     let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let escape = match c {
-            '"' => "\\\"",
-            '\\' => "\\\\",
-            '\n' => "\\n",
-            '\r' => "\\r",
-            '\t' => "\\t",
-            c if (c as u32) < 0x20 || c == '\u{7f}' => "",
+    // Every character that needs escaping is ASCII, so scanning bytes is enough (and
+    // never splits a multi-byte character: those bytes are all >= 0x80).
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            b if b < 0x20 || b == 0x7f => "",
             _ => continue,
         };
         out.write_str(&s[start..i])?;
         if escape.is_empty() {
-            write!(out, "\\u{:04x}", c as u32)?;
+            write!(out, "\\u{:04x}", b)?;
         } else {
             out.write_str(escape)?;
         }
-        start = i + c.len_utf8();
+        start = i + 1;
     }
     out.write_str(&s[start..])?;
     out.write_char('"')

@@ -9,6 +9,12 @@
 //! bytes, times as unix microseconds), results in `{namespace}_results`; the namespace is
 //! the table prefix, so several namespaces share one file without seeing each other.
 //!
+//! Commits are synced to disk by default ([`Durability::Full`]): an acknowledged enqueue
+//! survives power loss. [`Durability::Normal`] trades that for speed (a crash of the
+//! process still loses nothing). Expired results (`result_ttl`, default 7 days) stop being
+//! returned at once and are deleted, with their finished tasks, by a sweep that runs at
+//! most once a minute alongside completions.
+//!
 //! ```
 //! use omniq_core::{ClaimRequest, Completion, Outcome, Payload, Storage, StorageExt, Task};
 //! use omniq_sqlite::SqliteStorage;

@@ -38,7 +38,7 @@ enum Task {
         #[arg(long, value_name = "DIR")]
         report_dir: Option<PathBuf>,
     },
-    /// Run CI locally: tests, the conformance suite with services required, clippy
+    /// Run CI locally: tests, the quickstart, the conformance suite with services required, clippy
     /// with warnings denied, and rustfmt --check; stops at the first failure.
     Ci,
 }
@@ -190,6 +190,12 @@ fn conformance(
 
 fn ci(root: &Path) -> Result<(), String> {
     step("tests", root, &["test", "--workspace"])?;
+    // The README's first command must keep working on a fresh machine.
+    step(
+        "quickstart",
+        root,
+        &["run", "--quiet", "--example", "quickstart"],
+    )?;
     println!(
         "xtask: ci: conformance: OMNIQ_REQUIRE_SERVICES=1 cargo xtask conformance --backend all"
     );

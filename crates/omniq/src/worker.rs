@@ -351,6 +351,8 @@ enum Interrupt {
 /// A lease this pool holds: from claim until its outcome is stored (or it is handed back).
 struct Held {
     token: LeaseToken,
+    /// When the lease ends unless a heartbeat extends it.
+    until: OffsetDateTime,
     abort: Option<tokio::task::AbortHandle>,
     interrupt: Option<Interrupt>,
 }
@@ -538,6 +540,8 @@ impl Drop for AsyncWorkerPool {
             } else {
                 let _ = running.stop_tx.send(true);
                 abort_handlers(&running.shared);
+                // Let the completer flush what it has and end, should its runtime live on.
+                let _ = running.shared.done_tx.send(Msg::Shutdown);
             }
         }
     }
@@ -563,7 +567,9 @@ async fn shutdown(running: Running, timeout: std::time::Duration, name: String) 
     let mut set = match running.fetcher.await {
         Ok(set) => set,
         Err(e) => {
+            // Its runners were dropped with it; their handlers may still be going.
             tracing::error!(target: "omniq::worker", worker = %name, "fetcher task failed: {e}");
+            abort_handlers(&shared);
             JoinSet::new()
         }
     };
@@ -596,8 +602,34 @@ async fn shutdown(running: Running, timeout: std::time::Duration, name: String) 
     let _ = running.completer.await;
     running.heartbeater.abort();
     let _ = running.heartbeater.await;
-    // What is still held never got an outcome stored: hand it back.
-    let leftovers = shared.held_leases();
+    // What is still held never got an outcome stored: hand it back — unless its handler
+    // has not actually ended (aborts take effect at the next await): that lease is left to
+    // expire, so the task cannot run twice at once.
+    // Aborted handlers end at their next await: give them a moment to do so.
+    let grace = deadline_after(std::time::Duration::from_millis(250));
+    while tokio::time::Instant::now() < grace
+        && shared
+            .lock_held()
+            .values()
+            .any(|h| h.abort.as_ref().is_some_and(|a| !a.is_finished()))
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let leftovers: Vec<LeaseRef> = {
+        let held = shared.lock_held();
+        let (done, busy): (Vec<_>, Vec<_>) = held
+            .iter()
+            .partition(|(_, h)| h.abort.as_ref().is_none_or(|a| a.is_finished()));
+        if !busy.is_empty() {
+            tracing::warn!(target: "omniq::worker", worker = %name, "{} handler(s) did not stop in time; their tasks are redelivered when their leases expire", busy.len());
+        }
+        done.into_iter()
+            .map(|(id, h)| LeaseRef {
+                task_id: *id,
+                token: h.token,
+            })
+            .collect()
+    };
     if !leftovers.is_empty() {
         let now = shared.queue.clock.now();
         for chunk in leftovers.chunks(shared.max_batch()) {
@@ -609,6 +641,15 @@ async fn shutdown(running: Running, timeout: std::time::Duration, name: String) 
     }
     events::log_worker_stopped(&name);
     report
+}
+
+/// A storage call that panicked, as a (permanent) storage error.
+fn panicked(op: &str) -> StorageError {
+    StorageError::new(
+        omniq_core::StorageErrorKind::Backend,
+        "omniq",
+        format!("the storage backend panicked during {op}"),
+    )
 }
 
 fn random_unit() -> f64 {
@@ -660,6 +701,7 @@ impl Shared {
         for c in claimed {
             let fresh = Held {
                 token: c.lease.token,
+                until: c.lease.until,
                 abort: None,
                 interrupt: None,
             };
@@ -789,7 +831,11 @@ async fn fetcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> JoinSe
         };
         // Not raced against stop: a claim dropped mid-flight could commit and strand its
         // tasks until their leases expire.
-        let mut claimed = match storage.claim(req).await {
+        let call = std::panic::AssertUnwindSafe(storage.claim(req));
+        let claimed = futures::FutureExt::catch_unwind(call)
+            .await
+            .unwrap_or_else(|_| Err(panicked("claim")));
+        let mut claimed = match claimed {
             Ok(c) => {
                 error_backoff = std::time::Duration::from_millis(50);
                 c
@@ -862,9 +908,9 @@ async fn fetcher(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> JoinSe
     set
 }
 
-/// Drops a run's hold if the run ends without handing its outcome to the completer
-/// (a panic in the runtime's own code, or the runner being aborted), so the lease is not
-/// heartbeated forever.
+/// Drops a run's hold if the runner panics before handing its outcome to the completer,
+/// so the lease is not heartbeated forever. (An aborted runner keeps its hold on purpose:
+/// shutdown hands those leases back.)
 struct HoldGuard<'a> {
     shared: &'a Shared,
     lease: LeaseRef,
@@ -898,7 +944,7 @@ async fn run_one(
         _ = stop.wait_for(|s| *s) => None,
         s = Arc::clone(&shared.run_slots).acquire_owned() => s.ok(),
     };
-    let Some(_slot) = slot else {
+    let Some(slot) = slot else {
         let now = shared.queue.clock.now();
         match shared.queue.storage.release(&[lease], now).await {
             Ok(_) => shared.unhold(&lease),
@@ -916,7 +962,7 @@ async fn run_one(
     let end = async {
         let started = std::time::Instant::now();
         events::log_task_started(task.id, task.attempts);
-        let outcome = execute(&shared, &task, &lease).await;
+        let outcome = execute(&shared, &task, &lease, slot).await;
         let elapsed = started.elapsed();
         // The failure lines carry the run's duration too (L5).
         tracing::Span::current().record("duration_ms", elapsed.as_secs_f64() * 1000.0);
@@ -958,12 +1004,14 @@ async fn run_one(
                 let (failure, will_retry) = shared.failure_for(&task, err, lease);
                 events::log_task_failed(task.id, &failure.error, will_retry);
                 if let FailAction::Retry { at } = failure.action {
-                    events::log_task_retry(task.id, task.attempts + 1, at);
+                    events::log_task_retry(task.id, task.attempts.saturating_add(1), at);
                 }
                 DoneKind::Fail(failure)
             }
         };
         if shared.done_tx.send(Msg::Done(Done { kind, permit })).is_err() {
+            // Stop heartbeating it, so the lease expires and the task is redelivered.
+            shared.unhold(&lease);
             tracing::error!(target: "omniq::worker", task_id = %task.id, "completion channel closed; outcome left to lease expiry");
         }
         RunEnd::Finished
@@ -980,7 +1028,14 @@ enum RunOutcome {
     Interrupted(Interrupt),
 }
 
-async fn execute(shared: &Arc<Shared>, task: &Task, lease: &LeaseRef) -> RunOutcome {
+/// Runs one claimed task. `slot` is its run slot: held until the handler has really
+/// ended, even past a timeout, so `concurrency` is never exceeded.
+async fn execute(
+    shared: &Arc<Shared>,
+    task: &Task,
+    lease: &LeaseRef,
+    slot: OwnedSemaphorePermit,
+) -> RunOutcome {
     // A task redelivered after more lease expiries than allowed keeps killing workers:
     // stop it instead of crash-looping.
     let limit = task
@@ -1035,7 +1090,10 @@ async fn execute(shared: &Arc<Shared>, task: &Task, lease: &LeaseRef) -> RunOutc
         correlation_id: task.id.to_string(),
     };
     // Spawn under the lock, after checking the run was not interrupted while it waited
-    // for a slot: a cancelled or lost task never starts its handler.
+    // for a slot: a cancelled or lost task never starts its handler, and neither does one
+    // whose lease ran out while it waited (heartbeats failing during an outage).
+    let args = task.args.clone();
+    let now = shared.queue.clock.now();
     let mut handle = {
         let mut held = shared.lock_held();
         match held.get_mut(&task.id) {
@@ -1043,9 +1101,12 @@ async fn execute(shared: &Arc<Shared>, task: &Task, lease: &LeaseRef) -> RunOutc
                 if let Some(i) = h.interrupt {
                     return RunOutcome::Interrupted(i);
                 }
-                let handle = tokio::spawn(
-                    handler(task.args.clone(), shared.queue.format, ctx).in_current_span(),
-                );
+                if h.until <= now {
+                    h.interrupt = Some(Interrupt::LeaseLost);
+                    return RunOutcome::Interrupted(Interrupt::LeaseLost);
+                }
+                let handle =
+                    tokio::spawn(handler(args, shared.queue.format, ctx).in_current_span());
                 h.abort = Some(handle.abort_handle());
                 handle
             }
@@ -1066,6 +1127,11 @@ async fn execute(shared: &Arc<Shared>, task: &Task, lease: &LeaseRef) -> RunOutc
     match joined {
         None => {
             handle.abort();
+            // The handler stops at its next await; until then it keeps its run slot.
+            tokio::spawn(async move {
+                let _ = handle.await;
+                drop(slot);
+            });
             match shared.interrupt_of(lease) {
                 Some(i) => RunOutcome::Interrupted(i),
                 None => RunOutcome::Err(timeout_error(task.timeout.unwrap_or_default())),
@@ -1104,12 +1170,24 @@ async fn heartbeater(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             return;
         }
         let leases = shared.held_leases();
-        let until = shared.queue.clock.now() + shared.opts.lease;
+        let now = shared.queue.clock.now();
+        let until = now.checked_add(shared.opts.lease).unwrap_or(now);
         for chunk in leases.chunks(shared.max_batch()) {
-            match storage.heartbeat(chunk, until).await {
+            let call = std::panic::AssertUnwindSafe(storage.heartbeat(chunk, until));
+            let result = futures::FutureExt::catch_unwind(call)
+                .await
+                .unwrap_or_else(|_| Err(panicked("heartbeat")));
+            match result {
                 Ok(outcomes) if outcomes.len() == chunk.len() => {
                     let mut held = shared.lock_held();
                     for (l, o) in chunk.iter().zip(outcomes) {
+                        if matches!(o, Outcome::Ok | Outcome::CancelRequested) {
+                            if let Some(h) = held.get_mut(&l.task_id) {
+                                if h.token == l.token {
+                                    h.until = until;
+                                }
+                            }
+                        }
                         let interrupt = match o {
                             Outcome::Ok => continue,
                             Outcome::CancelRequested => Interrupt::Cancelled,
@@ -1128,7 +1206,22 @@ async fn heartbeater(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 Ok(outcomes) => {
                     tracing::error!(target: "omniq::worker", "heartbeat returned {} outcomes for {} leases", outcomes.len(), chunk.len());
                 }
-                Err(e) => events::log_storage_error("heartbeat", &e),
+                Err(e) => {
+                    events::log_storage_error("heartbeat", &e);
+                    // Leases we could not extend and that have run out are lost: another
+                    // worker may hold the task now, so stop our run of it.
+                    let mut held = shared.lock_held();
+                    for l in chunk {
+                        if let Some(h) = held.get_mut(&l.task_id) {
+                            if h.token == l.token && h.until <= now && h.interrupt.is_none() {
+                                h.interrupt = Some(Interrupt::LeaseLost);
+                                if let Some(a) = &h.abort {
+                                    a.abort();
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -1203,9 +1296,11 @@ async fn flush(shared: &Shared, batch: Vec<Done>) {
         }
         permits.push(d.permit);
     }
-    let retry_for = shared.opts.lease.unsigned_abs();
+    // One retry budget for the whole flush: after a lease's worth of outage the tasks are
+    // redelivered elsewhere anyway.
+    let deadline = deadline_after(shared.opts.lease.unsigned_abs());
     if !completes.is_empty() {
-        let rejected = write_items(storage, "complete", completes, retry_for, |s, v| {
+        let rejected = write_items(storage, "complete", completes, deadline, |s, v| {
             Box::pin(s.complete(v))
         })
         .await;
@@ -1219,16 +1314,17 @@ async fn flush(shared: &Shared, batch: Vec<Done>) {
                     format!("the task's result could not be stored: {e}"),
                 )
                 .with_retryable(false),
-                action: FailAction::Fail,
+                // A recurring task keeps its series (R5).
+                action: c
+                    .next_run
+                    .map_or(FailAction::Fail, |at| FailAction::NextRun { at }),
                 now: c.now,
             });
         }
     }
     if !fails.is_empty() {
-        for (f, e) in write_items(storage, "fail", fails, retry_for, |s, v| {
-            Box::pin(s.fail(v))
-        })
-        .await
+        for (f, e) in
+            write_items(storage, "fail", fails, deadline, |s, v| Box::pin(s.fail(v))).await
         {
             tracing::error!(target: "omniq::worker", task_id = %f.lease.task_id, "could not record the failure of task {}: {e}; it will be redelivered after its lease", f.lease.task_id);
         }
@@ -1255,16 +1351,21 @@ async fn write_items<T: Clone>(
     storage: &dyn Storage,
     op: &str,
     items: Vec<T>,
-    retry_for: std::time::Duration,
+    deadline: tokio::time::Instant,
     f: impl for<'a> Fn(&'a dyn Storage, Vec<T>) -> WriteFut<'a> + Copy,
 ) -> Vec<(T, StorageError)> {
     let mut refused = Vec::new();
     let mut pending = vec![items];
     while let Some(batch) = pending.pop() {
-        let deadline = deadline_after(retry_for);
         let mut delay = std::time::Duration::from_millis(50);
         loop {
-            match f(storage, batch.clone()).await {
+            // A backend that panics is treated as refusing the batch, not allowed to take
+            // the completer (and every later outcome) down with it.
+            let call = std::panic::AssertUnwindSafe(f(storage, batch.clone()));
+            let result = futures::FutureExt::catch_unwind(call)
+                .await
+                .unwrap_or_else(|_| Err(panicked(op)));
+            match result {
                 Ok(outcomes) => {
                     for o in outcomes {
                         if o == Outcome::LeaseLost {

@@ -328,6 +328,8 @@ struct Probe {
     inner: Arc<dyn Storage>,
     claims_fail: std::sync::atomic::AtomicU32,
     completes_fail: std::sync::atomic::AtomicU32,
+    /// The first N claims and completions panic (a buggy third-party backend).
+    panics: std::sync::atomic::AtomicU32,
     outstanding: std::sync::atomic::AtomicI64,
     peak: std::sync::atomic::AtomicI64,
 }
@@ -338,6 +340,7 @@ impl Probe {
             inner,
             claims_fail: claims_fail.into(),
             completes_fail: completes_fail.into(),
+            panics: 0.into(),
             outstanding: 0.into(),
             peak: 0.into(),
         }
@@ -381,6 +384,9 @@ impl Storage for Probe {
         if Self::take_failure(&self.claims_fail) {
             return Err(down());
         }
+        if Self::take_failure(&self.panics) {
+            panic!("probe: claim panicked (injected)");
+        }
         let got = self.inner.claim(r).await?;
         let now = self
             .outstanding
@@ -402,6 +408,9 @@ impl Storage for Probe {
     ) -> Result<Vec<omniq::Outcome>, omniq::StorageError> {
         if Self::take_failure(&self.completes_fail) {
             return Err(down());
+        }
+        if Self::take_failure(&self.panics) {
+            panic!("probe: complete panicked (injected)");
         }
         let n = i.len();
         let out = self.inner.complete(i).await?;
@@ -736,4 +745,48 @@ async fn builder_rejects_settings_that_would_break_leases_or_spin() {
         let err = r.expect_err(what).to_string();
         assert!(err.contains(what), "{what}: {err}");
     }
+}
+
+/// A backend that panics (in claim and in complete) must not take the pool down: the
+/// fetcher backs off, the completer survives, and every task still finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_backend_does_not_kill_the_pool() {
+    let probe = Probe::new(storage().await, 0, 0);
+    probe.panics.store(2, Ordering::SeqCst);
+    let probe = Arc::new(probe);
+    let storage: Arc<dyn Storage> = Arc::clone(&probe) as Arc<dyn Storage>;
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let mut pool = AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .concurrency(2)
+        .lease(time::Duration::seconds(2))
+        .poll_interval(Duration::from_millis(20))
+        .build()
+        .expect("pool");
+    pool.register("job", |x: u32| async move { Ok::<u32, HandlerError>(x) });
+    let specs = (0..10u32).map(|i| queue.task("job", &i)).collect();
+    let ids: Vec<_> = queue
+        .enqueue_many(specs)
+        .await
+        .expect("enqueue")
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    pool.start().expect("start");
+    for id in &ids {
+        let r = queue
+            .wait_result(id, Duration::from_secs(30))
+            .await
+            .expect("result");
+        assert!(
+            matches!(r.status, TaskStatus::Success | TaskStatus::Failed),
+            "{r:?}"
+        );
+    }
+    pool.stop(Duration::from_secs(5)).await.expect("stop");
+    assert_eq!(
+        probe.panics.load(Ordering::SeqCst),
+        0,
+        "both injected panics happened"
+    );
 }

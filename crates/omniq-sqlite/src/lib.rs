@@ -1144,6 +1144,39 @@ mod tests {
 mod plan_tests {
     use super::*;
 
+    /// S3: a write that fails with SQLITE_FULL (the disk is full) must not leave the
+    /// single writer connection unusable: once space is back, writes succeed again.
+    #[tokio::test]
+    async fn writes_recover_after_the_disk_was_full() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = SqliteStorage::open(dir.path().join("full.db"))
+            .await
+            .expect("open");
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&s.inner.writer)
+            .await
+            .expect("page_count");
+        // The writer connection may not grow the file any more: a "full disk".
+        sqlx::query(&format!("PRAGMA max_page_count = {pages}"))
+            .execute(&s.inner.writer)
+            .await
+            .expect("limit");
+        let big: Vec<Task> = (0..200)
+            .map(|_| Task::new("f", omniq_core::Payload(vec![7u8; 4096])))
+            .collect();
+        let err = s.enqueue(big).await.expect_err("disk full");
+        assert!(err.is_temporary(), "SQLITE_FULL is temporary: {err}");
+        // Space comes back.
+        sqlx::query("PRAGMA max_page_count = 1073741823")
+            .execute(&s.inner.writer)
+            .await
+            .expect("lift the limit");
+        let ok = s
+            .enqueue(vec![Task::new("f", omniq_core::Payload(b"1".to_vec()))])
+            .await;
+        assert!(ok.is_ok(), "writes work again: {ok:?}");
+    }
+
     #[tokio::test]
     async fn file_databases_sync_every_commit_unless_told_otherwise() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -82,13 +82,22 @@ fn rt<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Result<T, CaseErr
     r.map_err(|e| fail(format!("{what} failed: {e}")))
 }
 
+/// The cases' pool: quick polling and a 30 ms retry back-off.
 fn pool(queue: &AsyncTaskQueue) -> Result<AsyncWorkerPool, CaseError> {
+    pool_with(queue, 4, Backoff::Fixed(time::Duration::milliseconds(30)))
+}
+
+fn pool_with(
+    queue: &AsyncTaskQueue,
+    concurrency: usize,
+    backoff: Backoff,
+) -> Result<AsyncWorkerPool, CaseError> {
     rt(
         AsyncWorkerPool::builder()
             .queue(queue.clone())
-            .concurrency(4)
+            .concurrency(concurrency)
             .poll_interval(Duration::from_millis(25))
-            .backoff(Backoff::Fixed(time::Duration::milliseconds(30)))
+            .backoff(backoff)
             .build(),
         "building the worker pool",
     )
@@ -161,15 +170,7 @@ async fn retry_logic_works_with_backend(storage: Arc<dyn Storage>) -> CaseResult
 /// attempts kept, the TaskError stored on the task, and no result yet.
 async fn retryable_failure_is_pending_with_later_eta(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
-    let mut p = rt(
-        AsyncWorkerPool::builder()
-            .queue(queue.clone())
-            .concurrency(1)
-            .poll_interval(Duration::from_millis(25))
-            .backoff(Backoff::Fixed(time::Duration::hours(1)))
-            .build(),
-        "pool",
-    )?;
+    let mut p = pool_with(&queue, 1, Backoff::Fixed(time::Duration::hours(1)))?;
     p.register("always_fails", |_: ()| async move {
         Err::<(), _>(HandlerError::from(
             TaskError::new(ErrorType::Resource, "db down").with_context("db", "primary"),
@@ -232,15 +233,7 @@ async fn retryable_failure_is_pending_with_later_eta(storage: Arc<dyn Storage>) 
 /// hour, a task enqueued with `Backoff::None` is retried at once and succeeds.
 async fn task_backoff_overrides_the_workers(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
-    let mut p = rt(
-        AsyncWorkerPool::builder()
-            .queue(queue.clone())
-            .concurrency(1)
-            .poll_interval(Duration::from_millis(25))
-            .backoff(Backoff::Fixed(time::Duration::hours(1)))
-            .build(),
-        "pool",
-    )?;
+    let mut p = pool_with(&queue, 1, Backoff::Fixed(time::Duration::hours(1)))?;
     let calls = Arc::new(AtomicU32::new(0));
     let c = Arc::clone(&calls);
     p.register("flaky", move |_: ()| {

@@ -116,8 +116,9 @@ macro_rules! faulty_storage {
                 &self,
                 id: &TaskId,
                 new_eta: OffsetDateTime,
+                now: OffsetDateTime,
             ) -> Result<(), StorageError> {
-                self.inner.reschedule(id, new_eta).await
+                self.inner.reschedule(id, new_eta, now).await
             }
             async fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>, StorageError> {
                 self.inner.get_result(id).await

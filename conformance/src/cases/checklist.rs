@@ -4,12 +4,12 @@
 
 use super::{
     Case, LEASE, at_second, base_now, broken_case, case, claim_none, claim_one, complete, enqueue,
-    enqueue_one, get, task,
+    enqueue_one, fail_item, get, task,
 };
 use crate::check::{CaseError, Ctx};
 use omniq_core::{
     Completion, ErrorType, FailAction, Failure, IntoInterval, JsonSerializer, Outcome, Payload,
-    Serializer, Severity, Storage, StorageErrorKind, StorageExt, TaskError, TaskId, TaskStatus,
+    Serializer, Severity, Storage, StorageErrorKind, TaskError, TaskId, TaskStatus,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -199,8 +199,10 @@ async fn reschedule_updates_eta(s: Arc<dyn Storage>) -> Result<(), CaseError> {
     let id = enqueue_one(&*s, t).await?;
 
     let new_eta = now + Duration::minutes(1);
-    s.reschedule(&id, new_eta).await.ctx("reschedule")?;
+    let at = now + Duration::seconds(7);
+    s.reschedule(&id, new_eta, at).await.ctx("reschedule")?;
     let got = get(&*s, id).await?;
+    ensure_eq!(got.updated_at, at, "updated_at = the reschedule's now");
     ensure_eq!(
         got.schedule.eta,
         Some(new_eta),
@@ -226,15 +228,16 @@ async fn reschedule_sets_status_pending(s: Arc<dyn Storage>) -> Result<(), CaseE
     let id = enqueue_one(&*s, task("m.f", now)).await?;
     let c = claim_one(&*s, id, now).await?;
     let err = at_second(TaskError::new(ErrorType::Runtime, "boom"), now);
-    let out = s
-        .fail_one(Failure {
+    let out = fail_item(
+        &*s,
+        Failure {
             lease: c.lease_ref(),
             error: err,
             action: FailAction::Fail,
             now,
-        })
-        .await
-        .ctx("fail")?;
+        },
+    )
+    .await?;
     ensure_eq!(out, Outcome::Ok, "final fail with the current token");
     ensure_eq!(
         get(&*s, id).await?.status,
@@ -244,7 +247,7 @@ async fn reschedule_sets_status_pending(s: Arc<dyn Storage>) -> Result<(), CaseE
 
     // Manual retry of a Failed task (M2: Failed -> Pending).
     let at = now + Duration::minutes(5);
-    s.reschedule(&id, at)
+    s.reschedule(&id, at, now)
         .await
         .ctx("reschedule of a Failed task")?;
     let got = get(&*s, id).await?;
@@ -262,7 +265,7 @@ async fn reschedule_fences_running_task(s: Arc<dyn Storage>) -> Result<(), CaseE
     let first = claim_one(&*s, id, now).await?;
 
     let at = now + Duration::seconds(10);
-    s.reschedule(&id, at)
+    s.reschedule(&id, at, now)
         .await
         .ctx("reschedule of a Running task")?;
     let got = get(&*s, id).await?;
@@ -314,7 +317,7 @@ async fn reschedule_missing_task_is_not_found(s: Arc<dyn Storage>) -> Result<(),
     enqueue_one(&*s, task("m.f", now)).await?;
     let missing = TaskId::new();
     let e = ensure_kind!(
-        s.reschedule(&missing, now).await,
+        s.reschedule(&missing, now, now).await,
         NotFound,
         "reschedule of an unknown id"
     );
@@ -326,7 +329,7 @@ async fn reschedule_raises_storage_error_on_failure(
     broken: Arc<dyn Storage>,
 ) -> Result<(), CaseError> {
     let id = TaskId::new();
-    match broken.reschedule(&id, base_now()).await {
+    match broken.reschedule(&id, base_now(), base_now()).await {
         // A NotFound would pass for a healthy store that lacks the id: the update itself
         // must fail.
         Err(e) if e.kind() == StorageErrorKind::NotFound => Err(CaseError::new(format!(
@@ -350,7 +353,7 @@ async fn reschedule_finished_task_is_conflict(s: Arc<dyn Storage>) -> Result<(),
     );
     let later = now + Duration::minutes(1);
     ensure_kind!(
-        s.reschedule(&done, later).await,
+        s.reschedule(&done, later, now).await,
         Conflict,
         "reschedule of a Success task"
     );
@@ -363,7 +366,7 @@ async fn reschedule_finished_task_is_conflict(s: Arc<dyn Storage>) -> Result<(),
     let cancelled = enqueue_one(&*s, task("m.cancelled", now)).await?;
     s.cancel(&cancelled, now).await.ctx("cancel")?;
     ensure_kind!(
-        s.reschedule(&cancelled, later).await,
+        s.reschedule(&cancelled, later, now).await,
         Conflict,
         "reschedule of a Cancelled task"
     );
@@ -381,15 +384,16 @@ async fn retry_fail_reschedules_with_attempts_kept(s: Arc<dyn Storage>) -> Resul
     let c = claim_one(&*s, id, now).await?;
     let err = at_second(TaskError::new(ErrorType::Network, "connection reset"), now);
     let retry_at = now + Duration::seconds(30);
-    let out = s
-        .fail_one(Failure {
+    let out = fail_item(
+        &*s,
+        Failure {
             lease: c.lease_ref(),
             error: err.clone(),
             action: FailAction::Retry { at: retry_at },
             now,
-        })
-        .await
-        .ctx("fail with Retry")?;
+        },
+    )
+    .await?;
     ensure_eq!(out, Outcome::Ok, "fail with the current token");
 
     let got = get(&*s, id).await?;
@@ -655,15 +659,16 @@ async fn interval_final_failure_moves_to_next_run(s: Arc<dyn Storage>) -> Result
     let c = claim_one(&*s, id, now).await?;
     let err = at_second(TaskError::new(ErrorType::Runtime, "run failed"), now);
     let next = now + Duration::minutes(5);
-    let out = s
-        .fail_one(Failure {
+    let out = fail_item(
+        &*s,
+        Failure {
             lease: c.lease_ref(),
             error: err.clone(),
             action: FailAction::NextRun { at: next },
             now,
-        })
-        .await
-        .ctx("fail with NextRun")?;
+        },
+    )
+    .await?;
     ensure_eq!(out, Outcome::Ok, "fail with the current token");
 
     let got = get(&*s, id).await?;
@@ -711,15 +716,16 @@ async fn task_error_persisted_on_task_and_result(s: Arc<dyn Storage>) -> Result<
     let id = enqueue_one(&*s, task("m.f", now)).await?;
     let c = claim_one(&*s, id, now).await?;
     let err = rich_error(now);
-    let out = s
-        .fail_one(Failure {
+    let out = fail_item(
+        &*s,
+        Failure {
             lease: c.lease_ref(),
             error: err.clone(),
             action: FailAction::Fail,
             now,
-        })
-        .await
-        .ctx("fail")?;
+        },
+    )
+    .await?;
     ensure_eq!(out, Outcome::Ok, "final fail");
 
     let got = get(&*s, id).await?;
@@ -747,15 +753,16 @@ async fn task_error_context_persisted(s: Arc<dyn Storage>) -> Result<(), CaseErr
 
     // Retry first: the error on the task must keep its context while pending.
     let c = claim_one(&*s, id, now).await?;
-    let out = s
-        .fail_one(Failure {
+    let out = fail_item(
+        &*s,
+        Failure {
             lease: c.lease_ref(),
             error: err.clone(),
             action: FailAction::Retry { at: now },
             now,
-        })
-        .await
-        .ctx("fail with Retry")?;
+        },
+    )
+    .await?;
     ensure_eq!(out, Outcome::Ok, "fail with Retry");
     let pending = get(&*s, id).await?;
     let stored = some!(pending.error.as_ref(), "error on the task pending retry");
@@ -773,15 +780,16 @@ async fn task_error_context_persisted(s: Arc<dyn Storage>) -> Result<(), CaseErr
 
     let later = now + Duration::seconds(1);
     let c = claim_one(&*s, id, later).await?;
-    let out = s
-        .fail_one(Failure {
+    let out = fail_item(
+        &*s,
+        Failure {
             lease: c.lease_ref(),
             error: err.clone(),
             action: FailAction::Fail,
             now: later,
-        })
-        .await
-        .ctx("final fail")?;
+        },
+    )
+    .await?;
     ensure_eq!(out, Outcome::Ok, "final fail");
     let r = some!(
         s.get_result(&id).await.ctx("get_result")?,
@@ -830,15 +838,16 @@ async fn task_error_retry_count_survives_retries(s: Arc<dyn Storage>) -> Result<
         } else {
             FailAction::Fail
         };
-        let out = s
-            .fail_one(Failure {
+        let out = fail_item(
+            &*s,
+            Failure {
                 lease: c.lease_ref(),
                 error: err.clone(),
                 action,
                 now: at,
-            })
-            .await
-            .ctx("fail")?;
+            },
+        )
+        .await?;
         ensure_eq!(out, Outcome::Ok, "fail of attempt {attempt}");
         let got = get(&*s, id).await?;
         ensure_eq!(

@@ -4,12 +4,12 @@
 
 use super::{
     Case, LEASE, at_second, base_now, case, claim, claim_from, claim_none, claim_one, complete,
-    enqueue, enqueue_one, get, pair_case, task, task_on,
+    enqueue, enqueue_one, fail_item, get, pair_case, task, task_on,
 };
 use crate::check::{CaseError, Ctx};
 use omniq_core::{
     CancelOutcome, ClaimRequest, Completion, ErrorType, FailAction, Failure, LeaseRef, LeaseToken,
-    Outcome, Payload, Storage, StorageExt, TaskError, TaskFilter, TaskId, TaskStatus, Wake,
+    Outcome, Payload, Storage, TaskError, TaskFilter, TaskId, TaskStatus, Wake,
 };
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -238,7 +238,105 @@ pub(super) fn cases() -> Vec<Case> {
             ["T13"],
             PushWakeup
         ),
+        case!(
+            boundaries_are_inclusive,
+            "eta == now is due, a lease ending exactly at now has expired, a result finished exactly at the purge cutoff stays",
+            ["T1", "T2", "T11"]
+        ),
+        case!(
+            close_twice_is_ok,
+            "close() is idempotent: a second close returns Ok",
+            ["T12"]
+        ),
+        case!(
+            enqueue_existing_id_is_conflict,
+            "Enqueueing a task whose id exists is a Conflict error and never overwrites the stored task",
+            ["T1", "T15"]
+        ),
     ]
+}
+
+async fn boundaries_are_inclusive(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let eta = now + Duration::seconds(10);
+    let mut t = task("m.edge", now);
+    t.schedule.eta = Some(eta);
+    let id = enqueue_one(&*s, t).await?;
+    claim_none(&*s, eta - Duration::seconds(1), "a second before the eta").await?;
+    let first = claim_one(&*s, id, eta).await?;
+    // The lease ends at eta + LEASE: a claim at exactly that instant redelivers.
+    claim_none(
+        &*s,
+        first.lease.until - Duration::seconds(1),
+        "the lease is live",
+    )
+    .await?;
+    let second = claim_one(&*s, id, first.lease.until).await?;
+    ensure!(
+        second.lease.token > first.lease.token,
+        "redelivery at until == now issues a greater token"
+    );
+    let finished_at = second.lease.until - Duration::seconds(5);
+    ensure_eq!(
+        complete(&*s, second.lease_ref(), finished_at, Some(b"1")).await?,
+        Outcome::Ok,
+        "complete"
+    );
+    ensure_eq!(
+        s.purge_results(finished_at).await.ctx("purge_results")?,
+        0,
+        "purge with a cutoff equal to finished_at removes nothing"
+    );
+    ensure!(
+        s.get_result(&id).await.ctx("get_result")?.is_some(),
+        "the result finished exactly at the cutoff stays"
+    );
+    ensure_eq!(
+        s.purge_results(finished_at + Duration::seconds(1))
+            .await
+            .ctx("purge_results")?,
+        1,
+        "purge with a later cutoff removes it"
+    );
+    Ok(())
+}
+
+async fn close_twice_is_ok(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    s.close().await.ctx("first close")?;
+    s.close().await.ctx("second close")?;
+    Ok(())
+}
+
+async fn enqueue_existing_id_is_conflict(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let original = task("m.original", now);
+    let id = enqueue_one(&*s, original).await?;
+    let mut copy = task("m.copy", now);
+    copy.id = id;
+    ensure_kind!(
+        s.enqueue(vec![copy.clone()]).await,
+        Conflict,
+        "enqueue of an existing id"
+    );
+    ensure_eq!(
+        get(&*s, id).await?.func_path.as_str(),
+        "m.original",
+        "the stored task is not overwritten"
+    );
+    if s.capabilities().transactional_enqueue {
+        let fresh = task("m.fresh", now);
+        let fresh_id = fresh.id;
+        ensure_kind!(
+            s.enqueue(vec![fresh, copy]).await,
+            Conflict,
+            "a batch holding an existing id"
+        );
+        ensure!(
+            s.get_task(&fresh_id).await.ctx("get_task")?.is_none(),
+            "an all-or-nothing batch with an existing id stores none of its tasks"
+        );
+    }
+    Ok(())
 }
 
 const CLAIMERS: usize = 16;
@@ -589,15 +687,16 @@ async fn fenced_fail_ignores_stale_worker(s: Arc<dyn Storage>) -> Result<(), Cas
             at: now + Duration::seconds(5),
         },
     ] {
-        let out = s
-            .fail_one(Failure {
+        let out = fail_item(
+            &*s,
+            Failure {
                 lease: stale,
                 error: err.clone(),
                 action,
                 now,
-            })
-            .await
-            .ctx("fail")?;
+            },
+        )
+        .await?;
         ensure_eq!(
             out,
             Outcome::LeaseLost,
@@ -613,15 +712,16 @@ async fn fenced_fail_ignores_stale_worker(s: Arc<dyn Storage>) -> Result<(), Cas
         s.get_result(&id).await.ctx("get_result")?.is_none(),
         "a fenced fail must not store a result"
     );
-    let out = s
-        .fail_one(Failure {
+    let out = fail_item(
+        &*s,
+        Failure {
             lease: current,
             error: err.clone(),
             action: FailAction::Fail,
             now,
-        })
-        .await
-        .ctx("fail")?;
+        },
+    )
+    .await?;
     ensure_eq!(out, Outcome::Ok, "fail with the current token");
     ensure_eq!(
         get(&*s, id).await?.status,
@@ -916,7 +1016,7 @@ async fn namespaces_are_isolated(
             "namespace B sees A's task {id}"
         );
         ensure_kind!(
-            b.reschedule(id, now).await,
+            b.reschedule(id, now, now).await,
             NotFound,
             "B reschedules A's task"
         );
@@ -1077,15 +1177,16 @@ async fn populate(
     ensure_eq!(claimed.len(), 7, "claimed from qa");
     let ok = complete(s, claimed[0].lease_ref(), now, None).await?;
     ensure_eq!(ok, Outcome::Ok, "complete");
-    let failed = s
-        .fail_one(Failure {
+    let failed = fail_item(
+        &*s,
+        Failure {
             lease: claimed[1].lease_ref(),
             error: at_second(TaskError::new(ErrorType::Runtime, "x"), now),
             action: FailAction::Fail,
             now,
-        })
-        .await
-        .ctx("fail")?;
+        },
+    )
+    .await?;
     ensure_eq!(failed, Outcome::Ok, "fail");
     let held: HashSet<TaskId> = claimed.iter().map(|c| c.task.id).collect();
     let to_cancel = some!(qa.iter().find(|id| !held.contains(id)), "a pending qa task");
@@ -1285,17 +1386,18 @@ async fn cancel_running_task_is_requested(s: Arc<dyn Storage>) -> Result<(), Cas
         TaskError::new(ErrorType::Runtime, "cancelled by request"),
         now,
     );
-    let out = s
-        .fail_one(Failure {
+    let out = fail_item(
+        &*s,
+        Failure {
             lease: c.lease_ref(),
             error: err,
             action: FailAction::Retry {
                 at: now + Duration::seconds(5),
             },
             now: now + Duration::seconds(1),
-        })
-        .await
-        .ctx("fail")?;
+        },
+    )
+    .await?;
     ensure_eq!(out, Outcome::Ok, "fail of the flagged task");
     ensure_eq!(
         get(&*s, id).await?.status,
@@ -1921,7 +2023,7 @@ async fn close_fails_every_operation(s: Arc<dyn Storage>) -> Result<(), CaseErro
     );
     ensure_kind!(s.get_task(&id).await, Closed, "get_task after close");
     ensure_kind!(
-        s.reschedule(&id, now).await,
+        s.reschedule(&id, now, now).await,
         Closed,
         "reschedule after close"
     );
@@ -2021,7 +2123,7 @@ async fn release_of_cancel_requested_task_ends_cancelled(
 async fn reschedule_clears_cancel_request(s: Arc<dyn Storage>) -> Result<(), CaseError> {
     let now = base_now();
     let (id, first) = claimed_and_flagged(&*s, task("m.f", now), now).await?;
-    s.reschedule(&id, now)
+    s.reschedule(&id, now, now)
         .await
         .ctx("reschedule of a flagged task")?;
     ensure_eq!(

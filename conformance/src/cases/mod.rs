@@ -9,8 +9,8 @@ mod contract;
 
 use crate::check::{CaseError, Ctx};
 use omniq_core::{
-    Capabilities, ClaimRequest, Claimed, Completion, LeaseRef, Outcome, Payload, Storage, Task,
-    TaskId,
+    Capabilities, ClaimRequest, Claimed, Completion, Failure, LeaseRef, Outcome, Payload, Storage,
+    Task, TaskId,
 };
 use std::fmt;
 use std::future::Future;
@@ -321,6 +321,13 @@ pub(crate) async fn complete(
         .await
         .ctx("complete")?;
     ensure_eq!(out.len(), 1, "complete returns one outcome per item");
+    Ok(out[0])
+}
+
+/// Fails one lease, returning its outcome.
+pub(crate) async fn fail_item(s: &dyn Storage, item: Failure) -> Result<Outcome, CaseError> {
+    let out = s.fail(vec![item]).await.ctx("fail")?;
+    ensure_eq!(out.len(), 1, "fail returns one outcome per item");
     Ok(out[0])
 }
 

@@ -41,7 +41,7 @@ pub use storage::{
     Failure, Lease, LeaseRef, LeaseToken, Outcome, Page, QueueCounts, Storage, StorageExt,
     TaskFilter, Wake, validate_name,
 };
-pub use storage_error::{StorageError, StorageErrorKind, redact_credentials};
+pub use storage_error::{OperationExt, StorageError, StorageErrorKind, redact_credentials};
 pub use task::{
     DEFAULT_QUEUE, Payload, Schedule, Task, TaskId, TaskResult, TaskStatus, TransitionError,
     get_error_message, has_error, is_failed,

@@ -10,7 +10,7 @@
 //! Across machines this assumes clocks agree to within a small fraction of the lease
 //! (NTP); a skew larger than the lease can redeliver a task early.
 
-use crate::{StorageError, Task, TaskError, TaskId, TaskResult, TaskStatus};
+use crate::{StorageError, StorageErrorKind, Task, TaskError, TaskId, TaskResult, TaskStatus};
 use async_trait::async_trait;
 use std::fmt;
 use time::{Duration, OffsetDateTime};
@@ -284,155 +284,285 @@ pub enum Wake {
 }
 
 /// The storage contract. Implement this (and only this) to add a backend, then prove it
-/// with `omniq_conformance::conformance_tests!`.
+/// with the conformance suite (`omniq_conformance::run`).
 ///
-/// Every method's `# Behavior` section is the contract the conformance suite checks.
+/// Each method's `# Behavior` section is the contract; every rule the conformance suite
+/// checks is written in one of them, and the `(case: …)` notes name the cases that pin a
+/// rule, so a failing case leads back to its sentence.
+///
+/// # Rules for every method
+///
+/// - **Time is passed in.** Every due / expiry decision uses the `now` of the request
+///   (the runtime's clock), never the backend's wall clock. Only result-TTL bookkeeping
+///   ([`Storage::get_result`], expiry sweeps) may read the wall clock.
+/// - **Comparisons are inclusive on the due side**: a task is due when `eta <= now`, a
+///   lease has expired when `until <= now` (case: `boundaries_are_inclusive`).
+/// - **Timestamps round-trip** at least to the microsecond; the suite only uses whole
+///   seconds, so a backend storing microseconds passes.
+/// - **After [`Storage::close`]** every method fails with [`StorageErrorKind::Closed`]
+///   (`close` itself returns `Ok` again) (cases: `close_fails_every_operation`,
+///   `close_twice_is_ok`).
+/// - **Invalid names**: a queue name that fails [`validate_name`] in `enqueue`, `claim`,
+///   `list_tasks` or `counts` is a [`StorageErrorKind::Config`] error, and nothing is
+///   written (case: `invalid_queue_name_is_config_error`).
+/// - **Failures are kinds**: a read or write that fails for any reason other than the
+///   contract's own answers (missing id, stale token) is an `Err` whose kind is *not*
+///   `NotFound` — `Unavailable` when retrying may help, else `Backend` or
+///   `Serialization` (cases: `get_task_raises_storage_error_on_failure`,
+///   `reschedule_raises_storage_error_on_failure`).
+/// - **Fencing**: a lease write (`heartbeat`, `complete`, `fail`, `release`) applies only
+///   while the task is Running under exactly the presented token; otherwise that item is
+///   [`Outcome::LeaseLost`] (the task exists) or [`Outcome::NotFound`] (it does not) and
+///   nothing about it changes. Items are independent: one stale item never fails the batch.
+///   A batch naming one task twice applies its items in order, as separate calls would.
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// The backend's short name (`sqlite`, `postgres`, …), used in errors and reports.
     fn backend_name(&self) -> &'static str;
 
-    /// What this backend supports.
+    /// What this backend supports; constant for the instance's life.
     fn capabilities(&self) -> Capabilities;
 
-    /// T1: persist a batch of tasks.
+    /// Persist a batch of tasks.
     ///
     /// # Behavior
-    /// - One transaction/script per call when `transactional_enqueue`; ids are kept.
-    /// - A task is claimable once its eta (or `created_at` without one) is `<= now`.
-    /// - With `unique_keys`, a task whose (queue, unique_key) matches a live (Pending or
-    ///   Running) task is not inserted: its [`Enqueued`] carries the existing id and
-    ///   `duplicate: true`. Duplicates inside one batch resolve to the first.
-    /// - Returns one [`Enqueued`] per input, in input order.
+    /// - Tasks are stored as given — id, status, schedule, attempts, error, timestamps,
+    ///   unique key, back-off — except that a `Running` input is stored Pending (a task is
+    ///   only Running under a lease). Returns one [`Enqueued`] per input, in input order
+    ///   (cases: `batch_enqueue_returns_ids_in_order`, `get_task_returns_stored_task`).
+    /// - With `transactional_enqueue`, the batch is all-or-nothing: if any task is
+    ///   rejected (invalid queue name → `Config`), none is stored
+    ///   (case: `batch_enqueue_is_all_or_nothing`).
+    /// - A task is claimable once its eta — or, without an eta, its `created_at` — is
+    ///   `<= now` (cases: `eta_is_respected`, `created_at_without_eta_gates_claim`).
+    /// - With `unique_keys`: a task whose (queue, unique_key) matches a live (Pending or
+    ///   Running) task is not inserted; its [`Enqueued`] carries the live task's id and
+    ///   `duplicate: true`. Duplicates inside one batch resolve to the first. Once the
+    ///   holder is Success, Failed or Cancelled, the key is free again (cases:
+    ///   `unique_key_duplicate_returns_existing_id`, `unique_key_is_free_after_task_finishes`).
+    /// - A task whose **id** already exists is a `Conflict` error (and, with
+    ///   `transactional_enqueue`, nothing of the batch is stored): enqueue never
+    ///   overwrites a task (case: `enqueue_existing_id_is_conflict`).
+    /// - After commit, sends [`Wake::Work`] for each queue that received a new task.
     async fn enqueue(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>, StorageError>;
 
-    /// T2: atomically claim up to `limit` due tasks from `queues`.
+    /// Atomically claim up to `limit` due tasks from `queues`.
     ///
     /// # Behavior
-    /// - Due = Pending with eta `<= now`, or Running with `lease_until <= now` (an expired
-    ///   lease is redelivered).
-    /// - Order: highest priority, then earliest eta, then enqueue order.
+    /// - Due = Pending with eta `<= now`, or Running with a lease `until <= now` (an
+    ///   expired lease is redelivered) (cases: `eta_is_respected`,
+    ///   `lease_expiry_redelivers`, `live_lease_is_not_redelivered`).
+    /// - **Except** a Running task whose cancellation was requested
+    ///   ([`Storage::cancel`] returned `Requested`): when its lease expires it is not
+    ///   redelivered but ends Cancelled, with a Cancelled [`TaskResult`] (no payload, the
+    ///   task's last error, `finished_at = now`), and [`Wake::Finished`] is sent
+    ///   (case: `expired_lease_of_cancel_requested_task_is_not_redelivered`).
+    /// - Order: highest priority first, then earliest eta (`created_at` without one), then
+    ///   enqueue order; across several queues the order is global
+    ///   (cases: `claim_orders_priority_then_eta_then_fifo`, `claim_from_several_queues`).
     /// - Each claimed task becomes Running, `attempts += 1`, `last_attempt_at = now`,
-    ///   `updated_at = now`, with a fresh token (greater than any earlier token for that
-    ///   task) and `until = now + lease`.
-    /// - No task is ever returned to two callers under live leases, however many claim
-    ///   concurrently.
+    ///   `updated_at = now`, with a token greater than any earlier token of that task and
+    ///   `until = now + lease`; the returned [`Claimed::task`] shows these values
+    ///   (case: `claim_sets_updated_at_and_last_attempt_at`).
+    /// - No task is returned to two callers under live leases, however many claim
+    ///   concurrently, from one instance or several (case:
+    ///   `atomic_claim_under_concurrent_claimers`).
+    /// - Returns at most `limit` tasks; `limit: 0` or an empty `queues` returns none.
+    ///   Duplicate queue names count once.
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>, StorageError>;
 
-    /// T3: extend leases to `until`.
+    /// Extend leases to `until`.
     ///
     /// # Behavior
     /// - Per item: `Ok` (extended), `CancelRequested` (extended, and the task was asked to
-    ///   stop), `LeaseLost` (token not current; nothing changes) or `NotFound`.
+    ///   stop), `LeaseLost` or `NotFound` (see the fencing rule)
+    ///   (cases: `heartbeat_extends_lease`, `fenced_heartbeat_ignores_stale_worker`,
+    ///   `heartbeat_reports_not_found_for_missing_task`).
+    /// - Reads no clock: `until` (the runtime's `now + lease`) is stored as given. A lease
+    ///   that already ran out but was not re-claimed still has the current token, so it is
+    ///   extended: nobody else holds the task.
     async fn heartbeat(
         &self,
         leases: &[LeaseRef],
         until: OffsetDateTime,
     ) -> Result<Vec<Outcome>, StorageError>;
 
-    /// T4: record successful runs.
+    /// Record successful runs.
     ///
     /// # Behavior
-    /// - Per item, only if the token is current: store the result (status Success,
-    ///   `finished_at = now`) as the task's latest result, clear its error, then either set
-    ///   the task Success or — with `next_run` and no pending cancel — set it Pending at
-    ///   `next_run` with attempts reset to 0.
-    /// - A stale token gives `LeaseLost` and changes nothing; others in the batch apply.
+    /// - Per item, under the fencing rule: store the run's [`TaskResult`] (status
+    ///   Success, the payload, no error, `finished_at = now`, the task's attempts and
+    ///   `last_attempt_at`) as the task's latest result, replacing an earlier one; clear
+    ///   the task's error; then
+    ///   - without `next_run`: the task is Success;
+    ///   - with `next_run` (an interval task): the task is Pending at eta `next_run` with
+    ///     attempts reset to 0, keeping its id — unless its cancellation was requested,
+    ///     which ends the series: the task is Success and never claimed again.
+    ///
+    ///   (cases: `task_lifecycle_enqueue_claim_complete`, `complete_clears_task_error`,
+    ///   `interval_completion_reschedules_next_run`,
+    ///   `complete_next_run_on_cancel_requested_ends_series`,
+    ///   `fenced_complete_ignores_stale_worker`, `batch_complete_reports_per_item_outcomes`).
+    /// - After commit, sends [`Wake::Finished`] per applied item, and [`Wake::Work`] for
+    ///   the queue of each task that went back to Pending.
     async fn complete(&self, items: Vec<Completion>) -> Result<Vec<Outcome>, StorageError>;
 
-    /// T5: record failed runs.
+    /// Record failed runs.
     ///
     /// # Behavior
-    /// - Per item, only if the token is current: store the error on the task, then apply
-    ///   the [`FailAction`]. `Retry` keeps attempts and stores no result; `NextRun` and
-    ///   `Fail` store a Failed result carrying the error. A task whose cancellation was
-    ///   requested ends Cancelled instead.
-    /// - A stale token gives `LeaseLost` and changes nothing.
+    /// - Per item, under the fencing rule: store the error on the task, then apply the
+    ///   [`FailAction`]:
+    ///   - `Retry { at }`: Pending at eta `at`, attempts kept, no result stored (the
+    ///     previous result, if any, stays);
+    ///   - `NextRun { at }`: a Failed result carrying the error is stored, and the task is
+    ///     Pending at `at` with attempts reset to 0;
+    ///   - `Fail`: a Failed result carrying the error is stored and the task is Failed.
+    ///
+    ///   (cases: `retry_fail_reschedules_with_attempts_kept`,
+    ///   `interval_final_failure_moves_to_next_run`, `task_error_persisted_on_task_and_result`,
+    ///   `task_error_context_persisted`, `task_error_retry_count_survives_retries`).
+    /// - A task whose cancellation was requested ends Cancelled whatever the action, with
+    ///   a Cancelled result carrying the error (case: `fail_on_cancel_requested_ends_cancelled`).
+    /// - Stale items: see the fencing rule (cases: `fenced_fail_ignores_stale_worker`,
+    ///   `batch_fail_reports_per_item_outcomes`).
+    /// - After commit, sends [`Wake::Finished`] per applied item (also for a retry: waiters
+    ///   re-check), and [`Wake::Work`] for the queue of each task that went back to Pending
+    ///   (case: `wake_on_release_and_retry`).
     async fn fail(&self, items: Vec<Failure>) -> Result<Vec<Outcome>, StorageError>;
 
-    /// Hand back claims that never started (graceful shutdown, R6).
+    /// Hand back claims that never started (graceful shutdown).
     ///
     /// # Behavior
-    /// - Per item, only if the token is current: the task goes back to Pending, its lease
-    ///   is cleared and the claim's attempt is not counted (`attempts -= 1`), so it is
-    ///   claimable again at once by anyone.
-    /// - A stale token gives `LeaseLost` and changes nothing.
-    ///
-    /// The default implementation only approximates this (it reschedules each task to
-    /// `now`: attempts stay counted and tokens are not checked) and does not pass the
-    /// conformance case `release_hands_back_unstarted_claim`; every backend should
-    /// implement it.
+    /// - Per item, under the fencing rule: the task goes back to Pending, its lease is
+    ///   cleared, the claim's attempt is not counted (`attempts -= 1`, never below 0),
+    ///   `updated_at = now`, and its eta is unchanged — it was due when claimed, so it is
+    ///   claimable again at once by anyone; the old token is fenced off
+    ///   (cases: `release_hands_back_unstarted_claim`, `release_duplicate_items_apply_once`).
+    /// - A task whose cancellation was requested ends Cancelled instead, with a Cancelled
+    ///   result (case: `release_of_cancel_requested_task_ends_cancelled`).
+    /// - After commit, sends [`Wake::Work`] for the queues of released tasks and
+    ///   [`Wake::Finished`] for tasks that ended Cancelled (case: `wake_on_release_and_retry`).
     async fn release(
         &self,
         leases: &[LeaseRef],
         now: OffsetDateTime,
-    ) -> Result<Vec<Outcome>, StorageError> {
-        let mut out = Vec::with_capacity(leases.len());
-        for l in leases {
-            out.push(match self.reschedule(&l.task_id, now).await {
-                Ok(()) => Outcome::Ok,
-                Err(e) if e.is_not_found() => Outcome::NotFound,
-                Err(e) if e.kind() == crate::StorageErrorKind::Conflict => Outcome::LeaseLost,
-                Err(e) => return Err(e),
-            });
-        }
-        Ok(out)
-    }
+    ) -> Result<Vec<Outcome>, StorageError>;
 
-    /// T6: the task with this id.
+    /// The task with this id.
     ///
     /// # Behavior
-    /// `Ok(None)` for an unknown id; `Err(StorageError)` when the read fails.
+    /// `Ok(None)` for an unknown id; `Err` (not `NotFound`) when the read fails
+    /// (cases: `get_task_returns_stored_task`, `get_task_returns_none_for_missing_id`,
+    /// `get_task_raises_storage_error_on_failure`).
     async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StorageError>;
 
-    /// T7: move a task to `new_eta`.
+    /// Move a task to `new_eta` (also how a Failed task is retried by hand).
     ///
     /// # Behavior
-    /// - Sets `schedule.eta`, status Pending and `updated_at`; keeps attempts. A Running
-    ///   task loses its lease (its worker's later writes are fenced off).
-    /// - `NotFound` for an unknown id; `Conflict` for a Success or Cancelled task (M2).
-    async fn reschedule(&self, id: &TaskId, new_eta: OffsetDateTime) -> Result<(), StorageError>;
+    /// - Sets `schedule.eta = new_eta`, status Pending and `updated_at = now`; keeps
+    ///   attempts and the error. A Running task loses its lease (its worker's later writes
+    ///   are fenced off) (cases: `reschedule_updates_eta`, `reschedule_sets_status_pending`,
+    ///   `reschedule_fences_running_task`).
+    /// - Clears a pending cancel request: an explicit reschedule supersedes it
+    ///   (case: `reschedule_clears_cancel_request`).
+    /// - `NotFound` error for an unknown id; `Conflict` error for a Success or Cancelled
+    ///   task, which is left unchanged (cases: `reschedule_missing_task_is_not_found`,
+    ///   `reschedule_finished_task_is_conflict`).
+    /// - After commit, sends [`Wake::Work`] for the task's queue.
+    async fn reschedule(
+        &self,
+        id: &TaskId,
+        new_eta: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError>;
 
-    /// T8: the latest finished run's result.
+    /// The latest finished run's result.
     ///
     /// # Behavior
-    /// `Ok(None)` when no run has finished (or the result expired or was purged).
+    /// - `Ok(None)` when no run has finished, when the result was purged, and once it is
+    ///   older than the backend's result TTL (`finished_at < wall clock − ttl`; a result
+    ///   exactly at the edge is still returned) (cases:
+    ///   `get_result_is_none_until_run_finishes`, `purge_results_removes_old_results`).
+    /// - A retry stores no result, so while a retry is pending this is the previous
+    ///   finished run's result (or None).
     async fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>, StorageError>;
 
-    /// T9: cancel a task.
+    /// Cancel a task.
     ///
     /// # Behavior
-    /// Pending/Failed → Cancelled; Running → flagged (`Requested`, heartbeat reports
-    /// `CancelRequested`, the interval series ends); finished → `AlreadyFinished`;
-    /// unknown id → `NotFound` error.
+    /// - Pending or Failed → Cancelled at once, storing a Cancelled result (no payload, the
+    ///   task's last error, `finished_at = now`) that replaces an earlier one; returns
+    ///   `Cancelled` (cases: `cancel_pending_task`, `cancel_failed_task`).
+    /// - Running under a live lease → flagged, returns `Requested`: heartbeats answer
+    ///   `CancelRequested`, and the run's outcome ends the task (see `complete`, `fail`,
+    ///   `release`, and `claim` for an expired lease) (case: `cancel_running_task_is_requested`).
+    /// - Running under an expired lease (its worker is gone) → Cancelled at once, as for
+    ///   Pending.
+    /// - Success or Cancelled → `AlreadyFinished(status)`, nothing changes
+    ///   (case: `cancel_finished_task_reports_already_finished`).
+    /// - Unknown id → `NotFound` error (case: `cancel_missing_task_is_not_found`).
+    /// - When the task ended Cancelled, sends [`Wake::Finished`].
     async fn cancel(&self, id: &TaskId, now: OffsetDateTime)
     -> Result<CancelOutcome, StorageError>;
 
-    /// T10: list tasks in id order, filtered, one page at a time.
+    /// List tasks, filtered, one page at a time.
+    ///
+    /// # Behavior
+    /// - Pages are in ascending task-id order (the UUID's byte order; for the default v7
+    ///   ids that is creation order), filtered by status and/or queue, at most `limit`
+    ///   items; `next_cursor` is `Some(id of the page's last item)` when more items may
+    ///   follow and `None` on the last page; passing it returns the items after that id,
+    ///   with no duplicates or gaps (case: `list_tasks_filters_and_paginates`).
+    /// - `limit: 0` returns an empty page with no cursor; an unknown queue returns an
+    ///   empty page.
     async fn list_tasks(&self, filter: TaskFilter) -> Result<Page<Task>, StorageError>;
 
-    /// T10: counts by status for one queue, or for every queue.
+    /// Task counts by status, for one queue or for every queue.
+    ///
+    /// # Behavior
+    /// - `Some(queue)`: exactly one entry for that queue, all zeros when it has no tasks.
+    /// - `None`: one entry per queue that holds at least one task, sorted by queue name.
+    /// - Counts reflect stored statuses (a Running task whose lease expired still counts
+    ///   as Running until it is re-claimed) (case: `counts_by_queue_and_status`).
     async fn counts(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>, StorageError>;
 
-    /// T11: remove results that finished before `older_than` (and finished tasks with
-    /// them); returns how many results were removed.
+    /// Remove old results and the finished tasks they belong to.
+    ///
+    /// # Behavior
+    /// - Deletes every result with `finished_at < older_than` (strictly: a result finished
+    ///   exactly at the cutoff stays) and every Success, Failed or Cancelled task whose
+    ///   `updated_at < older_than`; returns how many **results** were removed. Pending and
+    ///   Running tasks are never removed, whatever their age (cases:
+    ///   `purge_results_removes_old_results`, `boundaries_are_inclusive`).
     async fn purge_results(&self, older_than: OffsetDateTime) -> Result<u64, StorageError>;
 
-    /// T12: flush and release resources.
+    /// Flush and release resources.
     ///
     /// # Behavior
     /// Every other call after `close` fails with a `Closed` error; `close` itself is
-    /// idempotent (a second call returns `Ok`).
+    /// idempotent: a second call returns `Ok` (cases: `close_makes_later_calls_fail_closed`,
+    /// `close_fails_every_operation`, `close_twice_is_ok`).
     async fn close(&self) -> Result<(), StorageError>;
 
-    /// T13: a stream of wake-up hints, when `push_wakeup` is true. Hints may be lost or
-    /// repeated; they only shorten waits, correctness never depends on them.
-    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wake>> {
-        None
-    }
+    /// A stream of wake-up hints, when `push_wakeup` is true (`None` otherwise).
+    ///
+    /// # Behavior
+    /// - Each call returns a new receiver that sees hints sent after it was created.
+    /// - [`Wake::Work`] after a committed enqueue, retry, release, reschedule or interval
+    ///   re-arm puts a task on a queue; [`Wake::Finished`] after a run's outcome is stored
+    ///   or a task is cancelled (cases: `subscribe_wakes_on_enqueue`,
+    ///   `subscribe_wakes_on_finish`, `wake_on_release_and_retry`).
+    /// - Hints may be lost, merged or repeated; they only shorten waits, and correctness
+    ///   never depends on them. A backend shared by several processes should deliver
+    ///   other processes' hints too where it can (e.g. Postgres NOTIFY).
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wake>>;
 }
 
 /// Single-item conveniences over [`Storage`]; implemented for every storage.
+///
+/// Where a batch call answers a per-item [`Outcome`], these turn the one item's outcome
+/// into an error of the matching kind: a stale token is [`StorageErrorKind::LeaseLost`],
+/// a missing task [`StorageErrorKind::NotFound`].
 #[async_trait]
 pub trait StorageExt: Storage {
     /// Enqueue one task.
@@ -440,33 +570,75 @@ pub trait StorageExt: Storage {
         let backend = self.backend_name();
         self.enqueue(vec![task]).await?.pop().ok_or_else(|| {
             StorageError::new(
-                crate::StorageErrorKind::Backend,
+                StorageErrorKind::Backend,
                 backend,
                 "enqueue returned no outcome",
             )
+            .with_operation("enqueue")
         })
     }
 
+    /// Extend one lease; `Ok(true)` when cancellation was requested.
+    async fn heartbeat_one(
+        &self,
+        lease: LeaseRef,
+        until: OffsetDateTime,
+    ) -> Result<bool, StorageError> {
+        let outcome = self.heartbeat(&[lease], until).await?.pop();
+        single(self.backend_name(), "heartbeat", &lease, outcome)
+    }
+
     /// Complete one lease.
-    async fn complete_one(&self, item: Completion) -> Result<Outcome, StorageError> {
-        Ok(self
-            .complete(vec![item])
-            .await?
-            .pop()
-            .unwrap_or(Outcome::NotFound))
+    async fn complete_one(&self, item: Completion) -> Result<(), StorageError> {
+        let lease = item.lease;
+        let outcome = self.complete(vec![item]).await?.pop();
+        single(self.backend_name(), "complete", &lease, outcome).map(drop)
     }
 
     /// Fail one lease.
-    async fn fail_one(&self, item: Failure) -> Result<Outcome, StorageError> {
-        Ok(self
-            .fail(vec![item])
-            .await?
-            .pop()
-            .unwrap_or(Outcome::NotFound))
+    async fn fail_one(&self, item: Failure) -> Result<(), StorageError> {
+        let lease = item.lease;
+        let outcome = self.fail(vec![item]).await?.pop();
+        single(self.backend_name(), "fail", &lease, outcome).map(drop)
+    }
+
+    /// Release one lease.
+    async fn release_one(&self, lease: LeaseRef, now: OffsetDateTime) -> Result<(), StorageError> {
+        let outcome = self.release(&[lease], now).await?.pop();
+        single(self.backend_name(), "release", &lease, outcome).map(drop)
     }
 }
 
 impl<S: Storage + ?Sized> StorageExt for S {}
+
+/// One item's outcome as a result: `Ok(cancel_requested)` or an error of the matching kind.
+fn single(
+    backend: &'static str,
+    op: &'static str,
+    lease: &LeaseRef,
+    outcome: Option<Outcome>,
+) -> Result<bool, StorageError> {
+    let err = |kind, msg: String| Err(StorageError::new(kind, backend, msg).with_operation(op));
+    match outcome {
+        Some(Outcome::Ok) => Ok(false),
+        Some(Outcome::CancelRequested) => Ok(true),
+        Some(Outcome::LeaseLost) => err(
+            StorageErrorKind::LeaseLost,
+            format!(
+                "task {} is no longer held under token {}",
+                lease.task_id, lease.token
+            ),
+        ),
+        Some(Outcome::NotFound) => err(
+            StorageErrorKind::NotFound,
+            format!("task {} not found", lease.task_id),
+        ),
+        None => err(
+            StorageErrorKind::Backend,
+            format!("{op} returned no outcome"),
+        ),
+    }
+}
 
 /// Checks a queue or namespace name (S5): 1–64 chars of `[A-Za-z0-9_.-]`.
 pub fn validate_name(what: &str, name: &str) -> Result<(), String> {

@@ -10,9 +10,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub enum StorageErrorKind {
     /// The task (or result) does not exist (the guide's `NotFoundError`).
     NotFound,
-    /// The presented lease token is no longer current (fencing).
+    /// The presented lease token is no longer current (fencing). Batch lease writes
+    /// answer this per item as [`Outcome::LeaseLost`](crate::Outcome::LeaseLost); the
+    /// single-item helpers of [`StorageExt`](crate::StorageExt) turn it into this kind.
     LeaseLost,
-    /// The change conflicts with the current state (e.g. an invalid status transition).
+    /// The change conflicts with the current state: an invalid status transition
+    /// (rescheduling a finished task), or an enqueued id that already exists.
     Conflict,
     /// Temporarily unavailable: the server is down or busy; retrying is safe.
     Unavailable,
@@ -20,7 +23,8 @@ pub enum StorageErrorKind {
     Serialization,
     /// The backend does not support the operation.
     Unsupported,
-    /// The backend's configuration is invalid.
+    /// Invalid input or configuration: a builder value, a URL, or a queue or namespace
+    /// name that fails [`validate_name`](crate::validate_name).
     Config,
     /// The storage was closed.
     Closed,
@@ -51,7 +55,8 @@ impl fmt::Display for StorageErrorKind {
     }
 }
 
-/// A storage failure: a kind, the backend's name, a message and the source chain.
+/// A storage failure: a kind, the backend's name, the operation, a message and the
+/// source chain.
 ///
 /// ```
 /// use omniq_core::{StorageError, StorageErrorKind};
@@ -60,11 +65,16 @@ impl fmt::Display for StorageErrorKind {
 /// assert!(e.is_not_found());
 /// assert_eq!(e.kind(), StorageErrorKind::NotFound);
 /// assert_eq!(e.to_string(), "sqlite: not_found: task 42 not found");
+///
+/// let e = e.with_operation("get_task");
+/// assert_eq!(e.operation(), Some("get_task"));
+/// assert_eq!(e.to_string(), "sqlite get_task: not_found: task 42 not found");
 /// ```
 #[derive(Debug)]
 pub struct StorageError {
     kind: StorageErrorKind,
     backend: &'static str,
+    operation: Option<&'static str>,
     message: String,
     source: Option<BoxError>,
 }
@@ -76,9 +86,21 @@ impl StorageError {
         Self {
             kind,
             backend,
+            operation: None,
             message: redact_credentials(&message.into()),
             source: None,
         }
+    }
+
+    /// Names the storage operation that failed (`claim`, `complete`, …).
+    pub fn with_operation(mut self, operation: &'static str) -> Self {
+        self.operation = Some(operation);
+        self
+    }
+
+    /// The operation that failed, when the raiser named it.
+    pub fn operation(&self) -> Option<&'static str> {
+        self.operation
     }
 
     /// Attaches the underlying cause.
@@ -139,7 +161,10 @@ impl StorageError {
 
 impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}: {}", self.backend, self.kind, self.message)
+        match self.operation {
+            Some(op) => write!(f, "{} {op}: {}: {}", self.backend, self.kind, self.message),
+            None => write!(f, "{}: {}: {}", self.backend, self.kind, self.message),
+        }
     }
 }
 
@@ -148,6 +173,43 @@ impl std::error::Error for StorageError {
         self.source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Converts a backend's private error into a [`StorageError`] that names the operation,
+/// so each `impl Storage` method is one line over an inner function that uses `?`.
+///
+/// ```
+/// use omniq_core::{OperationExt, StorageError, StorageErrorKind};
+///
+/// #[derive(Debug)]
+/// struct DriverError;
+/// impl From<DriverError> for StorageError {
+///     fn from(_: DriverError) -> Self {
+///         StorageError::new(StorageErrorKind::Unavailable, "mine", "connection refused")
+///     }
+/// }
+///
+/// let r: Result<(), DriverError> = Err(DriverError);
+/// let e = r.operation("claim").unwrap_err();
+/// assert_eq!(e.operation(), Some("claim"));
+/// assert!(e.is_temporary());
+/// ```
+pub trait OperationExt<T> {
+    /// Converts the error and names `operation` on it (keeping a name already set).
+    fn operation(self, operation: &'static str) -> Result<T, StorageError>;
+}
+
+impl<T, E: Into<StorageError>> OperationExt<T> for Result<T, E> {
+    fn operation(self, operation: &'static str) -> Result<T, StorageError> {
+        self.map_err(|e| {
+            let e: StorageError = e.into();
+            if e.operation.is_some() {
+                e
+            } else {
+                e.with_operation(operation)
+            }
+        })
     }
 }
 

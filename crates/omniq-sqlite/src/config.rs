@@ -1,8 +1,8 @@
 //! Configuration and the builder of [`crate::SqliteStorage`].
 
 use crate::SqliteStorage;
-use crate::error::config;
-use omniq_core::{Format, StorageError, validate_name};
+use crate::error::{Result, config};
+use omniq_core::{Format, OperationExt, StorageError, validate_name};
 use std::path::{Path, PathBuf};
 
 /// The default namespace (table prefix).
@@ -71,8 +71,50 @@ impl Default for SqliteConfig {
 }
 
 impl SqliteConfig {
+    /// The defaults with the location a URL names:
+    /// `sqlite://PATH`, `sqlite:PATH` or a plain path for a file (created if missing),
+    /// `sqlite::memory:` or `:memory:` for a private in-memory database.
+    ///
+    /// ```
+    /// use omniq_sqlite::{Location, SqliteConfig};
+    ///
+    /// let c = SqliteConfig::from_url("sqlite://./data/omniq.db").unwrap();
+    /// assert_eq!(c.location, Some(Location::File("./data/omniq.db".into())));
+    /// assert_eq!(SqliteConfig::from_url(":memory:").unwrap().location, Some(Location::Memory));
+    /// assert!(SqliteConfig::from_url("sqlite://x.db?mode=ro").is_err());
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self, StorageError> {
+        Self::parse_url(url).operation("configure")
+    }
+
+    fn parse_url(url: &str) -> Result<Self> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        if path.contains('?') {
+            return Err(config(format!(
+                "SQLite URL {url:?}: give a file path (or :memory:) without query parameters; \
+                 set other options on SqliteStorage::builder()"
+            )));
+        }
+        let location = match path {
+            "" => return Err(config(format!("SQLite URL {url:?} names no file"))),
+            ":memory:" => Location::Memory,
+            p => Location::File(PathBuf::from(p)),
+        };
+        Ok(Self {
+            location: Some(location),
+            ..Self::default()
+        })
+    }
+
     /// Checks every value; the first problem is a `Config` error naming it.
     pub fn validate(&self) -> Result<(), StorageError> {
+        self.check().operation("configure")
+    }
+
+    fn check(&self) -> Result<()> {
         validate_name("namespace", &self.namespace).map_err(config)?;
         // SQLite table names ignore case, so `App` and `app` would share tables; and
         // names starting with `sqlite` are reserved.
@@ -199,7 +241,9 @@ impl SqliteStorageBuilder {
     /// Validates, opens the database and applies migrations.
     pub async fn build(self) -> Result<SqliteStorage, StorageError> {
         self.config.validate()?;
-        SqliteStorage::connect(self.config).await
+        SqliteStorage::connect(self.config)
+            .await
+            .operation("connect")
     }
 }
 

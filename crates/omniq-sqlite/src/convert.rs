@@ -1,7 +1,7 @@
 //! Conversions between the model and SQLite values: unix-microsecond times, durations,
 //! statuses and row decoding.
 
-use crate::error::{corrupt, serialization};
+use crate::error::{Result, corrupt};
 use omniq_core::{Format, Payload, Schedule, Task, TaskError, TaskId, TaskResult, TaskStatus};
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
@@ -19,12 +19,12 @@ pub(crate) fn now_micros() -> i64 {
 }
 
 /// A time from unix microseconds.
-pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime, omniq_core::StorageError> {
+pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
         .map_err(|e| corrupt(format!("stored timestamp {us} out of range: {e}")))
 }
 
-fn opt_from_micros(us: Option<i64>) -> Result<Option<OffsetDateTime>, omniq_core::StorageError> {
+fn opt_from_micros(us: Option<i64>) -> Result<Option<OffsetDateTime>> {
     us.map(from_micros).transpose()
 }
 
@@ -35,23 +35,23 @@ pub(crate) fn duration_micros(d: Duration) -> i64 {
 }
 
 /// Parses a stored status.
-pub(crate) fn status(s: &str) -> Result<TaskStatus, omniq_core::StorageError> {
-    s.parse::<TaskStatus>().map_err(corrupt)
+pub(crate) fn status(s: &str) -> Result<TaskStatus> {
+    s.parse::<TaskStatus>().map_err(|e| corrupt(e.to_string()))
 }
 
-fn task_id(s: &str) -> Result<TaskId, omniq_core::StorageError> {
+fn task_id(s: &str) -> Result<TaskId> {
     s.parse::<TaskId>()
         .map_err(|e| corrupt(format!("stored task id {s:?} is not a UUID: {e}")))
 }
 
-fn get<'r, T>(row: &'r SqliteRow, i: usize) -> Result<T, omniq_core::StorageError>
+fn get<'r, T>(row: &'r SqliteRow, i: usize) -> Result<T>
 where
     T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
 {
-    row.try_get::<T, usize>(i).map_err(crate::error::map_sqlx)
+    Ok(row.try_get::<T, usize>(i)?)
 }
 
-fn u32_of(v: i64, what: &str) -> Result<u32, omniq_core::StorageError> {
+fn u32_of(v: i64, what: &str) -> Result<u32> {
     u32::try_from(v).map_err(|_| corrupt(format!("stored {what} {v} out of range")))
 }
 
@@ -59,10 +59,7 @@ fn u32_of(v: i64, what: &str) -> Result<u32, omniq_core::StorageError> {
 /// `OMNIQ_SERIALIZER`) still decodes; one that decodes with neither becomes a `decode`
 /// TaskError saying so, rather than an error that would fail every claim, read or list
 /// touching the row (S4: a bad record must not block its queue).
-fn decode_error(
-    format: Format,
-    bytes: Option<Vec<u8>>,
-) -> Result<Option<TaskError>, omniq_core::StorageError> {
+fn decode_error(format: Format, bytes: Option<Vec<u8>>) -> Result<Option<TaskError>> {
     let Some(b) = bytes else { return Ok(None) };
     let other = match format {
         Format::MessagePack => Format::Json,
@@ -83,16 +80,13 @@ fn decode_error(
 }
 
 /// A task's own back-off, stored as readable JSON.
-pub(crate) fn encode_backoff(
-    b: Option<&omniq_core::Backoff>,
-) -> Result<Option<String>, omniq_core::StorageError> {
-    b.map(|b| {
+pub(crate) fn encode_backoff(b: Option<&omniq_core::Backoff>) -> Result<Option<String>> {
+    Ok(b.map(|b| {
         Format::Json
             .encode(b)
             .map(|v| String::from_utf8_lossy(&v).into_owned())
-            .map_err(serialization)
     })
-    .transpose()
+    .transpose()?)
 }
 
 /// Reads a stored back-off; one that no longer parses falls back to the worker's policy
@@ -102,11 +96,8 @@ fn decode_backoff(text: Option<String>) -> Option<omniq_core::Backoff> {
 }
 
 /// Encodes a TaskError with the configured serializer.
-pub(crate) fn encode_error(
-    format: Format,
-    error: &TaskError,
-) -> Result<Vec<u8>, omniq_core::StorageError> {
-    format.encode(error).map_err(serialization)
+pub(crate) fn encode_error(format: Format, error: &TaskError) -> Result<Vec<u8>> {
+    Ok(format.encode(error)?)
 }
 
 /// A task row read with [`crate::schema::TASK_COLUMNS`], plus its claim bookkeeping.
@@ -118,10 +109,7 @@ pub(crate) struct TaskRow {
 }
 
 /// Decodes a row selected with [`crate::schema::TASK_COLUMNS`].
-pub(crate) fn task_from_row(
-    row: &SqliteRow,
-    format: Format,
-) -> Result<TaskRow, omniq_core::StorageError> {
+pub(crate) fn task_from_row(row: &SqliteRow, format: Format) -> Result<TaskRow> {
     let id: &str = get(row, 0)?;
     let status_text: &str = get(row, 5)?;
     let args: Option<Vec<u8>> = get(row, 2)?;
@@ -156,10 +144,7 @@ pub(crate) fn task_from_row(
 }
 
 /// Decodes a row selected with [`crate::schema::RESULT_COLUMNS`].
-pub(crate) fn result_from_row(
-    row: &SqliteRow,
-    format: Format,
-) -> Result<TaskResult, omniq_core::StorageError> {
+pub(crate) fn result_from_row(row: &SqliteRow, format: Format) -> Result<TaskResult> {
     let id: &str = get(row, 0)?;
     let status_text: &str = get(row, 1)?;
     let result: Option<Vec<u8>> = get(row, 2)?;

@@ -1,9 +1,67 @@
-//! The one place sqlx errors become [`StorageError`] kinds.
+//! The backend's private error type and the one place it becomes a [`StorageError`].
+//!
+//! Inner functions return [`Result`] and use `?` on sqlx and codec errors; each
+//! `impl Storage` method converts once, naming its operation
+//! (`omniq_core::OperationExt::operation`). The source chain is kept.
 
-use omniq_core::{SerializationError, StorageError, StorageErrorKind};
+use omniq_core::{SerializationError, StorageError, StorageErrorKind, TaskId, TaskStatus};
+use std::path::PathBuf;
 
 /// The backend name every error carries.
 pub(crate) const BACKEND: &str = "sqlite";
+
+/// `Result` with this crate's [`Error`].
+pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong inside this backend.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// A driver error; its kind is read from the SQLite result code.
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    /// A codec error on a stored blob.
+    #[error(transparent)]
+    Codec(#[from] SerializationError),
+    /// A stored value that cannot be turned back into the model (corrupt row).
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    /// An invalid builder value, URL, queue or namespace name.
+    #[error("{0}")]
+    Config(String),
+    /// The database file cannot be opened (bad path, permissions).
+    #[error("cannot open SQLite database {}: {source}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// The database's directory cannot be created.
+    #[error("cannot create directory {}: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `close()` was called.
+    #[error("storage is closed; create a new instance to continue")]
+    Closed,
+    /// No task with this id.
+    #[error("task {0} not found")]
+    NotFound(String),
+    /// A finished task cannot be moved.
+    #[error("task {id} is {status}; it cannot be rescheduled")]
+    Finished {
+        /// The task.
+        id: TaskId,
+        /// Its final status.
+        status: TaskStatus,
+    },
+    /// An insert that neither stored the task nor found the live duplicate holding its key.
+    #[error("task {0} was not inserted and no live task holds its unique key")]
+    NotInserted(String),
+}
 
 // Primary SQLite result codes (the low byte of an extended code).
 const SQLITE_BUSY: i64 = 5;
@@ -14,98 +72,122 @@ const SQLITE_FULL: i64 = 13;
 const SQLITE_CANTOPEN: i64 = 14;
 const SQLITE_PROTOCOL: i64 = 15;
 
-/// Maps a sqlx error to a storage error kind:
-/// pool closed → `Closed`; pool timeout / I/O / crashed worker, `SQLITE_BUSY` and `SQLITE_LOCKED`
-/// (and other transient codes) → `Unavailable`; decode failures → `Serialization`;
-/// unique-constraint violations → `Conflict`; everything else → `Backend`.
-pub(crate) fn map_sqlx(err: sqlx::Error) -> StorageError {
-    use sqlx::Error as E;
-    let kind = match &err {
-        // The pool is only closed by `close()`: a call that raced it is Closed, not
-        // something to retry.
-        E::PoolClosed => StorageErrorKind::Closed,
-        E::PoolTimedOut | E::Io(_) | E::WorkerCrashed => StorageErrorKind::Unavailable,
-        E::Decode(_) | E::ColumnDecode { .. } => StorageErrorKind::Serialization,
-        E::Database(db) => {
-            let code = db
-                .code()
-                .and_then(|c| c.parse::<i64>().ok())
-                .map(|c| c & 0xff);
-            match code {
-                Some(
-                    SQLITE_BUSY | SQLITE_LOCKED | SQLITE_NOMEM | SQLITE_IOERR | SQLITE_FULL
-                    | SQLITE_CANTOPEN | SQLITE_PROTOCOL,
-                ) => StorageErrorKind::Unavailable,
-                _ if db.is_unique_violation() => StorageErrorKind::Conflict,
-                _ => StorageErrorKind::Backend,
-            }
-        }
-        _ => StorageErrorKind::Backend,
-    };
-    StorageError::new(kind, BACKEND, err.to_string()).with_source(err)
-}
-
-/// Errors opening a local database file are configuration problems (bad path,
-/// permissions), not a server being down: `Config`, naming the path.
-pub(crate) fn open_error(err: StorageError, path: &std::path::Path) -> StorageError {
-    let cant_open = std::error::Error::source(&err)
-        .and_then(|s| s.downcast_ref::<sqlx::Error>())
-        .and_then(|e| match e {
-            sqlx::Error::Database(db) => db.code().and_then(|c| c.parse::<i64>().ok()),
-            _ => None,
-        })
-        .is_some_and(|code| code & 0xff == SQLITE_CANTOPEN);
-    if cant_open {
-        StorageError::config(
-            BACKEND,
-            format!(
-                "cannot open SQLite database {}: {}",
-                path.display(),
-                err.message()
-            ),
-        )
-        .with_source(err)
-    } else {
-        err
+/// The primary SQLite result code of a database error.
+pub(crate) fn sqlite_code(err: &sqlx::Error) -> Option<i64> {
+    match err {
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|c| c.parse::<i64>().ok())
+            .map(|c| c & 0xff),
+        _ => None,
     }
 }
 
-/// A codec failure on a stored blob.
-pub(crate) fn serialization(err: SerializationError) -> StorageError {
-    StorageError::serialization(BACKEND, err)
+/// True when opening failed because the file cannot be opened (a `Config` problem).
+pub(crate) fn is_cant_open(err: &sqlx::Error) -> bool {
+    sqlite_code(err) == Some(SQLITE_CANTOPEN)
 }
 
-/// A stored value that cannot be turned back into the model (corrupt row).
-pub(crate) fn corrupt(message: impl Into<String>) -> StorageError {
-    StorageError::new(StorageErrorKind::Serialization, BACKEND, message)
+/// The kind of a driver error: pool closed → `Closed`; pool timeout, I/O, crashed
+/// worker and transient SQLite codes (`BUSY`, `LOCKED`, `FULL`, …) → `Unavailable`;
+/// decode failures → `Serialization`; unique violations → `Conflict`; else `Backend`.
+fn sqlx_kind(err: &sqlx::Error) -> StorageErrorKind {
+    use sqlx::Error as E;
+    match err {
+        // The pool is only closed by `close()`: a call that raced it is Closed.
+        E::PoolClosed => StorageErrorKind::Closed,
+        E::PoolTimedOut | E::Io(_) | E::WorkerCrashed => StorageErrorKind::Unavailable,
+        E::Decode(_) | E::ColumnDecode { .. } => StorageErrorKind::Serialization,
+        E::Database(db) => match sqlite_code(err) {
+            Some(
+                SQLITE_BUSY | SQLITE_LOCKED | SQLITE_NOMEM | SQLITE_IOERR | SQLITE_FULL
+                | SQLITE_CANTOPEN | SQLITE_PROTOCOL,
+            ) => StorageErrorKind::Unavailable,
+            _ if db.is_unique_violation() => StorageErrorKind::Conflict,
+            _ => StorageErrorKind::Backend,
+        },
+        _ => StorageErrorKind::Backend,
+    }
 }
 
-/// A configuration problem (invalid namespace, queue name, builder value).
-pub(crate) fn config(message: impl Into<String>) -> StorageError {
-    StorageError::config(BACKEND, message)
+impl Error {
+    /// The storage error kind this error is reported as.
+    pub(crate) fn kind(&self) -> StorageErrorKind {
+        match self {
+            Self::Sqlx(e) => sqlx_kind(e),
+            Self::Codec(_) | Self::Corrupt(_) => StorageErrorKind::Serialization,
+            Self::Config(_) | Self::Open { .. } | Self::CreateDir { .. } => {
+                StorageErrorKind::Config
+            }
+            Self::Closed => StorageErrorKind::Closed,
+            Self::NotFound(_) => StorageErrorKind::NotFound,
+            Self::Finished { .. } | Self::NotInserted(_) => StorageErrorKind::Conflict,
+        }
+    }
+}
+
+impl From<Error> for StorageError {
+    fn from(err: Error) -> Self {
+        let kind = err.kind();
+        let message = err.to_string();
+        // Variants that wrap a cause keep it as the source; the others are the cause
+        // themselves, fully described by the message.
+        match err {
+            Error::Sqlx(e) | Error::Open { source: e, .. } => {
+                StorageError::new(kind, BACKEND, message).with_source(e)
+            }
+            Error::Codec(e) => StorageError::new(kind, BACKEND, message).with_source(e),
+            Error::CreateDir { source, .. } => {
+                StorageError::new(kind, BACKEND, message).with_source(source)
+            }
+            _ => StorageError::new(kind, BACKEND, message),
+        }
+    }
+}
+
+/// Shorthand for a [`Error::Config`].
+pub(crate) fn config(message: impl Into<String>) -> Error {
+    Error::Config(message.into())
+}
+
+/// Shorthand for a [`Error::Corrupt`].
+pub(crate) fn corrupt(message: impl Into<String>) -> Error {
+    Error::Corrupt(message.into())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn kind(e: sqlx::Error) -> StorageErrorKind {
+        StorageError::from(Error::from(e)).kind()
+    }
+
     #[test]
     fn pool_errors_are_temporary() {
-        assert!(map_sqlx(sqlx::Error::PoolTimedOut).is_temporary());
         assert_eq!(
-            map_sqlx(sqlx::Error::PoolClosed).kind(),
-            StorageErrorKind::Closed
+            kind(sqlx::Error::PoolTimedOut),
+            StorageErrorKind::Unavailable
         );
+        assert_eq!(kind(sqlx::Error::PoolClosed), StorageErrorKind::Closed);
         let io = std::io::Error::other("disk gone");
-        assert!(map_sqlx(sqlx::Error::Io(io)).is_temporary());
+        assert_eq!(kind(sqlx::Error::Io(io)), StorageErrorKind::Unavailable);
     }
 
     #[test]
     fn decode_errors_are_serialization_and_others_backend() {
-        let e = map_sqlx(sqlx::Error::Decode("bad".into()));
-        assert_eq!(e.kind(), StorageErrorKind::Serialization);
+        assert_eq!(
+            kind(sqlx::Error::Decode("bad".into())),
+            StorageErrorKind::Serialization
+        );
+        assert_eq!(kind(sqlx::Error::RowNotFound), StorageErrorKind::Backend);
+    }
+
+    #[test]
+    fn conversion_keeps_the_source_chain() {
+        let e = StorageError::from(Error::from(sqlx::Error::PoolTimedOut));
         assert_eq!(e.backend(), "sqlite");
-        let e = map_sqlx(sqlx::Error::RowNotFound);
-        assert_eq!(e.kind(), StorageErrorKind::Backend);
+        let source = std::error::Error::source(&e).map(ToString::to_string);
+        assert_eq!(source, Some(sqlx::Error::PoolTimedOut.to_string()));
     }
 }

@@ -4,9 +4,12 @@
 //! [`omniq_core::validate_name`] (only `[A-Za-z0-9_.-]`), so substituting it can never
 //! change the statement's meaning. Values are always bound (S5).
 
-use crate::error::map_sqlx;
-use omniq_core::StorageError;
-use sqlx::{Executor, SqlitePool};
+use crate::error::{Result, config};
+use sqlx::sqlite::SqliteArguments;
+use sqlx::{Executor, Sqlite, SqlitePool};
+
+/// A query with its binds, as the batch helpers build them.
+pub(crate) type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
 /// Ordered migrations: `(version, SQL with `{ns}` placeholders)`. Append only.
 const MIGRATIONS: &[(i64, &str)] = &[(
@@ -68,27 +71,21 @@ fn subst(template: &str, ns: &str) -> String {
 /// Applies pending migrations in one `BEGIN IMMEDIATE` transaction, so two instances
 /// starting at once on one file serialize on SQLite's write lock and the loser sees the
 /// winner's version row and applies nothing.
-pub(crate) async fn migrate(pool: &SqlitePool, ns: &str) -> Result<(), StorageError> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await.map_err(map_sqlx)?;
+pub(crate) async fn migrate(pool: &SqlitePool, ns: &str) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let create = subst(
         r#"CREATE TABLE IF NOT EXISTS "{ns}_schema_version" (
             version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"#,
         ns,
     );
-    (&mut *tx)
-        .execute(create.as_str())
-        .await
-        .map_err(map_sqlx)?;
+    (&mut *tx).execute(create.as_str()).await?;
     let select = subst(
         r#"SELECT coalesce(max(version), 0) FROM "{ns}_schema_version""#,
         ns,
     );
-    let current: i64 = sqlx::query_scalar(&select)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
+    let current: i64 = sqlx::query_scalar(&select).fetch_one(&mut *tx).await?;
     if current > LATEST_VERSION {
-        return Err(crate::error::config(format!(
+        return Err(config(format!(
             "namespace {ns:?} has schema version {current}, newer than the {LATEST_VERSION} \
              this omniq-sqlite supports; upgrade omniq-sqlite"
         )));
@@ -102,15 +99,14 @@ pub(crate) async fn migrate(pool: &SqlitePool, ns: &str) -> Result<(), StorageEr
             continue;
         }
         let ddl = subst(template, ns);
-        (&mut *tx).execute(ddl.as_str()).await.map_err(map_sqlx)?;
+        (&mut *tx).execute(ddl.as_str()).await?;
         sqlx::query(&insert)
             .bind(*version)
             .bind(crate::convert::now_micros())
             .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
+            .await?;
     }
-    tx.commit().await.map_err(map_sqlx)?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -460,5 +456,54 @@ mod tests {
         assert!(sql.get_task.contains("\"my-app.v1_tasks\""));
         assert!(sql.claim(2).contains("UNION ALL"));
         assert_eq!(LATEST_VERSION, MIGRATIONS.len() as i64);
+    }
+
+    // The query plans of the hot statements: none may scan the tasks table.
+    use crate::SqliteStorage;
+    use sqlx::Row;
+
+    /// The query plan's detail lines for `sql` (parameters unbound = NULL).
+    async fn plan(s: &SqliteStorage, sql: &str) -> Vec<String> {
+        let rows = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .fetch_all(&s.inner.writer)
+            .await
+            .unwrap_or_else(|e| panic!("explain {sql}: {e}"));
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(3).unwrap_or_default())
+            .collect()
+    }
+
+    fn assert_no_task_scan(what: &str, lines: &[String]) {
+        for l in lines {
+            let scans_tasks = l.starts_with("SCAN")
+                && (l.contains("omniq_tasks") || l == "SCAN t")
+                && !l.contains("INDEX");
+            assert!(!scans_tasks, "{what} scans the tasks table: {lines:#?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn hot_statements_never_scan_the_tasks_table() {
+        let s = SqliteStorage::in_memory().await.expect("storage");
+        let sql = &s.inner.sql;
+        let mut checks: Vec<(String, String)> = vec![
+            ("claim 1 queue".into(), sql.claim(1)),
+            ("claim 3 queues".into(), sql.claim(3)),
+            ("expire".into(), sql.expire(2)),
+            ("get_task".into(), sql.get_task.clone()),
+            ("find_unique".into(), sql.find_unique.clone()),
+        ];
+        for i in [0, SHAPES.len() - 1] {
+            checks.push(("complete results".into(), sql.complete_results[i].clone()));
+            checks.push(("complete tasks".into(), sql.complete_tasks[i].clone()));
+            checks.push(("fail results".into(), sql.fail_results[i].clone()));
+            checks.push(("fail tasks".into(), sql.fail_tasks[i].clone()));
+            checks.push(("heartbeat".into(), sql.heartbeat[i].clone()));
+        }
+        for (what, text) in &checks {
+            let lines = plan(&s, text).await;
+            eprintln!("{what}: {lines:?}");
+            assert_no_task_scan(what, &lines);
+        }
     }
 }

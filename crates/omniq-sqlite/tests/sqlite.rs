@@ -62,7 +62,7 @@ async fn lifecycle(s: &SqliteStorage) {
         now: t0,
         next_run: None,
     };
-    assert_eq!(s.complete_one(done).await.expect("complete"), Outcome::Ok);
+    s.complete_one(done).await.expect("complete");
     let r = s
         .get_result(&id)
         .await
@@ -247,20 +247,18 @@ async fn fenced_complete_ignores_stale_worker() {
         now: later,
         next_run: None,
     };
-    assert_eq!(
-        s.complete_one(stale).await.expect("complete"),
-        Outcome::LeaseLost
-    );
+    // The single-item helpers report a stale token as a LeaseLost error.
+    let err = s.complete_one(stale).await.expect_err("stale complete");
+    assert_eq!(err.kind(), omniq_core::StorageErrorKind::LeaseLost, "{err}");
+    assert_eq!(err.operation(), Some("complete"));
     let stale_fail = Failure {
         lease: first.lease_ref(),
         error: TaskError::new(ErrorType::Runtime, "late"),
         action: FailAction::Fail,
         now: later,
     };
-    assert_eq!(
-        s.fail_one(stale_fail).await.expect("fail"),
-        Outcome::LeaseLost
-    );
+    let err = s.fail_one(stale_fail).await.expect_err("stale fail");
+    assert_eq!(err.kind(), omniq_core::StorageErrorKind::LeaseLost, "{err}");
     let hb = s
         .heartbeat(&[first.lease_ref()], later + LEASE)
         .await
@@ -279,7 +277,7 @@ async fn fenced_complete_ignores_stale_worker() {
         now: later,
         next_run: None,
     };
-    assert_eq!(s.complete_one(ok).await.expect("complete"), Outcome::Ok);
+    s.complete_one(ok).await.expect("complete");
     let missing = Completion {
         lease: omniq_core::LeaseRef {
             task_id: TaskId::new(),
@@ -289,10 +287,8 @@ async fn fenced_complete_ignores_stale_worker() {
         now: later,
         next_run: None,
     };
-    assert_eq!(
-        s.complete_one(missing).await.expect("complete"),
-        Outcome::NotFound
-    );
+    let err = s.complete_one(missing).await.expect_err("missing task");
+    assert!(err.is_not_found(), "{err}");
 }
 
 #[tokio::test]
@@ -361,7 +357,7 @@ async fn expired_results_are_not_returned() {
         now: long_ago,
         next_run: None,
     };
-    assert_eq!(s.complete_one(done).await.expect("complete"), Outcome::Ok);
+    s.complete_one(done).await.expect("complete");
     assert!(s.get_result(&id).await.expect("get_result").is_none());
     assert_eq!(s.purge_results(now()).await.expect("purge"), 1);
     assert!(
@@ -536,16 +532,14 @@ async fn errors_written_with_the_other_serializer_still_decode() {
         .id;
     let c = claim(&json, "default", 1, t0).await;
     let error = TaskError::new(ErrorType::Network, "reset").with_context("host", "db1");
-    let out = json
-        .fail_one(Failure {
-            lease: c[0].lease_ref(),
-            error: error.clone(),
-            action: FailAction::Retry { at: t0 },
-            now: t0,
-        })
-        .await
-        .expect("fail");
-    assert_eq!(out, Outcome::Ok);
+    json.fail_one(Failure {
+        lease: c[0].lease_ref(),
+        error: error.clone(),
+        action: FailAction::Retry { at: t0 },
+        now: t0,
+    })
+    .await
+    .expect("fail");
     json.close().await.expect("close");
     let msgpack = SqliteStorage::open(&path).await.expect("msgpack storage");
     let got = msgpack.get_task(&id).await.expect("get").expect("exists");

@@ -312,9 +312,12 @@ impl AsyncTaskQueue {
 
     /// T7: move a task to `eta` (Failed tasks are retried by hand this way).
     pub async fn reschedule(&self, id: &TaskId, eta: OffsetDateTime) -> Result<()> {
-        self.storage.reschedule(id, eta).await.inspect_err(|e| {
-            events::log_storage_error("reschedule", e);
-        })?;
+        self.storage
+            .reschedule(id, eta, self.clock.now())
+            .await
+            .inspect_err(|e| {
+                events::log_storage_error("reschedule", e);
+            })?;
         tracing::info!(target: "omniq::queue", task_id = %id, operation = "reschedule", correlation_id = %id, eta = %eta, "Task rescheduled: {id} at {eta}");
         Ok(())
     }

@@ -445,8 +445,9 @@ impl Storage for Probe {
         &self,
         id: &omniq::TaskId,
         eta: time::OffsetDateTime,
+        now: time::OffsetDateTime,
     ) -> Result<(), omniq::StorageError> {
-        self.inner.reschedule(id, eta).await
+        self.inner.reschedule(id, eta, now).await
     }
     async fn get_result(
         &self,

@@ -1,0 +1,214 @@
+//! The two hot paths that put tasks in and take them out: batch enqueue (with unique
+//! keys) and batch claim (with redelivery of expired leases).
+
+use crate::convert::{self, TaskRow, duration_micros, encode_error, micros};
+use crate::error::{Error, Result, corrupt};
+use crate::schema::{Query, shape_index, split_shapes};
+use crate::storage::{SqliteStorage, validate_queue};
+use omniq_core::{
+    ClaimRequest, Claimed, Enqueued, Lease, LeaseToken, Task, TaskId, TaskStatus, Wake,
+};
+use sqlx::Row;
+use std::collections::HashSet;
+
+impl SqliteStorage {
+    pub(crate) async fn enqueue_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
+        self.check_open()?;
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let format = self.inner.format;
+        let mut errors = Vec::with_capacity(tasks.len());
+        for t in &tasks {
+            validate_queue(&t.queue)?;
+            errors.push(
+                t.error
+                    .as_ref()
+                    .map(|e| encode_error(format, e))
+                    .transpose()?,
+            );
+        }
+        let sql = &self.inner.sql;
+        let mut out = Vec::with_capacity(tasks.len());
+        let mut tx = self.begin().await?;
+        let mut offset = 0;
+        let mut errors = errors.into_iter();
+        for size in split_shapes(tasks.len()) {
+            let chunk = &tasks[offset..offset + size];
+            offset += size;
+            let unique = chunk.iter().any(|t| t.unique_key.is_some());
+            let idx = shape_index(size);
+            let text = if unique {
+                &sql.insert_returning[idx]
+            } else {
+                &sql.insert[idx]
+            };
+            let mut q = sqlx::query(text);
+            for t in chunk {
+                q = bind_task(q, t, errors.next().flatten())?;
+            }
+            if !unique {
+                q.execute(&mut *tx).await?;
+                out.extend(chunk.iter().map(|t| Enqueued {
+                    id: t.id,
+                    duplicate: false,
+                }));
+                continue;
+            }
+            let rows = q.fetch_all(&mut *tx).await?;
+            let mut inserted = HashSet::with_capacity(rows.len());
+            for row in &rows {
+                let id: String = row.try_get(0)?;
+                inserted.insert(id);
+            }
+            for t in chunk {
+                let id = t.id.to_string();
+                if inserted.remove(&id) {
+                    out.push(Enqueued {
+                        id: t.id,
+                        duplicate: false,
+                    });
+                    continue;
+                }
+                // Not inserted: a live task holds its (queue, unique_key).
+                let key = t
+                    .unique_key
+                    .as_deref()
+                    .ok_or_else(|| Error::NotInserted(id.clone()))?;
+                let existing: Option<String> = sqlx::query_scalar(&sql.find_unique)
+                    .bind(t.queue.as_str())
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let existing = existing
+                    .ok_or(Error::NotInserted(id))?
+                    .parse::<TaskId>()
+                    .map_err(|e| corrupt(format!("stored task id: {e}")))?;
+                out.push(Enqueued {
+                    id: existing,
+                    duplicate: true,
+                });
+            }
+        }
+        tx.commit().await?;
+        self.wake_work(
+            tasks
+                .iter()
+                .zip(&out)
+                .filter(|(_, e)| !e.duplicate)
+                .map(|(t, _)| t.queue.as_str()),
+        );
+        Ok(out)
+    }
+
+    pub(crate) async fn claim_tasks(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        self.check_open()?;
+        let mut queues: Vec<&str> = Vec::with_capacity(req.queues.len());
+        for q in &req.queues {
+            validate_queue(q)?;
+            if !queues.contains(&q.as_str()) {
+                queues.push(q);
+            }
+        }
+        if req.limit == 0 || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let format = self.inner.format;
+        let now = micros(req.now);
+        let until_t = req.now + req.lease;
+        let until = micros(until_t);
+        let limit = i64::try_from(req.limit).unwrap_or(i64::MAX);
+        let expire_sql = self.inner.sql.expire(queues.len());
+        let claim_sql = self.inner.sql.claim(queues.len());
+
+        let mut tx = self.begin().await?;
+        // Expired leases first: back to Pending (claimable below), or Cancelled when
+        // their cancellation was requested (their worker is gone; nobody would act on it).
+        let mut q = sqlx::query(&expire_sql).bind(now);
+        for queue in &queues {
+            q = q.bind(*queue);
+        }
+        let expired = q.fetch_all(&mut *tx).await?;
+        let mut finished = Vec::new();
+        for row in &expired {
+            let status: &str = row.try_get(2)?;
+            if status == TaskStatus::Cancelled.as_str() {
+                let id: String = row.try_get(0)?;
+                sqlx::query(&self.inner.sql.cancel_result)
+                    .bind(id.as_str())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                finished.push(id);
+            }
+        }
+        let mut q = sqlx::query(&claim_sql).bind(until).bind(now).bind(limit);
+        for queue in &queues {
+            q = q.bind(*queue);
+        }
+        let rows = q.fetch_all(&mut *tx).await?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| convert::task_from_row(r, format))
+            .collect::<Result<Vec<TaskRow>>>()?;
+        tx.commit().await?;
+
+        for id in finished {
+            if let Ok(task_id) = id.parse::<TaskId>() {
+                self.wake(Wake::Finished { task_id });
+            }
+        }
+        if expired.len() > claimed.len() {
+            // Some redelivered tasks did not fit this claim: tell other workers.
+            self.wake_work(queues.iter().copied());
+        }
+        // RETURNING gives no order: restore the claim order.
+        claimed.sort_by(|a, b| {
+            b.task
+                .priority
+                .cmp(&a.task.priority)
+                .then(a.run_at.cmp(&b.run_at))
+                .then(a.seq.cmp(&b.seq))
+        });
+        Ok(claimed
+            .into_iter()
+            .map(|r| Claimed {
+                task: r.task,
+                lease: Lease {
+                    token: LeaseToken(r.lease_token),
+                    until: until_t,
+                },
+            })
+            .collect())
+    }
+}
+
+fn status_text(status: TaskStatus) -> &'static str {
+    // A task cannot be stored Running without a lease; it starts Pending.
+    match status {
+        TaskStatus::Running => TaskStatus::Pending.as_str(),
+        s => s.as_str(),
+    }
+}
+
+/// Binds one row of [`crate::schema::INSERT_ARITY`] values.
+fn bind_task<'q>(q: Query<'q>, t: &'q Task, error: Option<Vec<u8>>) -> Result<Query<'q>> {
+    Ok(q.bind(t.id.to_string())
+        .bind(t.func_path.as_str())
+        .bind(t.args.as_bytes())
+        .bind(t.queue.as_str())
+        .bind(i64::from(t.priority))
+        .bind(status_text(t.status))
+        .bind(t.schedule.eta.map(micros))
+        .bind(micros(t.effective_eta()))
+        .bind(t.schedule.interval.map(duration_micros))
+        .bind(i64::from(t.max_retries))
+        .bind(t.timeout.map(duration_micros))
+        .bind(i64::from(t.attempts))
+        .bind(micros(t.created_at))
+        .bind(micros(t.updated_at))
+        .bind(t.last_attempt_at.map(micros))
+        .bind(error)
+        .bind(t.unique_key.as_deref())
+        .bind(convert::encode_backoff(t.backoff.as_ref())?))
+}

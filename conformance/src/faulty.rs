@@ -89,6 +89,12 @@ macro_rules! faulty_storage {
             async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>, StorageError> {
                 Hooks::on_claim(self, req).await
             }
+            async fn next_due(
+                &self,
+                queues: &[String],
+            ) -> Result<Option<OffsetDateTime>, StorageError> {
+                self.inner.next_due(queues).await
+            }
             async fn heartbeat(
                 &self,
                 leases: &[LeaseRef],

@@ -133,6 +133,7 @@ macro_rules! __conformance_case_list {
             wake_on_release_and_retry,
             boundaries_are_inclusive,
             close_twice_is_ok,
+            next_due_reports_earliest_eta_and_lease_expiry,
             enqueue_existing_id_is_conflict,
             retry_logic_works_with_backend,
             retryable_failure_is_pending_with_later_eta,

@@ -249,6 +249,11 @@ pub(super) fn cases() -> Vec<Case> {
             ["T12"]
         ),
         case!(
+            next_due_reports_earliest_eta_and_lease_expiry,
+            "next_due() is the earliest pending eta or lease expiry of the given queues, None when nothing is pending or running",
+            ["T2", "R1"]
+        ),
+        case!(
             enqueue_existing_id_is_conflict,
             "Enqueueing a task whose id exists is a Conflict error and never overwrites the stored task",
             ["T1", "T15"]
@@ -297,6 +302,66 @@ async fn boundaries_are_inclusive(s: Arc<dyn Storage>) -> Result<(), CaseError> 
             .ctx("purge_results")?,
         1,
         "purge with a later cutoff removes it"
+    );
+    Ok(())
+}
+
+async fn next_due_reports_earliest_eta_and_lease_expiry(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let default = vec![omniq_core::DEFAULT_QUEUE.to_string()];
+    let both = vec![
+        omniq_core::DEFAULT_QUEUE.to_string(),
+        "elsewhere".to_string(),
+    ];
+    ensure_eq!(
+        s.next_due(&default).await.ctx("next_due")?,
+        None,
+        "next_due of an empty queue"
+    );
+    let mut a = task("m.a", now);
+    a.schedule.eta = Some(now + Duration::seconds(10));
+    a.priority = 5;
+    let mut b = task("m.b", now);
+    b.schedule.eta = Some(now + Duration::seconds(5));
+    let mut c = task_on("elsewhere", "m.c", now);
+    c.schedule.eta = Some(now + Duration::seconds(1));
+    let (a_id, b_id) = (a.id, b.id);
+    enqueue(&*s, vec![a, b, c]).await?;
+    ensure_eq!(
+        s.next_due(&default).await.ctx("next_due")?,
+        Some(now + Duration::seconds(5)),
+        "the earliest eta of the queue, whatever the priorities"
+    );
+    ensure_eq!(
+        s.next_due(&both).await.ctx("next_due")?,
+        Some(now + Duration::seconds(1)),
+        "the earliest eta over both queues"
+    );
+    let first = claim_one(&*s, b_id, now + Duration::seconds(5)).await?;
+    ensure_eq!(
+        s.next_due(&default).await.ctx("next_due")?,
+        Some(now + Duration::seconds(10)),
+        "the pending eta comes before the new lease's expiry"
+    );
+    let second = claim_one(&*s, a_id, now + Duration::seconds(10)).await?;
+    ensure_eq!(
+        s.next_due(&default).await.ctx("next_due")?,
+        Some(first.lease.until),
+        "with nothing pending, the earliest lease expiry"
+    );
+    for c in [first, second] {
+        ensure_eq!(
+            complete(&*s, c.lease_ref(), now + Duration::seconds(11), None).await?,
+            Outcome::Ok,
+            "complete"
+        );
+    }
+    ensure_eq!(
+        s.next_due(&default).await.ctx("next_due")?,
+        None,
+        "finished tasks never count"
     );
     Ok(())
 }
@@ -1470,6 +1535,11 @@ async fn close_makes_later_calls_fail_closed(s: Arc<dyn Storage>) -> Result<(), 
     );
     ensure_kind!(claim_req(&*s, now).await, Closed, "claim after close");
     ensure_kind!(s.counts(None).await, Closed, "counts after close");
+    ensure_kind!(
+        s.next_due(&[omniq_core::DEFAULT_QUEUE.to_string()]).await,
+        Closed,
+        "next_due after close"
+    );
     Ok(())
 }
 
@@ -2035,6 +2105,11 @@ async fn close_fails_every_operation(s: Arc<dyn Storage>) -> Result<(), CaseErro
         "list_tasks after close"
     );
     ensure_kind!(s.counts(None).await, Closed, "counts after close");
+    ensure_kind!(
+        s.next_due(&[omniq_core::DEFAULT_QUEUE.to_string()]).await,
+        Closed,
+        "next_due after close"
+    );
     ensure_kind!(
         s.purge_results(now).await,
         Closed,

@@ -371,6 +371,17 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   Duplicate queue names count once.
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>, StorageError>;
 
+    /// The earliest instant at which a claim on `queues` could return a task: the
+    /// smallest eta (`created_at` without one) of their Pending tasks and `until` of their
+    /// Running tasks' leases. The runtime sleeps until then instead of polling.
+    ///
+    /// # Behavior
+    /// - `None` when the queues hold no Pending or Running task; finished tasks never
+    ///   count. The instant may be in the past (work is due now).
+    /// - Must not scan a whole queue: answer from an index (or equivalent) ordered by eta
+    ///   and by lease expiry (case: `next_due_reports_earliest_eta_and_lease_expiry`).
+    async fn next_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>, StorageError>;
+
     /// Extend leases to `until`.
     ///
     /// # Behavior

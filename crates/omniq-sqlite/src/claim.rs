@@ -10,6 +10,7 @@ use omniq_core::{
 };
 use sqlx::Row;
 use std::collections::HashSet;
+use time::OffsetDateTime;
 
 impl SqliteStorage {
     pub(crate) async fn enqueue_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
@@ -180,6 +181,28 @@ impl SqliteStorage {
                 },
             })
             .collect())
+    }
+}
+
+impl SqliteStorage {
+    pub(crate) async fn earliest_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>> {
+        let mut distinct: Vec<&str> = Vec::with_capacity(queues.len());
+        for q in queues {
+            validate_queue(q)?;
+            if !distinct.contains(&q.as_str()) {
+                distinct.push(q);
+            }
+        }
+        if distinct.is_empty() {
+            return Ok(None);
+        }
+        let text = self.inner.sql.next_due(distinct.len());
+        let mut q = sqlx::query_scalar::<_, Option<i64>>(&text);
+        for queue in &distinct {
+            q = q.bind(*queue);
+        }
+        let min = q.fetch_one(self.reader()?).await?;
+        min.map(convert::from_micros).transpose()
     }
 }
 

@@ -12,9 +12,10 @@ use sqlx::{Executor, Sqlite, SqlitePool};
 pub(crate) type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
 /// Ordered migrations: `(version, SQL with `{ns}` placeholders)`. Append only.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE IF NOT EXISTS "{ns}_tasks" (
     seq              INTEGER PRIMARY KEY AUTOINCREMENT,
     id               TEXT    NOT NULL UNIQUE,
@@ -59,10 +60,21 @@ CREATE INDEX IF NOT EXISTS "{ns}_results_finished" ON "{ns}_results" (finished_a
 CREATE INDEX IF NOT EXISTS "{ns}_tasks_finished" ON "{ns}_tasks" (updated_at)
     WHERE status IN ('success', 'failed', 'cancelled');
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE INDEX IF NOT EXISTS "{ns}_tasks_due"
+    ON "{ns}_tasks" (queue, run_at) WHERE status = 'pending';
+DROP INDEX IF EXISTS "{ns}_tasks_lease";
+CREATE INDEX IF NOT EXISTS "{ns}_tasks_lease_by_queue"
+    ON "{ns}_tasks" (queue, lease_until) WHERE status = 'running';
+"#,
+    ),
+];
 
 /// The latest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i64 = 1;
+pub(crate) const LATEST_VERSION: i64 = 2;
 
 fn subst(template: &str, ns: &str) -> String {
     template.replace("{ns}", ns)
@@ -404,6 +416,26 @@ impl Sql {
         )
     }
 
+    /// The earliest pending `run_at` or running `lease_until` of the queues bound as
+    /// ?1…: one index seek per queue and state (`_due`, `_lease_by_queue`).
+    pub(crate) fn next_due(&self, queues: usize) -> String {
+        let t = &self.tasks;
+        let arms = (1..=queues)
+            .flat_map(|q| {
+                [
+                    format!(
+                        "SELECT min(run_at) AS at FROM {t} WHERE status = 'pending' AND queue = ?{q}"
+                    ),
+                    format!(
+                        "SELECT min(lease_until) AS at FROM {t} WHERE status = 'running' AND queue = ?{q}"
+                    ),
+                ]
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        format!("SELECT min(at) FROM ({arms})")
+    }
+
     /// A page of tasks: ?1 cursor id (or NULL), ?2 status (or NULL), ?3 queue (or NULL), ?4 limit.
     pub(crate) fn list(&self, status: bool, queue: bool, cursor: bool) -> String {
         let mut conds = Vec::new();
@@ -492,6 +524,8 @@ mod tests {
             ("expire".into(), sql.expire(2)),
             ("get_task".into(), sql.get_task.clone()),
             ("find_unique".into(), sql.find_unique.clone()),
+            ("next_due 1 queue".into(), sql.next_due(1)),
+            ("next_due 2 queues".into(), sql.next_due(2)),
         ];
         for i in [0, SHAPES.len() - 1] {
             checks.push(("complete results".into(), sql.complete_results[i].clone()));

@@ -145,6 +145,10 @@ impl Storage for SqliteStorage {
         self.claim_tasks(req).await.operation("claim")
     }
 
+    async fn next_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>, StorageError> {
+        self.earliest_due(queues).await.operation("next_due")
+    }
+
     async fn heartbeat(
         &self,
         leases: &[LeaseRef],

@@ -395,6 +395,12 @@ impl Storage for Probe {
         self.peak.fetch_max(now, Ordering::SeqCst);
         Ok(got)
     }
+    async fn next_due(
+        &self,
+        queues: &[String],
+    ) -> Result<Option<time::OffsetDateTime>, omniq::StorageError> {
+        self.inner.next_due(queues).await
+    }
     async fn heartbeat(
         &self,
         l: &[omniq::LeaseRef],

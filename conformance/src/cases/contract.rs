@@ -1243,7 +1243,7 @@ async fn populate(
     let ok = complete(s, claimed[0].lease_ref(), now, None).await?;
     ensure_eq!(ok, Outcome::Ok, "complete");
     let failed = fail_item(
-        &*s,
+        s,
         Failure {
             lease: claimed[1].lease_ref(),
             error: at_second(TaskError::new(ErrorType::Runtime, "x"), now),

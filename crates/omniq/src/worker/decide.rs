@@ -1,0 +1,125 @@
+//! The decisions about a run, made once, here: whether a task may start, and what a
+//! failed run becomes (retry with back-off, the interval's next slot, or final failure).
+
+use super::Shared;
+use omniq_core::{
+    Backoff, ErrorType, FailAction, Failure, LeaseRef, Task, TaskError, next_interval_slot,
+};
+use time::{Duration, OffsetDateTime};
+
+/// Tasks that must not start: crash-looping ones and oversized payloads.
+pub(super) fn refuse(shared: &Shared, task: &Task) -> Option<TaskError> {
+    // A task redelivered after more lease expiries than allowed keeps killing workers:
+    // stop it instead of crash-looping.
+    let limit = task
+        .max_retries
+        .saturating_add(1)
+        .saturating_add(shared.opts.max_redeliveries);
+    if task.attempts > limit {
+        return Some(
+            TaskError::new(
+                ErrorType::System,
+                format!(
+                    "task was claimed {} times (max_retries {}, max_redeliveries {}); earlier runs never reported back (worker crash or lease expiry)",
+                    task.attempts, task.max_retries, shared.opts.max_redeliveries
+                ),
+            )
+            .with_retryable(false),
+        );
+    }
+    if task.args.len() > shared.opts.max_payload_bytes {
+        return Some(
+            TaskError::new(
+                ErrorType::Validation,
+                format!(
+                    "payload of {} bytes exceeds the worker's max_payload_bytes ({})",
+                    task.args.len(),
+                    shared.opts.max_payload_bytes
+                ),
+            )
+            .with_retryable(false)
+            .with_context("payload_bytes", task.args.len()),
+        );
+    }
+    None
+}
+
+pub(super) fn timeout_error(limit: Duration) -> TaskError {
+    TaskError::new(
+        ErrorType::Timeout,
+        format!("Task exceeded {} second limit", limit.as_seconds_f64()),
+    )
+    .with_retryable(true)
+    .with_context("timeout_seconds", limit.as_seconds_f64())
+}
+
+/// The anchor of an interval task's slot lattice: kept in the error context across
+/// retries so a retried run does not shift later slots.
+const SLOT_KEY: &str = "interval_slot";
+
+pub(super) fn slot_anchor(task: &Task) -> OffsetDateTime {
+    task.error
+        .as_ref()
+        .and_then(|e| e.context.get(SLOT_KEY))
+        .and_then(|v| v.as_str())
+        .and_then(|s| OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_else(|| task.effective_eta())
+}
+
+/// The task's own back-off, else its handler's, else its queue's, else the pool's.
+fn backoff_for(shared: &Shared, task: &Task) -> Backoff {
+    task.backoff
+        .or_else(|| shared.opts.handler_backoff.get(&task.func_path).copied())
+        .or_else(|| shared.opts.queue_backoff.get(&task.queue).copied())
+        .unwrap_or(shared.opts.backoff)
+}
+
+/// Decides retry / next run / fail for a failed run; also says whether it will retry.
+pub(super) fn failure_for(
+    shared: &Shared,
+    task: &Task,
+    mut error: TaskError,
+    lease: LeaseRef,
+) -> (Failure, bool) {
+    let now = shared.queue.clock.now();
+    error.retry_count = task.attempts.saturating_sub(1);
+    error.max_retries = task.max_retries;
+    let anchor = slot_anchor(task);
+    let action = if error.can_retry() {
+        let delay = backoff_for(shared, task)
+            .delay(task.attempts, random_unit())
+            .min(omniq_core::MAX_BACKOFF);
+        if task.schedule.interval.is_some() {
+            if let Ok(s) = anchor.format(&time::format_description::well_known::Rfc3339) {
+                error
+                    .context
+                    .insert(SLOT_KEY.into(), serde_json::Value::String(s));
+            }
+        }
+        FailAction::Retry {
+            at: now.checked_add(delay).unwrap_or(now),
+        }
+    } else if let Some(interval) = task.schedule.interval {
+        FailAction::NextRun {
+            at: next_interval_slot(anchor, interval, now),
+        }
+    } else {
+        FailAction::Fail
+    };
+    let will_retry = matches!(action, FailAction::Retry { .. });
+    (
+        Failure {
+            lease,
+            error,
+            action,
+            now,
+        },
+        will_retry,
+    )
+}
+
+/// A uniform random number in [0, 1) for back-off jitter.
+fn random_unit() -> f64 {
+    let bits = uuid::Uuid::new_v4().as_u128() as u64;
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}

@@ -1,0 +1,250 @@
+//! The executor: one per claimed task. Waits for a run slot, starts the handler in its
+//! own tokio task, enforces the timeout, and turns what happened into the outcome the
+//! completer stores — the retry / next-run / fail decision is made here, once.
+
+use super::completer::{Done, DoneKind, Msg};
+use super::decide::{failure_for, refuse, slot_anchor, timeout_error};
+use super::leases::Interrupt;
+use super::{Shared, log_storage_error};
+use crate::handler::TaskCtx;
+use crate::logging as events;
+use futures::FutureExt;
+use omniq_core::{
+    Claimed, Completion, ErrorType, FailAction, Failure, LeaseRef, Payload, Task, TaskError,
+    next_interval_slot,
+};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+use tracing::Instrument;
+
+/// How an executor ended (counted by shutdown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RunEnd {
+    /// The handler ran and its outcome went to the completer.
+    Finished,
+    /// The pool stopped before the task started: the claim was handed back.
+    HandedBack,
+    /// Another claim owns the task now; nothing was recorded.
+    Interrupted,
+}
+
+/// What one run of a handler produced.
+enum RunOutcome {
+    Ok(Option<Payload>),
+    Err(TaskError),
+    Interrupted(Interrupt),
+}
+
+/// Forgets a run's lease if the executor panics before handing its outcome to the
+/// completer, so the lease is not heartbeated forever. (An aborted executor keeps its
+/// lease on purpose: shutdown hands those back.)
+struct LeaseGuard<'a> {
+    shared: &'a Shared,
+    lease: LeaseRef,
+    armed: bool,
+}
+
+impl Drop for LeaseGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed && std::thread::panicking() {
+            self.shared.leases.forget(&self.lease);
+        }
+    }
+}
+
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    claimed: Claimed,
+    permit: OwnedSemaphorePermit,
+    mut stop: watch::Receiver<bool>,
+) -> RunEnd {
+    let lease = claimed.lease_ref();
+    let task = claimed.task;
+    let mut guard = LeaseGuard {
+        shared: &shared,
+        lease,
+        armed: true,
+    };
+    // Wait for a run slot, unless the pool is stopping: then hand the claim back.
+    let slot = tokio::select! {
+        biased;
+        _ = stop.wait_for(|s| *s) => None,
+        s = Arc::clone(&shared.run_slots).acquire_owned() => s.ok(),
+    };
+    let Some(slot) = slot else {
+        let now = shared.queue.clock.now();
+        match shared
+            .call("release", shared.storage().release(&[lease], now))
+            .await
+        {
+            Ok(_) => shared.leases.forget(&lease),
+            Err(e) => log_storage_error(&e),
+        }
+        guard.armed = false;
+        drop(permit);
+        return RunEnd::HandedBack;
+    };
+    // Every line of this run carries task_id, operation, worker and correlation_id (the
+    // task id: one id follows a task from enqueue through every run and retry). The run
+    // logs two lines at INFO: started; completed with its duration, or failed.
+    let span = events::task_span(&task.id, &"process_task", &task.id, Some(&shared.opts.name));
+    let end = async {
+        let started = Instant::now();
+        events::log_task_started(task.id, task.attempts);
+        let outcome = execute(&shared, &task, &lease, slot).await;
+        let elapsed = started.elapsed();
+        // The failure lines carry the run's duration too.
+        tracing::Span::current().record("duration_ms", elapsed.as_secs_f64() * 1000.0);
+        let kind = match outcome {
+            RunOutcome::Interrupted(Interrupt::LeaseLost) => {
+                tracing::warn!(target: "omniq::worker", task_id = %task.id, "Task lease lost: {} (another worker owns it now; result discarded)", task.id);
+                shared.leases.forget(&lease);
+                return RunEnd::Interrupted;
+            }
+            RunOutcome::Interrupted(Interrupt::Cancelled) => {
+                let err = TaskError::new(ErrorType::User, "Task cancelled while running")
+                    .with_retryable(false);
+                events::log_task_failed(task.id, &err, false);
+                DoneKind::Fail(Failure {
+                    lease,
+                    error: err,
+                    action: FailAction::Fail,
+                    now: shared.queue.clock.now(),
+                })
+            }
+            RunOutcome::Ok(result) => {
+                events::log_task_completed(task.id, task.attempts, elapsed);
+                let now = shared.queue.clock.now();
+                let next_run = task
+                    .schedule
+                    .interval
+                    .map(|i| next_interval_slot(slot_anchor(&task), i, now));
+                DoneKind::Complete(Completion {
+                    lease,
+                    result,
+                    now,
+                    next_run,
+                })
+            }
+            RunOutcome::Err(err) => {
+                if err.error_type == ErrorType::Decode {
+                    events::log_serialization_error(task.id, &err);
+                }
+                let (failure, will_retry) = failure_for(&shared, &task, err, lease);
+                events::log_task_failed(task.id, &failure.error, will_retry);
+                if let FailAction::Retry { at } = failure.action {
+                    events::log_task_retry(task.id, task.attempts.saturating_add(1), at);
+                }
+                DoneKind::Fail(failure)
+            }
+        };
+        if shared.done_tx.send(Msg::Done(Done { kind, permit })).is_err() {
+            // Stop heartbeating it, so the lease expires and the task is redelivered.
+            shared.leases.forget(&lease);
+            tracing::error!(target: "omniq::worker", task_id = %task.id, "completion channel closed; outcome left to lease expiry");
+        }
+        RunEnd::Finished
+    }
+    .instrument(span)
+    .await;
+    guard.armed = false;
+    end
+}
+
+/// Runs one claimed task. `slot` is its run slot: it moves into the handler's task and
+/// is freed only when that task really ends, even past a timeout or an abort, so
+/// `concurrency` is never exceeded.
+async fn execute(
+    shared: &Arc<Shared>,
+    task: &Task,
+    lease: &LeaseRef,
+    slot: OwnedSemaphorePermit,
+) -> RunOutcome {
+    if let Some(err) = refuse(shared, task) {
+        return RunOutcome::Err(err);
+    }
+    let Some(handler) = shared.registry.get(&task.func_path) else {
+        return RunOutcome::Err(
+            TaskError::new(
+                ErrorType::Validation,
+                format!(
+                    "no handler registered for '{}' (registered: {})",
+                    task.func_path,
+                    shared.registry.names().join(", ")
+                ),
+            )
+            .with_retryable(false)
+            .with_context("func_path", &task.func_path),
+        );
+    };
+    let ctx = TaskCtx {
+        task_id: task.id,
+        func_path: task.func_path.clone(),
+        attempt: task.attempts,
+        queue: task.queue.clone(),
+        correlation_id: task.id.to_string(),
+    };
+    let args = task.args.clone();
+    let format = shared.queue.format;
+    let spawned_at = Instant::now();
+    let started = shared.leases.start(lease, shared.queue.clock.now(), || {
+        tokio::spawn(
+            async move {
+                let _slot = slot;
+                let result = AssertUnwindSafe(handler(args, format, ctx))
+                    .catch_unwind()
+                    .await;
+                (result, Instant::now())
+            }
+            .in_current_span(),
+        )
+    });
+    let mut handle = match started {
+        Ok(handle) => handle,
+        Err(interrupt) => return RunOutcome::Interrupted(interrupt),
+    };
+    // The deadline is enforced here, outside the handler's task, so a handler that never
+    // yields is still recorded as timed out (and aborted at its next yield).
+    let joined = match task.timeout {
+        Some(limit) => {
+            tokio::select! {
+                r = &mut handle => Some(r),
+                _ = tokio::time::sleep(limit.unsigned_abs()) => None,
+            }
+        }
+        None => Some((&mut handle).await),
+    };
+    let timed_out = |ended: Instant| {
+        task.timeout
+            .is_some_and(|limit| ended.duration_since(spawned_at) > limit.unsigned_abs())
+    };
+    match joined {
+        // Decided by when the handler really ended, not by which branch won the race: a
+        // handler that blocked its thread past the limit finishes "first" once the thread
+        // returns, and must still be recorded as timed out.
+        Some(Ok((_, ended))) if timed_out(ended) => timeout_outcome(shared, task, lease),
+        Some(Ok((Ok(Ok(result)), _))) => RunOutcome::Ok(result),
+        Some(Ok((Ok(Err(e)), _))) => RunOutcome::Err(e),
+        Some(Ok((Err(panic), _))) => RunOutcome::Err(TaskError::from_panic(&*panic)),
+        None => {
+            handle.abort();
+            timeout_outcome(shared, task, lease)
+        }
+        Some(Err(_)) => RunOutcome::Interrupted(
+            shared
+                .leases
+                .interrupt_of(lease)
+                .unwrap_or(Interrupt::LeaseLost),
+        ),
+    }
+}
+
+/// A run past its timeout: timed out, unless it was interrupted meanwhile.
+fn timeout_outcome(shared: &Shared, task: &Task, lease: &LeaseRef) -> RunOutcome {
+    match shared.leases.interrupt_of(lease) {
+        Some(i) => RunOutcome::Interrupted(i),
+        None => RunOutcome::Err(timeout_error(task.timeout.unwrap_or_default())),
+    }
+}

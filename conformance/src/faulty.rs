@@ -1,4 +1,4 @@
-//! Deliberately faulty backends: the suite's self-test (K5).
+//! Deliberately faulty backends: the suite's self-test.
 //!
 //! A conformance suite that cannot fail proves nothing. Each wrapper here sits around a
 //! correct inner [`Storage`] and breaks exactly one rule; the crate's own test
@@ -7,10 +7,10 @@
 //!
 //! | wrapper | breaks | caught by |
 //! |---|---|---|
-//! | [`ClaimsTwice`] | T2: a claim re-returns tasks already handed out under a live lease | [`ClaimsTwice::TARGETS`] |
-//! | [`IgnoresEta`] | T1/T2: claims as if every eta had passed | [`IgnoresEta::TARGETS`] |
-//! | [`DropsErrorContext`] | M5/T5: stores failures without `TaskError::context` | [`DropsErrorContext::TARGETS`] |
-//! | [`IgnoresFencing`] | T3–T5: reports stale-token writes as applied | [`IgnoresFencing::TARGETS`] |
+//! | [`ClaimsTwice`] | a claim re-returns tasks already handed out under a live lease | [`ClaimsTwice::TARGETS`] |
+//! | [`IgnoresEta`] | claims as if every eta had passed | [`IgnoresEta::TARGETS`] |
+//! | [`DropsErrorContext`] | stores failures without `TaskError::context` | [`DropsErrorContext::TARGETS`] |
+//! | [`IgnoresFencing`] | reports stale-token writes as applied | [`IgnoresFencing::TARGETS`] |
 //!
 //! ```
 //! use omniq_conformance::faulty::{FAULTS, FaultyFactory};
@@ -155,7 +155,7 @@ macro_rules! faulty_storage {
     };
 }
 
-/// Breaks T2: every task a claim hands out is handed out once more by a later claim,
+/// Breaks atomic claims: every task a claim hands out is handed out once more by a later claim,
 /// as if leases did not exist.
 #[derive(Debug)]
 pub struct ClaimsTwice {
@@ -203,7 +203,7 @@ impl Hooks for ClaimsTwice {
 
 faulty_storage!(ClaimsTwice);
 
-/// Breaks T1/T2: claims as though it were a century later, so no eta is ever waited for.
+/// Breaks eta: claims as though it were a century later, so no eta is ever waited for.
 #[derive(Debug)]
 pub struct IgnoresEta {
     inner: Arc<dyn Storage>,
@@ -234,7 +234,7 @@ impl Hooks for IgnoresEta {
 
 faulty_storage!(IgnoresEta);
 
-/// Breaks M5/T5: a failure's `TaskError::context` is dropped before it is stored.
+/// Breaks TaskError storage: a failure's `TaskError::context` is dropped before it is stored.
 #[derive(Debug)]
 pub struct DropsErrorContext {
     inner: Arc<dyn Storage>,
@@ -269,7 +269,7 @@ impl Hooks for DropsErrorContext {
 
 faulty_storage!(DropsErrorContext);
 
-/// Breaks T3–T5 fencing: heartbeat, complete and fail report `Ok` for a stale token
+/// Breaks fencing: heartbeat, complete and fail report `Ok` for a stale token
 /// (the write a stale worker makes looks applied to it).
 #[derive(Debug)]
 pub struct IgnoresFencing {

@@ -4,7 +4,7 @@
 //! validation checklists, plus the contract of the [`Storage`] trait (atomic claims,
 //! eta, leases and fencing, batches, unique keys, namespaces, purge, listing, cancel,
 //! close, wake-ups), as named cases any backend — ours or a third party's — runs in one
-//! line (K1–K3).
+//! line.
 //!
 //! A backend supplies a [`StorageFactory`]: a fresh, isolated instance (its own
 //! namespace) per case and, optionally, a broken instance whose calls fail, for the
@@ -51,7 +51,7 @@
 //! Cases that need a [`Capabilities`](omniq_core::Capabilities) flag the backend does
 //! not report are `skipped: requires <capability>`, never silently passed. The suite
 //! proves it can fail: [`faulty`] holds deliberately broken wrappers, and this crate's
-//! own tests check that each one fails the cases aimed at its fault (K5).
+//! own tests check that each one fails the cases aimed at its fault.
 //!
 //! Environment:
 //! - `OMNIQ_REQUIRE_SERVICES=1`: a backend whose service is unreachable fails every
@@ -83,7 +83,7 @@ pub use runner::__run_case;
 
 use omniq_core::{Storage, StorageError};
 
-/// How the suite gets storage instances for one backend (K3).
+/// How the suite gets storage instances for one backend.
 ///
 /// ```
 /// # use std::sync::Arc;

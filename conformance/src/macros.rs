@@ -1,4 +1,4 @@
-//! `conformance_tests!` (K2): one `#[test]` per case.
+//! `conformance_tests!`: one `#[test]` per case.
 //!
 //! The id list below must match [`crate::cases()`]; a unit test checks it. When a case
 //! is added to the registry, add its id here too.

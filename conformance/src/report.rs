@@ -1,4 +1,4 @@
-//! The runner's report: a checklist on stdout and the K2 JSON file.
+//! The runner's report: a checklist on stdout and the JSON file.
 
 use serde::Serialize;
 use std::fmt;
@@ -42,7 +42,7 @@ impl fmt::Display for CaseStatus {
     }
 }
 
-/// One case's line in the report (K2).
+/// One case's line in the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CaseReport {
     /// The case id.
@@ -58,7 +58,7 @@ pub struct CaseReport {
     pub reason: String,
 }
 
-/// The whole report for one backend (K2):
+/// The whole report for one backend:
 /// `{"backend": "...", "cases": [{"id", "checklist", "requirements", "status", "reason"}]}`.
 ///
 /// Cases filtered out on the command line are not listed.

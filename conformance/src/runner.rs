@@ -64,7 +64,7 @@ fn require_services() -> bool {
         .unwrap_or(false)
 }
 
-/// Runs the case `id` with fresh instances from `factory` (K5: the suite's own tests
+/// Runs the case `id` with fresh instances from `factory` (the suite's own tests
 /// use this to run targeted cases against faulty backends).
 ///
 /// Must be awaited on a multi-thread tokio runtime (the concurrency case spawns
@@ -226,7 +226,7 @@ async fn probe<F: StorageFactory + ?Sized>(factory: &F) -> Probe {
     }
 }
 
-/// The K2 runner: every case as a libtest trial named `conformance::<id>`, then a
+/// The runner: every case as a libtest trial named `conformance::<id>`, then a
 /// checklist report on stdout and, when `OMNIQ_CONFORMANCE_REPORT_DIR` is set, the JSON
 /// report in `<dir>/<backend>.json`. Use it as `main` of a `harness = false` test.
 ///

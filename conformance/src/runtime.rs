@@ -1,4 +1,4 @@
-//! Runtime-level cases (R1–R6): the guide's "Retry logic works with your storage
+//! Runtime-level cases: the guide's "Retry logic works with your storage
 //! backend", "Interval tasks reschedule correctly", "Worker creates TaskError on
 //! exceptions" and "Test both interfaces work correctly" lines, run through a real
 //! [`omniq::AsyncWorkerPool`] and [`omniq::AsyncTaskQueue`] over the backend under test.
@@ -107,7 +107,7 @@ async fn stop(p: &AsyncWorkerPool) -> CaseResult {
     rt(p.stop(Duration::from_secs(10)).await, "stopping the pool").map(|_| ())
 }
 
-/// R2: a retryable failure goes back to Pending with a later eta, then succeeds; the
+/// A retryable failure goes back to Pending with a later eta, then succeeds; the
 /// attempts and the retry's TaskError are persisted by the backend.
 async fn retry_logic_works_with_backend(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
@@ -166,7 +166,7 @@ async fn retry_logic_works_with_backend(storage: Arc<dyn Storage>) -> CaseResult
     Ok(())
 }
 
-/// R2: the intermediate state after a retryable failure is Pending with a later eta,
+/// The intermediate state after a retryable failure is Pending with a later eta,
 /// attempts kept, the TaskError stored on the task, and no result yet.
 async fn retryable_failure_is_pending_with_later_eta(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
@@ -229,7 +229,7 @@ async fn retryable_failure_is_pending_with_later_eta(storage: Arc<dyn Storage>) 
     Ok(())
 }
 
-/// R2: a task's own back-off wins over the worker's: with the pool's back-off at one
+/// A task's own back-off wins over the worker's: with the pool's back-off at one
 /// hour, a task enqueued with `Backoff::None` is retried at once and succeeds.
 async fn task_backoff_overrides_the_workers(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
@@ -266,7 +266,7 @@ async fn task_backoff_overrides_the_workers(storage: Arc<dyn Storage>) -> CaseRe
     Ok(())
 }
 
-/// R2: a non-retryable TaskError stops at once: Failed after one attempt.
+/// A non-retryable TaskError stops at once: Failed after one attempt.
 async fn non_retryable_error_stops_at_once(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
     let mut p = pool(&queue)?;
@@ -293,7 +293,7 @@ async fn non_retryable_error_stops_at_once(storage: Arc<dyn Storage>) -> CaseRes
     Ok(())
 }
 
-/// R2: retries are bounded: max_retries = 2 ⇒ 3 runs, then Failed with the last error.
+/// Retries are bounded: max_retries = 2 ⇒ 3 runs, then Failed with the last error.
 async fn retries_exhaust_into_failed(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
     let mut p = pool(&queue)?;
@@ -331,7 +331,7 @@ async fn retries_exhaust_into_failed(storage: Arc<dyn Storage>) -> CaseResult {
     Ok(())
 }
 
-/// R5: an interval task keeps its id, runs repeatedly, and each next eta lies on the
+/// An interval task keeps its id, runs repeatedly, and each next eta lies on the
 /// original slot lattice (no drift) — also after a retried run; cancel ends the series.
 async fn interval_tasks_reschedule_without_drift(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
@@ -412,7 +412,7 @@ async fn interval_tasks_reschedule_without_drift(storage: Arc<dyn Storage>) -> C
     Ok(())
 }
 
-/// R3/R4/R6: the worker turns a handler error, a panic, a timeout, an unknown handler
+/// The worker turns a handler error, a panic, a timeout, an unknown handler
 /// and an undecodable payload into TaskErrors of the right type — and keeps running.
 async fn worker_creates_task_error_on_exceptions(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
@@ -499,7 +499,7 @@ async fn worker_creates_task_error_on_exceptions(storage: Arc<dyn Storage>) -> C
     }
 }
 
-/// R6: both worker interfaces (queue, and legacy storage) process tasks, and so does the
+/// Both worker interfaces (queue, and legacy storage) process tasks, and so does the
 /// trait form of a handler.
 async fn both_worker_interfaces_process_tasks(storage: Arc<dyn Storage>) -> CaseResult {
     struct Double;
@@ -540,7 +540,7 @@ async fn both_worker_interfaces_process_tasks(storage: Arc<dyn Storage>) -> Case
     Ok(())
 }
 
-/// R1: `wait_result` waits for a task that is not done yet and returns its final result.
+/// `wait_result` waits for a task that is not done yet and returns its final result.
 async fn get_result_waits_for_completion(storage: Arc<dyn Storage>) -> CaseResult {
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
     let id = rt(queue.enqueue("later", &5u32).await, "enqueue")?;

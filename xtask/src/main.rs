@@ -1,12 +1,15 @@
 //! `cargo xtask`: the workspace's automation, in Rust instead of shell scripts.
 //!
 //! - `cargo xtask conformance [--backend file|sqlite|postgres|redis|all] [--report-dir DIR]`
-//!   runs the backend conformance suite (K4) and writes `DIR/<backend>.json`.
+//!   runs the backend conformance suite and writes `DIR/<backend>.json`.
 //! - `cargo xtask ci` runs what CI runs, stopping at the first failure.
 //!
 //! With no arguments it prints help.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+
+#[cfg(test)]
+mod tidy;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -31,9 +34,10 @@ enum Task {
     /// with `all`, an unreachable server is a visible skip unless OMNIQ_REQUIRE_SERVICES=1
     /// is already set.
     Conformance {
-        /// Which backend to run; `all` runs every backend crate in this workspace.
-        #[arg(long, value_enum, default_value_t = Backend::All)]
-        backend: Backend,
+        /// Which backend to run (a crate `crates/omniq-<name>` with a `conformance*` test
+        /// target), or `all` for every one in this workspace.
+        #[arg(long, default_value = "all")]
+        backend: String,
         /// Where the JSON reports go (default: target/conformance).
         #[arg(long, value_name = "DIR")]
         report_dir: Option<PathBuf>,
@@ -43,28 +47,58 @@ enum Task {
     Ci,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Backend {
-    File,
-    Sqlite,
-    Postgres,
-    Redis,
-    All,
+/// A backend crate's conformance test target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    /// The backend name (`crates/omniq-<backend>`).
+    backend: String,
+    /// The test target (`conformance`, `conformance-cluster`, …).
+    test: String,
 }
 
-/// Every backend the project plans, in report order.
-const BACKENDS: [&str; 4] = ["file", "sqlite", "postgres", "redis"];
-
-impl Backend {
-    fn name(self) -> &'static str {
-        match self {
-            Self::File => "file",
-            Self::Sqlite => "sqlite",
-            Self::Postgres => "postgres",
-            Self::Redis => "redis",
-            Self::All => "all",
+/// Every `conformance*` test target of every `crates/omniq-<backend>` crate, by reading
+/// the test files (`tests/conformance*.rs`) and the `[[test]]` names of each manifest.
+fn discover(root: &Path) -> Vec<Target> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root.join("crates")) else {
+        return out;
+    };
+    let mut dirs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    dirs.sort();
+    for dir in dirs {
+        let Some(backend) = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("omniq-"))
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+        let mut tests: Vec<String> = manifest
+            .lines()
+            .filter_map(|l| {
+                let l = l.trim();
+                let v = l
+                    .strip_prefix("name")?
+                    .trim_start()
+                    .strip_prefix('=')?
+                    .trim();
+                let v = v.trim_matches('"');
+                v.starts_with("conformance").then(|| v.to_string())
+            })
+            .collect();
+        if tests.is_empty() && dir.join("tests").join("conformance.rs").is_file() {
+            tests.push("conformance".into());
         }
+        tests.sort();
+        tests.dedup();
+        out.extend(tests.into_iter().map(|test| Target {
+            backend: backend.clone(),
+            test,
+        }));
     }
+    out
 }
 
 fn main() -> ExitCode {
@@ -75,9 +109,9 @@ fn main() -> ExitCode {
             backend,
             report_dir,
         } => {
-            // A backend asked for by name must really run (K4).
-            let require = backend != Backend::All;
-            conformance(&root, backend, report_dir, require)
+            // A backend asked for by name must really run.
+            let require = backend != "all";
+            conformance(&root, &backend, report_dir, require)
         }
         Task::Ci => ci(&root),
     };
@@ -103,21 +137,12 @@ fn cargo() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
-/// Whether the workspace has `crates/omniq-<backend>` with a conformance test.
-fn backend_present(root: &Path, backend: &str) -> bool {
-    root.join("crates")
-        .join(format!("omniq-{backend}"))
-        .join("tests")
-        .join("conformance.rs")
-        .is_file()
-}
-
-/// Runs `cargo test -p omniq-<name> --test conformance` per selected backend, with
-/// `OMNIQ_CONFORMANCE_REPORT_DIR` set, and `OMNIQ_REQUIRE_SERVICES=1` when `require`
-/// (otherwise the variable is inherited as it is).
+/// Runs `cargo test -p omniq-<backend> --test <target>` for each selected conformance
+/// target, with `OMNIQ_CONFORMANCE_REPORT_DIR` set, and `OMNIQ_REQUIRE_SERVICES=1` when
+/// `require` (otherwise the variable is inherited as it is).
 fn conformance(
     root: &Path,
-    backend: Backend,
+    backend: &str,
     report_dir: Option<PathBuf>,
     require: bool,
 ) -> Result<(), String> {
@@ -129,38 +154,30 @@ fn conformance(
             .map_err(|e| format!("cannot read the current directory: {e}"))?
             .join(report_dir)
     };
-
-    let selected: Vec<&str> = match backend {
-        Backend::All => {
-            let (present, absent): (Vec<&str>, Vec<&str>) =
-                BACKENDS.iter().partition(|b| backend_present(root, b));
-            if !absent.is_empty() {
-                println!(
-                    "xtask: not in this workspace yet (no crates/omniq-<name>/tests/conformance.rs): {}",
-                    absent.join(", ")
-                );
-            }
-            if present.is_empty() {
-                return Err("no backend crate with a conformance test in this workspace".into());
-            }
-            present
+    let all = discover(root);
+    if all.is_empty() {
+        return Err("no backend crate with a conformance test target in this workspace".into());
+    }
+    let selected: Vec<&Target> = if backend == "all" {
+        all.iter().collect()
+    } else {
+        let chosen: Vec<&Target> = all.iter().filter(|t| t.backend == backend).collect();
+        if chosen.is_empty() {
+            let mut names: Vec<&str> = all.iter().map(|t| t.backend.as_str()).collect();
+            names.dedup();
+            return Err(format!(
+                "backend {backend:?} is not in this workspace (valid values: {}, all)",
+                names.join(", ")
+            ));
         }
-        named => {
-            if !backend_present(root, named.name()) {
-                return Err(format!(
-                    "backend {} is not in this workspace (crates/omniq-{}/tests/conformance.rs is missing)",
-                    named.name(),
-                    named.name()
-                ));
-            }
-            vec![named.name()]
-        }
+        chosen
     };
-
     let mut failed = Vec::new();
-    for name in &selected {
+    for t in &selected {
         println!(
-            "xtask: conformance: {name} (reports in {})",
+            "xtask: conformance: {} ({}; reports in {})",
+            t.backend,
+            t.test,
             report_dir.display()
         );
         let mut cmd = Command::new(cargo());
@@ -168,20 +185,24 @@ fn conformance(
             .args([
                 "test",
                 "-p",
-                &format!("omniq-{name}"),
+                &format!("omniq-{}", t.backend),
                 "--test",
-                "conformance",
+                &t.test,
             ])
             .env("OMNIQ_CONFORMANCE_REPORT_DIR", &report_dir);
         if require {
             cmd.env("OMNIQ_REQUIRE_SERVICES", "1");
         }
         if !run(&mut cmd)? {
-            failed.push(*name);
+            failed.push(format!("{}/{}", t.backend, t.test));
         }
     }
+    let names: Vec<String> = selected
+        .iter()
+        .map(|t| format!("{}/{}", t.backend, t.test))
+        .collect();
     if failed.is_empty() {
-        println!("xtask: conformance passed: {}", selected.join(", "));
+        println!("xtask: conformance passed: {}", names.join(", "));
         Ok(())
     } else {
         Err(format!("conformance failed: {}", failed.join(", ")))
@@ -199,7 +220,7 @@ fn ci(root: &Path) -> Result<(), String> {
     println!(
         "xtask: ci: conformance: OMNIQ_REQUIRE_SERVICES=1 cargo xtask conformance --backend all"
     );
-    conformance(root, Backend::All, None, true)
+    conformance(root, "all", None, true)
         .map_err(|e| format!("ci failed at step conformance: {e}"))?;
     step(
         "clippy",
@@ -256,13 +277,13 @@ mod tests {
         let cli = Cli::try_parse_from(["xtask", "conformance"]).map_err(|e| e.to_string());
         assert!(
             matches!(
-                cli,
+                &cli,
                 Ok(Cli {
                     command: Task::Conformance {
-                        backend: Backend::All,
+                        backend,
                         report_dir: None
                     }
-                })
+                }) if backend == "all"
             ),
             "{cli:?}"
         );
@@ -278,13 +299,32 @@ mod tests {
     }
 
     #[test]
-    fn sqlite_is_present_and_redis_is_detected_by_its_test_file() {
+    fn backends_are_discovered_from_their_conformance_targets() {
         let root = workspace_root();
-        assert_eq!(
-            backend_present(&root, "sqlite"),
-            root.join("crates/omniq-sqlite/tests/conformance.rs")
-                .is_file()
+        let found = discover(&root);
+        assert!(
+            found.contains(&Target {
+                backend: "sqlite".into(),
+                test: "conformance".into()
+            }),
+            "{found:?}"
         );
-        assert!(!backend_present(&root, "no-such-backend"));
+        // Every discovered target is a real test file or manifest entry of its crate.
+        for t in &found {
+            let dir = root.join("crates").join(format!("omniq-{}", t.backend));
+            assert!(dir.join("Cargo.toml").is_file(), "{t:?}");
+        }
+        assert!(!found.iter().any(|t| t.backend == "core"), "{found:?}");
+    }
+
+    #[test]
+    fn an_unknown_backend_names_the_valid_ones() {
+        let err = conformance(&workspace_root(), "no-such-backend", None, true)
+            .err()
+            .unwrap_or_default();
+        assert!(
+            err.contains("valid values: ") && err.contains("sqlite"),
+            "{err}"
+        );
     }
 }

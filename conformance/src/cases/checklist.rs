@@ -1,6 +1,6 @@
 //! The migration guide's validation checklists, as far as they concern storage:
 //! "Storage Interface Migration" (get_task / reschedule), "Task Interval Type
-//! Migration" and "TaskError Model Migration" (K1).
+//! Migration" and "TaskError Model Migration".
 
 use super::{
     Case, LEASE, at_second, base_now, broken_case, case, claim_none, claim_one, complete, enqueue,

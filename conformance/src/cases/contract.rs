@@ -1,4 +1,4 @@
-//! The storage contract beyond the guide's checklists (K1): claims under concurrency,
+//! The storage contract beyond the guide's checklists: claims under concurrency,
 //! ordering, eta, leases and fencing, heartbeats, batches, unique keys, namespaces,
 //! purge, listing and counts, cancel, close and wake-ups.
 

@@ -1,4 +1,4 @@
-//! The case registry (K1) and the helpers cases share.
+//! The case registry and the helpers cases share.
 //!
 //! Every case is a named async fn over fresh storage that asserts outcomes and error
 //! *kinds*, never message strings. Time is passed in: a case takes one base `now` and
@@ -32,7 +32,7 @@ pub(crate) enum Body {
     Pair(fn(Arc<dyn Storage>, Arc<dyn Storage>) -> CaseFuture),
 }
 
-/// A capability a case needs (T13); a backend without it reports the case
+/// A capability a case needs; a backend without it reports the case
 /// `skipped: requires <name>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Capability {
@@ -83,7 +83,8 @@ pub struct Case {
     /// The migration guide's checklist line this case checks, verbatim, or a short
     /// sentence of the contract it pins.
     pub checklist: &'static str,
-    /// Requirement IDs from REQUIREMENTS.md (`T6`, `M10`, …).
+    /// Requirement IDs this case checks, as defined in the repository's `docs/requirements.md`
+    /// (a letter and a number, such as a storage-contract rule); they appear in the report.
     pub requirements: &'static [&'static str],
     /// The capability the case needs, if any.
     pub capability: Option<Capability>,

@@ -1,4 +1,4 @@
-//! The structured task error model (M5, M6).
+//! The structured task error model.
 
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use time::OffsetDateTime;
 
-/// What kind of failure a [`TaskError`] records (M6).
+/// What kind of failure a [`TaskError`] records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ErrorType {
@@ -67,7 +67,7 @@ impl ErrorType {
         }
     }
 
-    /// The automatic category (M6): timeout→system, validation→user, resource→system,
+    /// The automatic category: timeout→system, validation→user, resource→system,
     /// network→external, runtime→application, others→unknown.
     pub fn category(self) -> ErrorCategory {
         match self {
@@ -131,7 +131,7 @@ pub enum Severity {
     Critical,
 }
 
-/// A structured record of why a task run failed (M5).
+/// A structured record of why a task run failed.
 ///
 /// ```
 /// use omniq_core::{ErrorCategory, ErrorType, TaskError};
@@ -212,7 +212,7 @@ impl TaskError {
         }
     }
 
-    /// Captures an error's type name, message and source chain (M5 `from_error`).
+    /// Captures an error's type name, message and source chain (`from_error`).
     ///
     /// The error type is taken from a [`TaskError`] found in the chain, else inferred
     /// from the chain's text (timeouts, connection errors) and defaults to runtime.
@@ -242,7 +242,7 @@ impl TaskError {
         te
     }
 
-    /// Records a caught panic (R4) from its payload.
+    /// Records a caught panic from its payload.
     pub fn from_panic(payload: &(dyn std::any::Any + Send)) -> Self {
         let msg = if let Some(s) = payload.downcast_ref::<&str>() {
             (*s).to_string()
@@ -303,7 +303,7 @@ impl TaskError {
         self
     }
 
-    /// An old record's plain-string error (M10).
+    /// An old record's plain-string error.
     pub fn from_legacy_message(message: impl Into<String>) -> Self {
         Self::new(ErrorType::Unknown, message)
     }
@@ -374,7 +374,7 @@ fn type_name_hint(err: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-/// Reads `error` as a structured TaskError, or as an old plain string (M10).
+/// Reads `error` as a structured TaskError, or as an old plain string.
 pub(crate) fn deserialize_error_compat<'de, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<TaskError>, D::Error> {

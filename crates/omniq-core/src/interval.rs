@@ -1,9 +1,9 @@
-//! Interval input compatibility (M4) and the interval wire format (M9).
+//! Interval input compatibility and the interval wire format.
 //!
 //! Every API that takes an interval accepts `time::Duration`, `std::time::Duration`
 //! and integer seconds through [`IntoInterval`]. On the wire an interval is written
 //! as `{"type": "timedelta", "total_seconds": 3600.0}`; old records that stored a
-//! bare number of seconds still decode (M10).
+//! bare number of seconds still decode.
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::ser::SerializeMap;
@@ -78,7 +78,7 @@ macro_rules! int_seconds {
 }
 int_seconds!(i32, i64, u32, u64, usize);
 
-/// Writes an interval as `{"type":"timedelta","total_seconds":f64}` (M9).
+/// Writes an interval as `{"type":"timedelta","total_seconds":f64}`.
 pub fn serialize_timedelta<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     let mut m = s.serialize_map(Some(2))?;
     m.serialize_entry("type", "timedelta")?;
@@ -87,7 +87,7 @@ pub fn serialize_timedelta<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
 }
 
 /// Reads an interval written by [`serialize_timedelta`], or a bare number of seconds
-/// (the old integer format, M10).
+/// (the old integer format).
 pub fn deserialize_timedelta<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     d.deserialize_any(TimedeltaVisitor)
 }

@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod clock;
+pub mod compat;
 mod error;
 pub mod interval;
 mod policy;
@@ -32,10 +33,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorCategory, ErrorType, Severity, TaskError};
 pub use interval::{IntervalError, IntoInterval};
 pub use policy::{Backoff, MAX_BACKOFF, next_interval_slot};
-pub use serializer::{
-    Format, JsonSerializer, MsgPackSerializer, SerializationError, Serializer,
-    deserialize_timedelta, serialize_timedelta,
-};
+pub use serializer::{Format, JsonSerializer, MsgPackSerializer, SerializationError, Serializer};
 pub use storage::{
     CancelOutcome, Capabilities, ClaimRequest, Claimed, Completion, Cursor, Enqueued, FailAction,
     Failure, Lease, LeaseRef, LeaseToken, Outcome, Page, QueueCounts, Storage, StorageExt,
@@ -44,7 +42,6 @@ pub use storage::{
 pub use storage_error::{OperationExt, StorageError, StorageErrorKind, redact_credentials};
 pub use task::{
     DEFAULT_QUEUE, Payload, Schedule, Task, TaskId, TaskResult, TaskStatus, TransitionError,
-    get_error_message, has_error, is_failed,
 };
 
 /// Re-exported so backends and users agree on one version.

@@ -1,11 +1,11 @@
-//! Pure scheduling rules shared by the runtime and tests: retry back-off (R2) and the
-//! next interval slot (R5). No I/O.
+//! Pure scheduling rules shared by the runtime and tests: retry back-off and the
+//! next interval slot. No I/O.
 
 use time::{Duration, OffsetDateTime};
 
 /// How long to wait before retry number `retry` (1-based).
 ///
-/// Stored with a task (its own policy, R2) as `{"type":"none"}`,
+/// Stored with a task (its own policy) as `{"type":"none"}`,
 /// `{"type":"fixed","seconds":5.0}` or
 /// `{"type":"exponential","base_seconds":1.0,"cap_seconds":60.0,"jitter":0.25}`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -83,7 +83,7 @@ impl TryFrom<BackoffRepr> for Backoff {
 pub const MAX_BACKOFF: Duration = Duration::days(365);
 
 impl Default for Backoff {
-    /// R2's default: `min(2^(n-1), 60)` seconds with ±25% jitter.
+    /// The default: `min(2^(n-1), 60)` seconds with ±25% jitter.
     fn default() -> Self {
         Self::Exponential {
             base: Duration::seconds(1),
@@ -135,7 +135,7 @@ impl Backoff {
     }
 }
 
-/// R5: the first slot `eta + k·interval` strictly after `now` (k ≥ 1): no drift, and
+/// The first slot `eta + k·interval` strictly after `now` (k ≥ 1): no drift, and
 /// missed slots are skipped rather than run in a burst.
 ///
 /// ```

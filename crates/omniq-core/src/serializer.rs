@@ -1,4 +1,4 @@
-//! Serializers (M9): MessagePack with named fields (default) and JSON (readable).
+//! Serializers: MessagePack with named fields (default) and JSON (readable).
 
 use crate::{Task, TaskError, TaskResult};
 use serde::Serialize;
@@ -83,7 +83,7 @@ impl FromStr for Format {
     }
 }
 
-/// Encodes and decodes task records, results and errors (M9).
+/// Encodes and decodes task records, results and errors.
 ///
 /// ```
 /// use omniq_core::{JsonSerializer, Payload, Serializer, Task};
@@ -100,7 +100,7 @@ pub trait Serializer: Send + Sync + fmt::Debug {
     fn encode_task(&self, task: &Task) -> Result<Vec<u8>, SerializationError> {
         self.format().encode(task)
     }
-    /// Decodes a task record (old formats included, M10).
+    /// Decodes a task record (old formats included).
     fn decode_task(&self, bytes: &[u8]) -> Result<Task, SerializationError> {
         self.format().decode(bytes)
     }
@@ -146,18 +146,4 @@ impl Serializer for Format {
     fn format(&self) -> Format {
         *self
     }
-}
-
-/// `{"type":"timedelta","total_seconds":…}` as a JSON value (the guide's `serialize_timedelta`).
-pub fn serialize_timedelta(d: time::Duration) -> serde_json::Value {
-    serde_json::json!({"type": "timedelta", "total_seconds": d.as_seconds_f64()})
-}
-
-/// Reads a timedelta JSON value or a bare number of seconds (the guide's `deserialize_timedelta`).
-pub fn deserialize_timedelta(v: &serde_json::Value) -> Result<time::Duration, SerializationError> {
-    crate::interval::deserialize_timedelta(v).map_err(|e| SerializationError {
-        format: "json",
-        op: "decode",
-        message: e.to_string(),
-    })
 }

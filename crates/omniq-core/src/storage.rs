@@ -1,4 +1,4 @@
-//! The storage contract (T1–T15) every backend implements.
+//! The storage contract every backend implements.
 //!
 //! The trait is batch-first: enqueue, claim, heartbeat, complete and fail take and
 //! return batches, one round trip (transaction / script / statement) per batch, with a
@@ -65,7 +65,7 @@ impl Claimed {
     }
 }
 
-/// What to claim (T2).
+/// What to claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimRequest {
     /// Queues to claim from (at least one).
@@ -78,7 +78,7 @@ pub struct ClaimRequest {
     pub lease: Duration,
 }
 
-/// The result of enqueueing one task (T1).
+/// The result of enqueueing one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Enqueued {
     /// The id that holds the task: the new one, or the existing one for a duplicate unique key.
@@ -96,11 +96,11 @@ pub enum Outcome {
     LeaseLost,
     /// The task does not exist.
     NotFound,
-    /// Heartbeat only: the lease was extended, and cancellation was requested (T9).
+    /// Heartbeat only: the lease was extended, and cancellation was requested.
     CancelRequested,
 }
 
-/// A successful run to record (T4).
+/// A successful run to record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
     /// The lease the worker holds.
@@ -117,13 +117,13 @@ pub struct Completion {
 /// What a failed run turns into (decided by the runtime; applied atomically by the backend).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailAction {
-    /// Back to Pending at `at`, attempts kept (R2).
+    /// Back to Pending at `at`, attempts kept.
     Retry {
         /// The retry's eta.
         at: OffsetDateTime,
     },
     /// Interval task whose retries are exhausted: result stored as Failed for this run,
-    /// back to Pending at the next slot with attempts reset (R5).
+    /// back to Pending at the next slot with attempts reset.
     NextRun {
         /// The next slot.
         at: OffsetDateTime,
@@ -132,7 +132,7 @@ pub enum FailAction {
     Fail,
 }
 
-/// A failed run to record (T5).
+/// A failed run to record.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     /// The lease the worker holds.
@@ -145,7 +145,7 @@ pub struct Failure {
     pub now: OffsetDateTime,
 }
 
-/// The result of a cancel (T9).
+/// The result of a cancel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
     /// A Pending (or Failed) task is now Cancelled.
@@ -160,7 +160,7 @@ pub enum CancelOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor(pub TaskId);
 
-/// What to list (T10). Pages are ordered by task id (creation order for v7 ids).
+/// What to list. Pages are ordered by task id (creation order for v7 ids).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskFilter {
     /// Only this status.
@@ -193,7 +193,7 @@ pub struct Page<T> {
     pub next_cursor: Option<Cursor>,
 }
 
-/// Task counts of one queue by status (T10).
+/// Task counts of one queue by status.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueCounts {
     /// The queue.
@@ -240,7 +240,7 @@ impl QueueCounts {
     }
 }
 
-/// What a backend can do (T13). Conformance cases that need a capability are reported
+/// What a backend can do. Conformance cases that need a capability are reported
 /// `skipped: requires X` when it is false.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
@@ -268,7 +268,7 @@ impl Default for Capabilities {
     }
 }
 
-/// A hint that something changed, delivered by backends that can push (T13).
+/// A hint that something changed, delivered by backends that can push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wake {
     /// Work may be available on this queue.
@@ -651,7 +651,7 @@ fn single(
     }
 }
 
-/// Checks a queue or namespace name (S5): 1–64 chars of `[A-Za-z0-9_.-]`.
+/// Checks a queue or namespace name: 1–64 chars of `[A-Za-z0-9_.-]`.
 pub fn validate_name(what: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64

@@ -1,4 +1,4 @@
-//! The one error type every storage operation returns (T15).
+//! The one error type every storage operation returns.
 
 use std::fmt;
 
@@ -213,7 +213,7 @@ impl<T, E: Into<StorageError>> OperationExt<T> for Result<T, E> {
     }
 }
 
-/// Replaces the password of any `scheme://user:password@host` URL in `text` with `***` (S5).
+/// Replaces the password of any `scheme://user:password@host` URL in `text` with `***`.
 ///
 /// ```
 /// use omniq_core::redact_credentials;

@@ -1,4 +1,4 @@
-//! Tasks, their status machine, schedules, payloads and results (M1–M3, M7, M8, M10).
+//! Tasks, their status machine, schedules, payloads and results.
 
 use crate::error::{TaskError, deserialize_error_compat};
 use crate::interval;
@@ -79,7 +79,7 @@ impl From<Uuid> for TaskId {
     }
 }
 
-/// Where a task is in its life (M2).
+/// Where a task is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskStatus {
@@ -95,7 +95,7 @@ pub enum TaskStatus {
     Cancelled,
 }
 
-/// An attempted status change that M2 does not allow.
+/// An attempted status change that the status rules do not allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("invalid task status transition {from} -> {to}")]
 pub struct TransitionError {
@@ -126,7 +126,7 @@ impl TaskStatus {
         }
     }
 
-    /// Whether `self -> next` is allowed (M2).
+    /// Whether `self -> next` is allowed.
     ///
     /// ```
     /// use omniq_core::TaskStatus::*;
@@ -196,7 +196,7 @@ impl FromStr for TaskStatus {
     }
 }
 
-/// When a task runs (M3): `eta` (None = now) and an optional repeat `interval`.
+/// When a task runs: `eta` (None = now) and an optional repeat `interval`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Schedule {
     /// Earliest time the task may run (UTC).
@@ -288,7 +288,7 @@ impl<'de> Deserialize<'de> for Payload {
     }
 }
 
-/// A unit of work (M1).
+/// A unit of work.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(from = "TaskRecord")]
 pub struct Task {
@@ -328,7 +328,7 @@ pub struct Task {
     /// At most one live task per (queue, unique_key).
     #[serde(default)]
     pub unique_key: Option<String>,
-    /// This task's own retry back-off (R2); None = the worker's policy for its handler,
+    /// This task's own retry back-off; None = the worker's policy for its handler,
     /// queue or pool.
     #[serde(default)]
     pub backoff: Option<crate::Backoff>,
@@ -371,22 +371,22 @@ impl Task {
         self.schedule.interval
     }
 
-    /// M7: whether an error is recorded.
+    /// Whether an error is recorded.
     pub fn has_error(&self) -> bool {
         self.error.is_some()
     }
 
-    /// M7: whether the task is Failed.
+    /// Whether the task is Failed.
     pub fn is_failed(&self) -> bool {
         self.status == TaskStatus::Failed
     }
 
-    /// M7: the recorded error's message, if any.
+    /// The recorded error's message, if any.
     pub fn get_error_message(&self) -> Option<&str> {
         self.error.as_ref().map(|e| e.message.as_str())
     }
 
-    /// Applies a status change under M2's rules, touching `updated_at`.
+    /// Applies a status change under the status rules, touching `updated_at`.
     pub fn set_status(
         &mut self,
         next: TaskStatus,
@@ -398,20 +398,7 @@ impl Task {
     }
 }
 
-/// M7 helper: whether the task has an error.
-pub fn has_error(task: &Task) -> bool {
-    task.has_error()
-}
-/// M7 helper: whether the task is Failed.
-pub fn is_failed(task: &Task) -> bool {
-    task.is_failed()
-}
-/// M7 helper: the task's error message, if any.
-pub fn get_error_message(task: &Task) -> Option<&str> {
-    task.get_error_message()
-}
-
-/// The decoding shape of a task: today's fields plus the old top-level `interval` (M10).
+/// The decoding shape of a task: today's fields plus the old top-level `interval`.
 #[derive(Deserialize)]
 struct TaskRecord {
     id: TaskId,
@@ -486,7 +473,7 @@ impl From<TaskRecord> for Task {
     }
 }
 
-/// The outcome of a task's latest finished run (M8).
+/// The outcome of a task's latest finished run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskResult {
     /// The task.
@@ -541,6 +528,7 @@ pub(crate) mod opt_duration_secs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compat::{get_error_message, has_error, is_failed};
 
     #[test]
     fn every_disallowed_transition_is_an_error() {

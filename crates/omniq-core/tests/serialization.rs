@@ -96,17 +96,17 @@ fn json_writes_intervals_as_timedelta_and_times_as_rfc3339() {
 
 #[test]
 fn timedelta_helpers_match_the_guide() {
-    let v = omniq_core::serialize_timedelta(Duration::hours(1));
+    let v = omniq_core::compat::serialize_timedelta(Duration::hours(1));
     assert_eq!(
         v,
         serde_json::json!({"type": "timedelta", "total_seconds": 3600.0})
     );
     assert_eq!(
-        omniq_core::deserialize_timedelta(&v).ok(),
+        omniq_core::compat::deserialize_timedelta(&v).ok(),
         Some(Duration::hours(1))
     );
     assert_eq!(
-        omniq_core::deserialize_timedelta(&serde_json::json!(1800)).ok(),
+        omniq_core::compat::deserialize_timedelta(&serde_json::json!(1800)).ok(),
         Some(Duration::minutes(30))
     );
 }

@@ -20,7 +20,7 @@ pub const DEFAULT_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// How hard a commit tries to reach the disk (SQLite's `synchronous` in WAL mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// Every commit is synced to disk: an acknowledged enqueue survives power loss (S1).
+    /// Every commit is synced to disk: an acknowledged enqueue survives power loss.
     #[default]
     Full,
     /// Commits survive a crash of the process but the last ones may be lost on power

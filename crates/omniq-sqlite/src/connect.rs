@@ -151,7 +151,7 @@ mod tests {
     use crate::{Durability, SqliteStorage};
     use omniq_core::{Storage, Task};
 
-    /// S3: a write that fails with SQLITE_FULL (the disk is full) must not leave the
+    /// A write that fails with SQLITE_FULL (the disk is full) must not leave the
     /// single writer connection unusable: once space is back, writes succeed again.
     #[tokio::test]
     async fn writes_recover_after_the_disk_was_full() {

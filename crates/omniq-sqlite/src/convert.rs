@@ -58,7 +58,7 @@ fn u32_of(v: i64, what: &str) -> Result<u32> {
 /// Decodes a stored TaskError. A blob written with the other serializer (the app switched
 /// `OMNIQ_SERIALIZER`) still decodes; one that decodes with neither becomes a `decode`
 /// TaskError saying so, rather than an error that would fail every claim, read or list
-/// touching the row (S4: a bad record must not block its queue).
+/// touching the row (a bad record must not block its queue).
 fn decode_error(format: Format, bytes: Option<Vec<u8>>) -> Result<Option<TaskError>> {
     let Some(b) = bytes else { return Ok(None) };
     let other = match format {

@@ -2,7 +2,7 @@
 //!
 //! Every identifier is `{ns}_…`, double-quoted; the namespace has been checked by
 //! [`omniq_core::validate_name`] (only `[A-Za-z0-9_.-]`), so substituting it can never
-//! change the statement's meaning. Values are always bound (S5).
+//! change the statement's meaning. Values are always bound.
 
 use crate::error::{Result, config};
 use sqlx::sqlite::SqliteArguments;

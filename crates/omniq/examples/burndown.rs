@@ -1,5 +1,5 @@
 //! Burn-down probe: batch-enqueue N no-op tasks on SQLite, run a worker pool until all
-//! are done, print enqueue and processing rates. The switch for L7's logging-overhead
+//! are done, print enqueue and processing rates. The switch for the logging-overhead
 //! figure: `--log-file PATH` runs the same burn-down with PROD logging at INFO to a file.
 //!
 //! ```text

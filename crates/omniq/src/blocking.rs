@@ -1,4 +1,4 @@
-//! Blocking wrappers for programs without an async runtime (R7): [`OmniQ`] and
+//! Blocking wrappers for programs without an async runtime: [`OmniQ`] and
 //! [`WorkerPool`] own a tokio runtime and block on the async API.
 
 use crate::error::{Error, Result};

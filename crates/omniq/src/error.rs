@@ -18,9 +18,6 @@ pub enum Error {
     /// Invalid configuration: the message names the setting and the valid values.
     #[error("configuration error: {0}")]
     Config(String),
-    /// No task with this id.
-    #[error("task {0} not found")]
-    NotFound(TaskId),
     /// Waiting for a result timed out.
     #[error("timed out waiting for task {0}")]
     Timeout(TaskId),
@@ -37,6 +34,34 @@ pub enum Error {
     /// The worker pool is not in a state that allows this call.
     #[error("worker pool: {0}")]
     Worker(String),
+}
+
+impl Error {
+    /// True when the task (or result) asked about does not exist — from any call.
+    ///
+    /// ```
+    /// # async fn demo(queue: &omniq::AsyncTaskQueue) -> omniq::Result<()> {
+    /// match queue.cancel(&omniq::TaskId::new()).await {
+    ///     Err(e) if e.is_not_found() => println!("no such task"),
+    ///     other => { other?; }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Self::Storage(e) => e.is_not_found(),
+            Self::PartiallyEnqueued { source, .. } => source.is_not_found(),
+            _ => false,
+        }
+    }
+
+    /// True when retrying the call later may succeed (the storage was unavailable).
+    pub fn is_temporary(&self) -> bool {
+        match self {
+            Self::Storage(e) => e.is_temporary(),
+            _ => false,
+        }
+    }
 }
 
 /// `Result<T, omniq::Error>`.

@@ -9,7 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-/// An error returned by a handler; becomes the run's [`TaskError`] (M5 `from_error`).
+/// An error returned by a handler; becomes the run's [`TaskError`] (`from_error`).
 ///
 /// Any `std::error::Error + Send + Sync + 'static` converts into it (its type name,
 /// message and source chain are captured); a [`TaskError`] converts as-is, so a handler

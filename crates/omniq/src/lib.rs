@@ -48,7 +48,18 @@ pub use worker::{
     StopReport, WorkerOptions, WorkerPoolBuilder,
 };
 
-pub use omniq_core::*;
+/// The task model and the storage handle, as users meet them.
+pub use omniq_core::{
+    Backoff, CancelOutcome, Capabilities, Clock, Cursor, DEFAULT_QUEUE, Enqueued, ErrorCategory,
+    ErrorType, Format, IntervalError, IntoInterval, ManualClock, Page, Payload, QueueCounts,
+    Schedule, SerializationError, Severity, Storage, StorageError, StorageErrorKind, SystemClock,
+    Task, TaskError, TaskFilter, TaskId, TaskResult, TaskStatus, Wake, async_trait, time,
+};
+
+/// Everything of `omniq-core`, including what backend authors implement
+/// [`Storage`] with (claims, leases, per-item outcomes) and the migration guide's
+/// compatibility helpers (`backend::compat`).
+pub use omniq_core as backend;
 
 /// The SQLite backend (feature `sqlite`, on by default).
 #[cfg(feature = "sqlite")]

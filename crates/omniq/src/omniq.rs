@@ -1,4 +1,4 @@
-//! [`AsyncOmniQ`]: one object that builds storage, queue and workers from [`Settings`] (R8).
+//! [`AsyncOmniQ`]: one object that builds storage, queue and workers from [`Settings`].
 
 use crate::error::{Error, Result};
 use crate::queue::{AsyncTaskQueue, EnqueueBuilder, QueueDefaults};

@@ -1,10 +1,11 @@
-//! [`AsyncTaskQueue`]: enqueue, inspect, wait for and cancel tasks (R1).
+//! [`AsyncTaskQueue`]: enqueue, inspect, wait for and cancel tasks.
 
 use crate::error::{Error, Result};
 use crate::logging as events;
 use omniq_core::{
     CancelOutcome, Clock, Enqueued, Format, IntoInterval, Page, Payload, QueueCounts, Storage,
-    SystemClock, Task, TaskFilter, TaskId, TaskResult, TaskStatus, Wake, validate_name,
+    StorageError, SystemClock, Task, TaskFilter, TaskId, TaskResult, TaskStatus, Wake,
+    validate_name,
 };
 use serde::Serialize;
 use std::future::{Future, IntoFuture};
@@ -15,13 +16,13 @@ use time::{Duration, OffsetDateTime};
 /// Defaults applied to tasks that do not set their own.
 #[derive(Debug, Clone)]
 pub struct QueueDefaults {
-    /// Retries after the first attempt (R2; default 3).
+    /// Retries after the first attempt (default 3).
     pub max_retries: u32,
     /// Per-run timeout (default none).
     pub timeout: Option<Duration>,
     /// Queue name (default `"default"`).
     pub queue: String,
-    /// Enqueue rejects larger encoded args (S4). Default 16 MiB.
+    /// Enqueue rejects larger encoded args. Default 16 MiB.
     pub max_payload_bytes: usize,
 }
 
@@ -36,7 +37,7 @@ impl Default for QueueDefaults {
     }
 }
 
-/// The client side of OmniQ: enqueue tasks and read their state and results (R1).
+/// The client side of OmniQ: enqueue tasks and read their state and results.
 ///
 /// Cheap to clone; clones share the storage.
 ///
@@ -129,7 +130,7 @@ impl AsyncTaskQueue {
         TaskSpec::new(func, args, self.format)
     }
 
-    /// Enqueue many tasks in one storage round trip per `max_batch` (T1).
+    /// Enqueue many tasks in one storage round trip per `max_batch`.
     pub async fn enqueue_many(&self, specs: Vec<TaskSpec>) -> Result<Vec<Enqueued>> {
         let now = self.clock.now();
         let mut tasks = Vec::with_capacity(specs.len());
@@ -181,12 +182,12 @@ impl AsyncTaskQueue {
         Ok(out)
     }
 
-    /// T6: the task, or None.
+    /// The task, or None.
     pub async fn get_task(&self, id: &TaskId) -> Result<Option<Task>> {
         Ok(self.storage.get_task(id).await?)
     }
 
-    /// T8: the latest finished run's result, or None. Never returns the failure of a run
+    /// The latest finished run's result, or None. Never returns the failure of a run
     /// that will be retried (those are not stored as results).
     pub async fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>> {
         let Some(task) = self.storage.get_task(id).await? else {
@@ -287,30 +288,36 @@ impl AsyncTaskQueue {
         match self.storage.get_task(id).await? {
             None => match self.storage.get_result(id).await? {
                 Some(r) => Ok(Some(r)),
-                None => Err(Error::NotFound(*id)),
+                None => Err(Error::Storage(
+                    StorageError::not_found(
+                        self.storage.backend_name(),
+                        format!("task {id} not found"),
+                    )
+                    .with_operation("wait_result"),
+                )),
             },
             Some(task) => self.settled_result(&task).await,
         }
     }
 
-    /// T9: cancel a task (Pending → Cancelled; Running → its worker stops it).
+    /// Cancel a task (Pending → Cancelled; Running → its worker stops it).
     pub async fn cancel(&self, id: &TaskId) -> Result<CancelOutcome> {
         let outcome = self.storage.cancel(id, self.clock.now()).await?;
         tracing::info!(target: "omniq::queue", task_id = %id, operation = "cancel", correlation_id = %id, "Task cancel: {id} -> {outcome:?}");
         Ok(outcome)
     }
 
-    /// T10: one page of tasks.
+    /// One page of tasks.
     pub async fn list(&self, filter: TaskFilter) -> Result<Page<Task>> {
         Ok(self.storage.list_tasks(filter).await?)
     }
 
-    /// T10: counts by status, for one queue or all.
+    /// Counts by status, for one queue or all.
     pub async fn counts(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>> {
         Ok(self.storage.counts(queue).await?)
     }
 
-    /// T7: move a task to `eta` (Failed tasks are retried by hand this way).
+    /// Move a task to `eta` (Failed tasks are retried by hand this way).
     pub async fn reschedule(&self, id: &TaskId, eta: OffsetDateTime) -> Result<()> {
         self.storage
             .reschedule(id, eta, self.clock.now())
@@ -371,7 +378,7 @@ impl TaskSpec {
         self.delay = Some(delay);
         self
     }
-    /// Repeat every `interval`: a `time::Duration`, `std::time::Duration` or integer seconds (M4).
+    /// Repeat every `interval`: a `time::Duration`, `std::time::Duration` or integer seconds.
     pub fn interval(mut self, interval: impl IntoInterval) -> Self {
         self.interval = Some(interval.into_interval());
         self
@@ -381,7 +388,7 @@ impl TaskSpec {
         self.max_retries = Some(n);
         self
     }
-    /// Per-run timeout (R3).
+    /// Per-run timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -407,7 +414,7 @@ impl TaskSpec {
         self
     }
     /// This task's own retry back-off, stored with it; it wins over the worker's
-    /// handler, queue and pool policies (R2).
+    /// handler, queue and pool policies.
     pub fn backoff(mut self, backoff: omniq_core::Backoff) -> Self {
         self.backoff = Some(backoff);
         self

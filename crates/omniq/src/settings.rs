@@ -1,4 +1,4 @@
-//! [`Settings`] and `Settings::from_env()` (R8).
+//! [`Settings`] and `Settings::from_env()`.
 
 use crate::error::{Error, Result};
 use omniq_core::Format;

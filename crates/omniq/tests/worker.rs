@@ -1,8 +1,9 @@
 //! Worker pool behaviour that does not depend on the backend: drain on stop, the claim
 //! bound, constructor validation, and the blocking wrappers. Runs on SQLite in memory.
 
+use omniq::backend::ClaimRequest;
 use omniq::sqlite::SqliteStorage;
-use omniq::{AsyncTaskQueue, AsyncWorkerPool, ClaimRequest, HandlerError, Storage, TaskStatus};
+use omniq::{AsyncTaskQueue, AsyncWorkerPool, HandlerError, Storage, TaskStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -380,7 +381,10 @@ impl Storage for Probe {
     ) -> Result<Vec<omniq::Enqueued>, omniq::StorageError> {
         self.inner.enqueue(t).await
     }
-    async fn claim(&self, r: ClaimRequest) -> Result<Vec<omniq::Claimed>, omniq::StorageError> {
+    async fn claim(
+        &self,
+        r: ClaimRequest,
+    ) -> Result<Vec<omniq::backend::Claimed>, omniq::StorageError> {
         if Self::take_failure(&self.claims_fail) {
             return Err(down());
         }
@@ -403,15 +407,15 @@ impl Storage for Probe {
     }
     async fn heartbeat(
         &self,
-        l: &[omniq::LeaseRef],
+        l: &[omniq::backend::LeaseRef],
         u: time::OffsetDateTime,
-    ) -> Result<Vec<omniq::Outcome>, omniq::StorageError> {
+    ) -> Result<Vec<omniq::backend::Outcome>, omniq::StorageError> {
         self.inner.heartbeat(l, u).await
     }
     async fn complete(
         &self,
-        i: Vec<omniq::Completion>,
-    ) -> Result<Vec<omniq::Outcome>, omniq::StorageError> {
+        i: Vec<omniq::backend::Completion>,
+    ) -> Result<Vec<omniq::backend::Outcome>, omniq::StorageError> {
         if Self::take_failure(&self.completes_fail) {
             return Err(down());
         }
@@ -425,8 +429,8 @@ impl Storage for Probe {
     }
     async fn fail(
         &self,
-        i: Vec<omniq::Failure>,
-    ) -> Result<Vec<omniq::Outcome>, omniq::StorageError> {
+        i: Vec<omniq::backend::Failure>,
+    ) -> Result<Vec<omniq::backend::Outcome>, omniq::StorageError> {
         let n = i.len();
         let out = self.inner.fail(i).await?;
         self.settle(n);
@@ -434,9 +438,9 @@ impl Storage for Probe {
     }
     async fn release(
         &self,
-        l: &[omniq::LeaseRef],
+        l: &[omniq::backend::LeaseRef],
         n: time::OffsetDateTime,
-    ) -> Result<Vec<omniq::Outcome>, omniq::StorageError> {
+    ) -> Result<Vec<omniq::backend::Outcome>, omniq::StorageError> {
         let out = self.inner.release(l, n).await?;
         self.settle(l.len());
         Ok(out)

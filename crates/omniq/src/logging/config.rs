@@ -1,4 +1,4 @@
-//! `LogConfig`, its parts, and how they are read from the environment (L2).
+//! `LogConfig`, its parts, and how they are read from the environment.
 
 use std::ffi::OsString;
 use std::fmt;

@@ -1,5 +1,5 @@
 //! Task-scoped spans: `task_context` (correlation id, start, completion or failure with
-//! duration) and `bind_task` (arbitrary bound fields) (L5).
+//! duration) and `bind_task` (arbitrary bound fields).
 
 use std::fmt::Display;
 use std::future::Future;
@@ -9,7 +9,7 @@ use tracing::field::Empty;
 use tracing::{Instrument as _, Span};
 use uuid::Uuid;
 
-use super::fields::{BOUND_FIELD, encode_bound};
+use super::bound::{BOUND_FIELD, encode_bound};
 
 /// Target of the spans and events of this module.
 pub const TASK_TARGET: &str = "omniq::task";
@@ -44,7 +44,7 @@ pub struct TaskContext {
 ///
 /// The worker runs each task in one of these and logs the run with the event helpers
 /// (`log_task_started`, `log_task_completed` with its duration, `log_task_failed`), so a
-/// run costs two lines at INFO rather than four (L7).
+/// run costs two lines at INFO rather than four.
 pub fn task_span(
     task_id: &dyn Display,
     operation: &dyn Display,

@@ -1,4 +1,4 @@
-//! The guide's event helpers (L6): fixed messages and levels, structured fields.
+//! The guide's event helpers: fixed messages and levels, structured fields.
 //!
 //! Each helper emits one tracing event with a `omniq::…` target. Called inside a
 //! [`task_context`](super::task_context) or [`bind_task`](super::bind_task) span, the event

@@ -1,4 +1,4 @@
-//! The DEV and PROD line formats (L3), as one `FormatEvent`.
+//! The DEV and PROD line formats, as one `FormatEvent`.
 
 use std::fmt;
 

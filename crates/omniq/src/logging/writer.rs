@@ -1,5 +1,5 @@
 //! The PROD file writer (size rotation, retention by age, gzip) and the non-blocking
-//! front end (L4).
+//! front end.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};

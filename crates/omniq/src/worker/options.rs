@@ -23,7 +23,7 @@ fn warn_legacy_once() {
 }
 
 /// Worker settings. Defaults: concurrency 4, prefetch = concurrency, poll 1 s, lease
-/// 30 s, heartbeat every lease/3, queue `default`, R2's default back-off.
+/// 30 s, heartbeat every lease/3, queue `default`, the default back-off.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     /// Handlers running at once.
@@ -50,14 +50,14 @@ pub struct WorkerOptions {
     /// A name for logs (`worker` field).
     pub name: String,
     /// Tasks whose payload is larger fail with a non-retryable validation error instead of
-    /// being decoded (S4). Default 16 MiB.
+    /// being decoded. Default 16 MiB.
     pub max_payload_bytes: usize,
     /// Lease-expiry redeliveries (worker crashed or lost its lease) a task may have on top
     /// of its `max_retries + 1` runs before it is failed as crash-looping. Default 3.
     pub max_redeliveries: u32,
 }
 
-/// The default payload limit of queues and workers (S4): 16 MiB.
+/// The default payload limit of queues and workers: 16 MiB.
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 
 static WORKER_SEQ: AtomicUsize = AtomicUsize::new(1);
@@ -84,7 +84,7 @@ impl Default for WorkerOptions {
 }
 
 /// Builds an [`AsyncWorkerPool`] from exactly one of a queue (new interface) or a
-/// storage (legacy interface, deprecated) — R6.
+/// storage (legacy interface, deprecated).
 ///
 /// Rust's types already rule out the guide's "wrong type" cases (`queue="invalid"`):
 /// they do not compile. Neither-or-both is a runtime [`Error::Config`].

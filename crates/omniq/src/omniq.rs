@@ -107,59 +107,89 @@ impl AsyncOmniQ {
     }
 }
 
-/// Builds the storage `settings` describe.
+/// Builds the storage `settings` describe: one arm per backend, each parsing its URL in
+/// its own crate.
 pub async fn build_storage(settings: &Settings) -> Result<Arc<dyn Storage>> {
+    settings.validate()?;
     match settings.backend {
-        Backend::File | Backend::Sqlite => {
-            #[cfg(feature = "sqlite")]
-            {
-                settings.validate()?;
-                let builder = omniq_sqlite::SqliteStorage::builder();
-                let builder = match (&settings.url, settings.backend) {
-                    (Some(url), Backend::Sqlite) => {
-                        let path = url
-                            .strip_prefix("sqlite://")
-                            .or_else(|| url.strip_prefix("sqlite:"))
-                            .unwrap_or(url);
-                        if path.contains('?') {
-                            return Err(Error::Config(format!(
-                                "OMNIQ_URL={url:?}: give a SQLite file path (or :memory:), without query parameters"
-                            )));
-                        }
-                        if path == ":memory:" {
-                            builder.in_memory()
-                        } else {
-                            builder.path(path)
-                        }
-                    }
-                    _ => {
-                        std::fs::create_dir_all(&settings.base_dir).map_err(|e| {
-                            Error::Config(format!(
-                                "OMNIQ_BASE_DIR={}: cannot create directory: {e}",
-                                settings.base_dir.display()
-                            ))
-                        })?;
-                        builder.path(settings.base_dir.join("omniq.db"))
-                    }
-                };
-                let s = builder
-                    .namespace(&settings.namespace)
-                    .serializer(settings.serializer)
-                    .result_ttl(settings.result_ttl)
-                    .build()
-                    .await?;
-                Ok(Arc::new(s))
-            }
-            #[cfg(not(feature = "sqlite"))]
-            {
-                Err(Error::Config(
-                    "OMNIQ_BACKEND=file/sqlite needs omniq's `sqlite` cargo feature".into(),
+        #[cfg(feature = "sqlite")]
+        Backend::File => {
+            // Until the file backend lands, the embedded default is SQLite under base_dir.
+            std::fs::create_dir_all(&settings.base_dir).map_err(|e| {
+                Error::Config(format!(
+                    "OMNIQ_BASE_DIR={}: cannot create directory: {e}",
+                    settings.base_dir.display()
                 ))
-            }
+            })?;
+            let config = omniq_sqlite::SqliteConfig {
+                location: Some(omniq_sqlite::Location::File(
+                    settings.base_dir.join("omniq.db"),
+                )),
+                ..omniq_sqlite::SqliteConfig::default()
+            };
+            sqlite(config, settings).await
         }
+        #[cfg(feature = "sqlite")]
+        Backend::Sqlite => {
+            let config = match settings.url.as_deref() {
+                Some(url) => {
+                    omniq_sqlite::SqliteConfig::from_url(url).map_err(|e| url_error(&e))?
+                }
+                None => omniq_sqlite::SqliteConfig {
+                    location: Some(omniq_sqlite::Location::File(
+                        settings.base_dir.join("omniq.db"),
+                    )),
+                    ..omniq_sqlite::SqliteConfig::default()
+                },
+            };
+            sqlite(config, settings).await
+        }
+        #[allow(unreachable_patterns)]
         other => Err(Error::Config(format!(
-            "OMNIQ_BACKEND={} is not available in this build yet (available: file, sqlite)",
-            other.as_str()
+            "OMNIQ_BACKEND={} is not available in this build (enable omniq's `{}` cargo feature)",
+            other.as_str(),
+            other.feature()
         ))),
+    }
+}
+
+/// A backend's refusal of `OMNIQ_URL`, naming the variable (the backend's message says
+/// what a valid URL looks like; it never contains the password).
+#[allow(dead_code)]
+fn url_error(e: &omniq_core::StorageError) -> Error {
+    Error::Config(format!("OMNIQ_URL: {}", e.message()))
+}
+
+#[cfg(feature = "sqlite")]
+async fn sqlite(
+    config: omniq_sqlite::SqliteConfig,
+    settings: &Settings,
+) -> Result<Arc<dyn Storage>> {
+    let storage = omniq_sqlite::SqliteStorageBuilder::from_config(config)
+        .namespace(&settings.namespace)
+        .serializer(settings.serializer)
+        .result_ttl(settings.result_ttl)
+        .build()
+        .await?;
+    Ok(Arc::new(storage))
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_sqlite_url_names_the_variable() {
+        let settings = Settings {
+            backend: Backend::Sqlite,
+            url: Some("sqlite://x.db?mode=ro".into()),
+            ..Settings::default()
+        };
+        let err = build_storage(&settings).await.err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(
+            err.contains("OMNIQ_URL") && err.contains("without query parameters"),
+            "{err}"
+        );
     }
 }

@@ -21,6 +21,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The cargo feature of `omniq` that builds this backend.
+    pub fn feature(self) -> &'static str {
+        match self {
+            Self::File | Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::Redis => "redis",
+        }
+    }
+
     /// The name used in `OMNIQ_BACKEND`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -5,6 +5,7 @@
 use super::completer::{Done, DoneKind, Msg};
 use super::decide::{failure_for, refuse, slot_anchor, timeout_error};
 use super::leases::Interrupt;
+use super::panics;
 use super::{Shared, log_storage_error};
 use crate::handler::TaskCtx;
 use crate::logging as events;
@@ -195,7 +196,9 @@ async fn execute(
                 let _slot = slot;
                 let result = AssertUnwindSafe(handler(args, format, ctx))
                     .catch_unwind()
-                    .await;
+                    .await
+                    // Read the hook's note here, on the thread that panicked.
+                    .map_err(|payload| panics::task_error(&*payload, panics::take()));
                 (result, Instant::now())
             }
             .in_current_span(),
@@ -227,7 +230,7 @@ async fn execute(
         Some(Ok((_, ended))) if timed_out(ended) => timeout_outcome(shared, task, lease),
         Some(Ok((Ok(Ok(result)), _))) => RunOutcome::Ok(result),
         Some(Ok((Ok(Err(e)), _))) => RunOutcome::Err(e),
-        Some(Ok((Err(panic), _))) => RunOutcome::Err(TaskError::from_panic(&*panic)),
+        Some(Ok((Err(panic), _))) => RunOutcome::Err(panic),
         None => {
             handle.abort();
             timeout_outcome(shared, task, lease)

@@ -43,6 +43,7 @@ mod fetcher;
 mod heartbeater;
 mod leases;
 mod options;
+mod panics;
 mod shutdown;
 
 pub use options::{
@@ -270,6 +271,7 @@ impl AsyncWorkerPool {
             run_slots: Arc::new(Semaphore::new(self.opts.concurrency)),
             done_tx,
         });
+        panics::install_hook();
         events::log_worker_started(&self.opts.name, self.opts.concurrency);
         let completer = tokio::spawn(completer::run(Arc::clone(&shared), done_rx));
         let heartbeater = tokio::spawn(heartbeater::run(Arc::clone(&shared), stop_rx.clone()));

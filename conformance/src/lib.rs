@@ -66,12 +66,11 @@ pub mod faulty;
 mod macros;
 mod report;
 mod runner;
-pub mod runtime;
 
 use std::sync::Arc;
 
 pub use async_trait::async_trait;
-pub use cases::{Capability, Case, cases};
+pub use cases::{Capability, Case, cases, runtime};
 pub use check::CaseError;
 /// The libtest-mimic arguments [`run_with`] takes.
 pub use libtest_mimic::Arguments;

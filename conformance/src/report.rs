@@ -47,6 +47,8 @@ impl fmt::Display for CaseStatus {
 pub struct CaseReport {
     /// The case id.
     pub id: String,
+    /// The report section: a checklist of the migration guide or a part of the contract.
+    pub group: String,
     /// The checklist line or contract sentence.
     pub checklist: String,
     /// Requirement IDs the case cites.
@@ -59,7 +61,7 @@ pub struct CaseReport {
 }
 
 /// The whole report for one backend:
-/// `{"backend": "...", "cases": [{"id", "checklist", "requirements", "status", "reason"}]}`.
+/// `{"backend": "...", "cases": [{"id", "group", "checklist", "requirements", "status", "reason"}]}`.
 ///
 /// Cases filtered out on the command line are not listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -92,23 +94,46 @@ impl Report {
 }
 
 impl fmt::Display for Report {
-    /// The human checklist: one `✓`/`✗`/`-` line per case, then a summary.
+    /// The human checklist, grouped like the migration guide's checklists: under each
+    /// group one `✓`/`✗`/`-` line per case with its sentence, id and requirement IDs, and
+    /// under a failed or skipped case the reason (the failing assertion); then a summary.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "conformance checklist: {}", self.backend)?;
+        let mut group = None;
         for c in &self.cases {
-            write!(
+            if group != Some(c.group.as_str()) {
+                group = Some(c.group.as_str());
+                writeln!(f)?;
+                writeln!(
+                    f,
+                    "{}",
+                    if c.group.is_empty() {
+                        "Other"
+                    } else {
+                        &c.group
+                    }
+                )?;
+            }
+            writeln!(
                 f,
-                "  {} {:<48} {} [{}]",
+                "  {} {}  ({}) [{}]",
                 c.status.mark(),
-                c.id,
                 c.checklist,
+                c.id,
                 c.requirements.join(", ")
             )?;
             if !c.reason.is_empty() {
-                write!(f, " ({}: {})", c.status, c.reason)?;
+                for (i, line) in c.reason.lines().enumerate() {
+                    let label = if i == 0 {
+                        format!("{}: ", c.status)
+                    } else {
+                        String::new()
+                    };
+                    writeln!(f, "      {label}{line}")?;
+                }
             }
-            writeln!(f)?;
         }
+        writeln!(f)?;
         write!(
             f,
             "{}: {} passed, {} failed, {} skipped",

@@ -352,6 +352,7 @@ pub fn run_with<F: StorageFactory>(
                 };
                 let line = CaseReport {
                     id: case.id.to_string(),
+                    group: case.group.to_string(),
                     checklist: case.checklist.to_string(),
                     requirements: case.requirements.iter().map(|r| r.to_string()).collect(),
                     status: outcome.status(),

@@ -4,7 +4,7 @@
 
 use super::{
     Case, LEASE, at_second, base_now, broken_case, case, claim_none, claim_one, complete, enqueue,
-    enqueue_one, fail_item, get, task,
+    enqueue_one, fail_item, get, grouped, task,
 };
 use crate::check::{CaseError, Ctx};
 use omniq_core::{
@@ -15,106 +15,121 @@ use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
 pub(super) fn cases() -> Vec<Case> {
-    vec![
-        // Storage Interface Migration.
-        case!(
-            get_task_returns_stored_task,
-            "`get_task()` returns correct task for valid IDs",
-            ["T6", "T1", "M1", "M3"]
+    [
+        grouped(
+            "Storage interface",
+            vec![
+            case!(
+                get_task_returns_stored_task,
+                "`get_task()` returns correct task for valid IDs",
+                ["T6", "T1", "M1", "M3"]
+            ),
+            case!(
+                get_task_returns_none_for_missing_id,
+                "`get_task()` returns `None` for non-existent IDs",
+                ["T6"]
+            ),
+            broken_case!(
+                get_task_raises_storage_error_on_failure,
+                "`get_task()` raises `StorageError` on retrieval failures",
+                ["T6", "T15"]
+            ),
+            case!(
+                reschedule_updates_eta,
+                "`reschedule()` updates task ETA correctly",
+                ["T7"]
+            ),
+            case!(
+                reschedule_sets_status_pending,
+                "`reschedule()` sets task status to `PENDING`",
+                ["T7", "M2"]
+            ),
+            case!(
+                reschedule_fences_running_task,
+                "Rescheduling a Running task sets it Pending and fences off its worker's lease",
+                ["T7", "T4", "S2"]
+            ),
+            case!(
+                reschedule_missing_task_is_not_found,
+                "`reschedule()` raises `NotFoundError` for missing tasks",
+                ["T7", "T15"]
+            ),
+            broken_case!(
+                reschedule_raises_storage_error_on_failure,
+                "`reschedule()` raises `StorageError` on update failures",
+                ["T7", "T15"]
+            ),
+            case!(
+                reschedule_finished_task_is_conflict,
+                "Rescheduling a Success or Cancelled task is a Conflict error, never a silent write",
+                ["T7", "M2", "T15"]
+            ),
+            case!(
+                retry_fail_reschedules_with_attempts_kept,
+                "Retry logic works with your storage backend",
+                ["T5", "R2"]
+            ),
+            case!(
+                interval_completion_reschedules_next_run,
+                "Interval tasks reschedule correctly",
+                ["T4", "R5", "M3"]
+            ),
+            case!(
+                task_lifecycle_enqueue_claim_complete,
+                "All existing functionality still works",
+                ["T1", "T2", "T4", "T8"]
+            ),
+            ],
         ),
-        case!(
-            get_task_returns_none_for_missing_id,
-            "`get_task()` returns `None` for non-existent IDs",
-            ["T6"]
+        grouped(
+            "Task interval type",
+            vec![
+            case!(
+                interval_round_trips,
+                "Update any custom storage backends to handle `timedelta` serialization",
+                ["M3", "M4", "M9"]
+            ),
+            case!(
+                old_records_with_int_interval_still_work,
+                "Test backward compatibility with existing `int` intervals",
+                ["M10", "M3", "T6"]
+            ),
+            case!(
+                interval_final_failure_moves_to_next_run,
+                "Verify interval tasks reschedule correctly",
+                ["T5", "R5"]
+            ),
+            ],
         ),
-        broken_case!(
-            get_task_raises_storage_error_on_failure,
-            "`get_task()` raises `StorageError` on retrieval failures",
-            ["T6", "T15"]
-        ),
-        case!(
-            reschedule_updates_eta,
-            "`reschedule()` updates task ETA correctly",
-            ["T7"]
-        ),
-        case!(
-            reschedule_sets_status_pending,
-            "`reschedule()` sets task status to `PENDING`",
-            ["T7", "M2"]
-        ),
-        case!(
-            reschedule_fences_running_task,
-            "Rescheduling a Running task sets it Pending and fences off its worker's lease",
-            ["T7", "T4", "S2"]
-        ),
-        case!(
-            reschedule_missing_task_is_not_found,
-            "`reschedule()` raises `NotFoundError` for missing tasks",
-            ["T7", "T15"]
-        ),
-        broken_case!(
-            reschedule_raises_storage_error_on_failure,
-            "`reschedule()` raises `StorageError` on update failures",
-            ["T7", "T15"]
-        ),
-        case!(
-            reschedule_finished_task_is_conflict,
-            "Rescheduling a Success or Cancelled task is a Conflict error, never a silent write",
-            ["T7", "M2", "T15"]
-        ),
-        case!(
-            retry_fail_reschedules_with_attempts_kept,
-            "Retry logic works with your storage backend",
-            ["T5", "R2"]
-        ),
-        case!(
-            interval_completion_reschedules_next_run,
-            "Interval tasks reschedule correctly",
-            ["T4", "R5", "M3"]
-        ),
-        case!(
-            task_lifecycle_enqueue_claim_complete,
-            "All existing functionality still works",
-            ["T1", "T2", "T4", "T8"]
-        ),
-        // Task Interval Type Migration.
-        case!(
-            interval_round_trips,
-            "Update any custom storage backends to handle `timedelta` serialization",
-            ["M3", "M4", "M9"]
-        ),
-        case!(
-            old_records_with_int_interval_still_work,
-            "Test backward compatibility with existing `int` intervals",
-            ["M10", "M3", "T6"]
-        ),
-        case!(
-            interval_final_failure_moves_to_next_run,
-            "Verify interval tasks reschedule correctly",
-            ["T5", "R5"]
-        ),
-        // TaskError Model Migration.
-        case!(
-            task_error_persisted_on_task_and_result,
-            "Storage backends handle TaskError correctly",
-            ["T5", "T8", "M5"]
-        ),
-        case!(
-            task_error_context_persisted,
-            "Context information preserved in storage",
-            ["T5", "M5"]
-        ),
-        case!(
-            task_error_retry_count_survives_retries,
-            "Retry logic functions correctly with TaskError",
-            ["T5", "R2", "M5"]
-        ),
-        case!(
-            old_records_without_error_still_work,
-            "Backward compatibility maintained for tasks without errors",
-            ["M10", "T6"]
+        grouped(
+            "TaskError model",
+            vec![
+            case!(
+                task_error_persisted_on_task_and_result,
+                "Storage backends handle TaskError correctly",
+                ["T5", "T8", "M5"]
+            ),
+            case!(
+                task_error_context_persisted,
+                "Context information preserved in storage",
+                ["T5", "M5"]
+            ),
+            case!(
+                task_error_retry_count_survives_retries,
+                "Retry logic functions correctly with TaskError",
+                ["T5", "R2", "M5"]
+            ),
+            case!(
+                old_records_without_error_still_work,
+                "Backward compatibility maintained for tasks without errors",
+                ["M10", "T6"]
+            ),
+            ],
         ),
     ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// A task with every field set to something other than its default.

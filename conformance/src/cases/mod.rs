@@ -4,13 +4,19 @@
 //! *kinds*, never message strings. Time is passed in: a case takes one base `now` and
 //! hands later instants to the storage to move past etas and leases — no sleeps.
 
+mod cancel;
 mod checklist;
-mod contract;
+mod claim;
+mod enqueue;
+mod lease;
+mod lifecycle;
+mod listing;
+pub mod runtime;
 
 use crate::check::{CaseError, Ctx};
 use omniq_core::{
-    Capabilities, ClaimRequest, Claimed, Completion, Failure, LeaseRef, Outcome, Payload, Storage,
-    Task, TaskId,
+    CancelOutcome, Capabilities, ClaimRequest, Claimed, Completion, ErrorType, FailAction, Failure,
+    LeaseRef, Outcome, Payload, Storage, Task, TaskError, TaskId,
 };
 use std::fmt;
 use std::future::Future;
@@ -88,6 +94,10 @@ pub struct Case {
     pub requirements: &'static [&'static str],
     /// The capability the case needs, if any.
     pub capability: Option<Capability>,
+    /// The report section it is listed under: one of the guide's checklists (`Storage
+    /// interface`, `Task interval type`, `TaskError model`, `Worker`) or a part of the
+    /// storage contract (`Contract: claim`, …).
+    pub group: &'static str,
     pub(crate) body: Body,
 }
 
@@ -110,21 +120,39 @@ impl fmt::Debug for Case {
             .field("checklist", &self.checklist)
             .field("requirements", &self.requirements)
             .field("capability", &self.capability)
+            .field("group", &self.group)
             .finish_non_exhaustive()
     }
 }
 
-/// Every case, in report order: the guide's checklists, then the storage contract, then
-/// the runtime-level cases (see [`crate::runtime`]).
+/// Every case, in report order: the guide's storage checklists, the storage contract
+/// (one file per part: enqueue, claim, leases, cancel, listing, lifecycle), then the
+/// runtime-level cases ([`runtime`]).
 pub fn cases() -> &'static [Case] {
     static ALL: OnceLock<Vec<Case>> = OnceLock::new();
     ALL.get_or_init(|| {
-        checklist::cases()
-            .into_iter()
-            .chain(contract::cases())
-            .chain(crate::runtime::cases())
-            .collect()
+        [
+            checklist::cases(),
+            enqueue::cases(),
+            claim::cases(),
+            lease::cases(),
+            cancel::cases(),
+            listing::cases(),
+            lifecycle::cases(),
+            runtime::cases(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
     })
+}
+
+/// Sets the report group of `cases`.
+pub(crate) fn grouped(group: &'static str, mut cases: Vec<Case>) -> Vec<Case> {
+    for c in &mut cases {
+        c.group = group;
+    }
+    cases
 }
 
 /// Looks a case up by id.
@@ -140,6 +168,7 @@ macro_rules! case {
             checklist: $checklist,
             requirements: &[$($req),*],
             capability: case!(@cap $($cap)?),
+            group: "",
             body: $crate::cases::Body::Fresh(|s| Box::pin($id(s))),
         }
     };
@@ -155,6 +184,7 @@ macro_rules! broken_case {
             checklist: $checklist,
             requirements: &[$($req),*],
             capability: None,
+            group: "",
             body: $crate::cases::Body::Broken(|s| Box::pin($id(s))),
         }
     };
@@ -168,6 +198,7 @@ macro_rules! pair_case {
             checklist: $checklist,
             requirements: &[$($req),*],
             capability: None,
+            group: "",
             body: $crate::cases::Body::Pair(|a, b| Box::pin($id(a, b))),
         }
     };
@@ -339,4 +370,43 @@ pub(crate) fn at_second(
 ) -> omniq_core::TaskError {
     e.timestamp = now;
     e
+}
+
+// Helpers shared by several case files.
+
+/// Fails one lease with a Runtime error stamped `now`, returning the outcome.
+pub(crate) async fn fail_with(
+    s: &dyn Storage,
+    lease: LeaseRef,
+    action: FailAction,
+    now: OffsetDateTime,
+    message: &str,
+) -> Result<Outcome, CaseError> {
+    let out = s
+        .fail(vec![Failure {
+            lease,
+            error: at_second(TaskError::new(ErrorType::Runtime, message), now),
+            action,
+            now,
+        }])
+        .await
+        .ctx("fail")?;
+    ensure_eq!(out.len(), 1, "fail returns one outcome per item");
+    Ok(out[0])
+}
+
+/// Enqueues `t` on the default queue, claims it at `now` and cancels it (→ `Requested`).
+pub(crate) async fn claimed_and_flagged(
+    s: &dyn Storage,
+    t: omniq_core::Task,
+    now: OffsetDateTime,
+) -> Result<(TaskId, omniq_core::Claimed), CaseError> {
+    let id = enqueue_one(s, t).await?;
+    let c = claim_one(s, id, now).await?;
+    ensure_eq!(
+        s.cancel(&id, now).await.ctx("cancel")?,
+        CancelOutcome::Requested,
+        "cancel of a Running task"
+    );
+    Ok((id, c))
 }

@@ -315,6 +315,26 @@ pub enum Wake {
 ///   [`Outcome::LeaseLost`] (the task exists) or [`Outcome::NotFound`] (it does not) and
 ///   nothing about it changes. Items are independent: one stale item never fails the batch.
 ///   A batch naming one task twice applies its items in order, as separate calls would.
+/// - **Round trips**: every field of a [`Task`] comes back from `get_task`, `claim` and
+///   `list_tasks` as it was stored — intervals and timeouts to the microsecond, the
+///   [`TaskError`] with its context, old records decoded by the serializer included (cases:
+///   `interval_round_trips`, `old_records_with_int_interval_still_work`,
+///   `old_records_without_error_still_work`, `task_error_context_persisted`).
+/// - **Namespaces**: every instance works in a namespace of its own (a table prefix,
+///   schema, key prefix, directory); two namespaces on one server or file never see each
+///   other's tasks, results, counts or wake-ups (case: `namespaces_are_isolated`).
+///
+/// # What the runtime relies on
+///
+/// The suite also runs a real worker pool over the backend. A backend that follows the
+/// rules above passes these without anything more; when one fails, the rule it broke is
+/// usually in [`Storage::fail`] (retries and their etas), [`Storage::complete`] (interval
+/// runs) or [`Storage::subscribe`] / [`Storage::next_due`] (waits):
+/// `retry_logic_works_with_backend`, `retryable_failure_is_pending_with_later_eta`,
+/// `task_backoff_overrides_the_workers` (a task's own back-off round-trips),
+/// `non_retryable_error_stops_at_once`, `retries_exhaust_into_failed`,
+/// `interval_tasks_reschedule_without_drift`, `worker_creates_task_error_on_exceptions`,
+/// `both_worker_interfaces_process_tasks`, `get_result_waits_for_completion`.
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// The backend's short name (`sqlite`, `postgres`, …), used in errors and reports.

@@ -2,7 +2,9 @@
 
 use crate::error::{Error, Result};
 use crate::queue::{AsyncTaskQueue, EnqueueBuilder, QueueDefaults};
-use crate::settings::{Backend, Settings};
+#[cfg(feature = "sqlite")]
+use crate::settings::Backend;
+use crate::settings::Settings;
 use crate::worker::AsyncWorkerPool;
 use omniq_core::{CancelOutcome, Storage, Task, TaskId, TaskResult};
 use serde::Serialize;

@@ -8,57 +8,61 @@
 //! poll, never for a fixed time they then assert on.
 
 use crate::Case;
-use crate::cases::case;
+use crate::cases::{case, grouped};
 
-/// The runtime-level cases, appended after the storage cases.
+/// The runtime-level cases, appended after the storage cases, reported as the guide's
+/// worker checklist.
 pub fn cases() -> Vec<Case> {
-    vec![
-        case!(
-            retry_logic_works_with_backend,
-            "Retry logic works with your storage backend",
-            ["R2", "T5", "M5"]
-        ),
-        case!(
-            retryable_failure_is_pending_with_later_eta,
-            "A retryable failure is persisted as Pending with a later eta, attempts and TaskError kept, and no intermediate result",
-            ["R1", "R2", "T5"]
-        ),
-        case!(
-            task_backoff_overrides_the_workers,
-            "A task's own back-off policy wins over the worker's (per-task retry policy)",
-            ["R2", "M1"]
-        ),
-        case!(
-            non_retryable_error_stops_at_once,
-            "A non-retryable TaskError stops retrying at once",
-            ["R2", "M5"]
-        ),
-        case!(
-            retries_exhaust_into_failed,
-            "Retry logic functions correctly with TaskError (max_retries 2 ⇒ 3 runs, then Failed)",
-            ["R2", "M5"]
-        ),
-        case!(
-            interval_tasks_reschedule_without_drift,
-            "Interval tasks reschedule correctly",
-            ["R5", "M3", "T4"]
-        ),
-        case!(
-            worker_creates_task_error_on_exceptions,
-            "Worker creates TaskError on exceptions",
-            ["R3", "R4", "R6", "M5", "M6"]
-        ),
-        case!(
-            both_worker_interfaces_process_tasks,
-            "Test both interfaces work correctly",
-            ["R6"]
-        ),
-        case!(
-            get_result_waits_for_completion,
-            "get_result with wait returns the final result once the task has run",
-            ["R1", "T8"]
-        ),
-    ]
+    grouped(
+        "Worker",
+        vec![
+            case!(
+                retry_logic_works_with_backend,
+                "Retry logic works with your storage backend",
+                ["R2", "T5", "M5"]
+            ),
+            case!(
+                retryable_failure_is_pending_with_later_eta,
+                "A retryable failure is persisted as Pending with a later eta, attempts and TaskError kept, and no intermediate result",
+                ["R1", "R2", "T5"]
+            ),
+            case!(
+                task_backoff_overrides_the_workers,
+                "A task's own back-off policy wins over the worker's (per-task retry policy)",
+                ["R2", "M1"]
+            ),
+            case!(
+                non_retryable_error_stops_at_once,
+                "A non-retryable TaskError stops retrying at once",
+                ["R2", "M5"]
+            ),
+            case!(
+                retries_exhaust_into_failed,
+                "Retry logic functions correctly with TaskError (max_retries 2 ⇒ 3 runs, then Failed)",
+                ["R2", "M5"]
+            ),
+            case!(
+                interval_tasks_reschedule_without_drift,
+                "Interval tasks reschedule correctly",
+                ["R5", "M3", "T4"]
+            ),
+            case!(
+                worker_creates_task_error_on_exceptions,
+                "Worker creates TaskError on exceptions",
+                ["R3", "R4", "R6", "M5", "M6"]
+            ),
+            case!(
+                both_worker_interfaces_process_tasks,
+                "Test both interfaces work correctly",
+                ["R6"]
+            ),
+            case!(
+                get_result_waits_for_completion,
+                "get_result with wait returns the final result once the task has run",
+                ["R1", "T8"]
+            ),
+        ],
+    )
 }
 
 use crate::check::CaseError;

@@ -50,6 +50,9 @@ pub enum Capability {
     TransactionalEnqueue,
     /// [`Capabilities::multi_process`].
     MultiProcess,
+    /// Not a backend capability: the runtime-level cases need omniq-conformance's
+    /// `runtime` feature (on by default), which runs them through a real worker pool.
+    Runtime,
 }
 
 impl Capability {
@@ -60,6 +63,7 @@ impl Capability {
             Self::PushWakeup => "push_wakeup",
             Self::TransactionalEnqueue => "transactional_enqueue",
             Self::MultiProcess => "multi_process",
+            Self::Runtime => "runtime",
         }
     }
 
@@ -70,6 +74,7 @@ impl Capability {
             Self::PushWakeup => caps.push_wakeup,
             Self::TransactionalEnqueue => caps.transactional_enqueue,
             Self::MultiProcess => caps.multi_process,
+            Self::Runtime => cfg!(feature = "runtime"),
         }
     }
 }

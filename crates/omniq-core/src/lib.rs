@@ -44,6 +44,10 @@ pub use task::{
     DEFAULT_QUEUE, Payload, Schedule, Task, TaskId, TaskResult, TaskStatus, TransitionError,
 };
 
-/// Re-exported so backends and users agree on one version.
+/// Re-exported so a backend depends only on omniq-core (plus its driver) and agrees on
+/// one version of what the trait's signatures use: `#[async_trait]`, the `time` types,
+/// and tokio's broadcast channel (what [`Storage::subscribe`] returns).
 pub use async_trait::async_trait;
+/// tokio's broadcast channel, for [`Storage::subscribe`].
+pub use tokio::sync::broadcast;
 pub use time;

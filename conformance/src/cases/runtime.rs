@@ -1,7 +1,7 @@
 //! Runtime-level cases: the guide's "Retry logic works with your storage
 //! backend", "Interval tasks reschedule correctly", "Worker creates TaskError on
 //! exceptions" and "Test both interfaces work correctly" lines, run through a real
-//! [`omniq::AsyncWorkerPool`] and [`omniq::AsyncTaskQueue`] over the backend under test.
+//! [`omniq_runtime::AsyncWorkerPool`] and [`omniq_runtime::AsyncTaskQueue`] over the backend under test.
 //!
 //! Unlike the storage cases these use the wall clock (the worker's), with short back-offs
 //! and poll intervals; they wait on results with `wait_result` or a bounded condition
@@ -79,10 +79,8 @@ pub fn cases() -> Vec<Case> {
 #[cfg(feature = "runtime")]
 mod imp {
     use crate::check::CaseError;
-    use omniq::{
-        AsyncTaskQueue, AsyncWorkerPool, Backoff, ErrorType, HandlerError, Storage, TaskError,
-        TaskHandler, TaskStatus,
-    };
+    use omniq_core::{Backoff, ErrorType, Storage, TaskError, TaskStatus};
+    use omniq_runtime::{AsyncTaskQueue, AsyncWorkerPool, HandlerError, TaskHandler};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::Duration;
@@ -544,7 +542,7 @@ mod imp {
             const NAME: &'static str = "double";
             type Args = i64;
             type Output = i64;
-            async fn run(&self, x: i64, _ctx: omniq::TaskCtx) -> Result<i64, HandlerError> {
+            async fn run(&self, x: i64, _ctx: omniq_runtime::TaskCtx) -> Result<i64, HandlerError> {
                 Ok(x * 2)
             }
         }

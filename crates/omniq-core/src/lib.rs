@@ -48,6 +48,6 @@ pub use task::{
 /// one version of what the trait's signatures use: `#[async_trait]`, the `time` types,
 /// and tokio's broadcast channel (what [`Storage::subscribe`] returns).
 pub use async_trait::async_trait;
+pub use time;
 /// tokio's broadcast channel, for [`Storage::subscribe`].
 pub use tokio::sync::broadcast;
-pub use time;

@@ -29,23 +29,15 @@
 #![forbid(unsafe_code)]
 
 mod blocking;
-mod error;
-mod handler;
-pub mod logging;
 mod omniq;
-mod queue;
-mod settings;
-mod worker;
 
-pub use blocking::{OmniQ, WorkerPool};
-pub use error::{Error, Result};
-pub use handler::{HandlerError, TaskCtx, TaskHandler};
+pub use blocking::OmniQ;
 pub use omniq::{AsyncOmniQ, build_storage};
-pub use queue::{AsyncTaskQueue, EnqueueBuilder, QueueDefaults, TaskSpec};
-pub use settings::{Backend, Settings};
-pub use worker::{
-    AsyncWorkerPool, DEFAULT_MAX_PAYLOAD_BYTES, LEGACY_STORAGE_WARNING, MAX_CONCURRENCY,
-    StopReport, WorkerOptions, WorkerPoolBuilder,
+pub use omniq_runtime::{
+    AsyncTaskQueue, AsyncWorkerPool, Backend, DEFAULT_MAX_PAYLOAD_BYTES, EnqueueBuilder, Error,
+    HandlerError, LEGACY_STORAGE_WARNING, MAX_CONCURRENCY, QueueDefaults, Result, Settings,
+    StopReport, TaskCtx, TaskHandler, TaskSpec, WorkerOptions, WorkerPool, WorkerPoolBuilder,
+    logging,
 };
 
 /// The task model and the storage handle, as users meet them.

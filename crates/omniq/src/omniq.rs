@@ -1,12 +1,11 @@
 //! [`AsyncOmniQ`]: one object that builds storage, queue and workers from [`Settings`].
 
-use crate::error::{Error, Result};
-use crate::queue::{AsyncTaskQueue, EnqueueBuilder, QueueDefaults};
-#[cfg(feature = "sqlite")]
-use crate::settings::Backend;
-use crate::settings::Settings;
-use crate::worker::AsyncWorkerPool;
 use omniq_core::{CancelOutcome, Storage, Task, TaskId, TaskResult};
+#[cfg(feature = "sqlite")]
+use omniq_runtime::Backend;
+use omniq_runtime::{
+    AsyncTaskQueue, AsyncWorkerPool, EnqueueBuilder, Error, QueueDefaults, Result, Settings,
+};
 use serde::Serialize;
 use std::sync::Arc;
 

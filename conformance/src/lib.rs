@@ -57,6 +57,10 @@
 //! - `OMNIQ_REQUIRE_SERVICES=1`: a backend whose service is unreachable fails every
 //!   case instead of skipping them.
 //! - `OMNIQ_CONFORMANCE_REPORT_DIR=DIR`: the runner writes `DIR/<backend>.json`.
+//! - `OMNIQ_CONFORMANCE_URL=URL`: the deployment to check, for factories that take one
+//!   (this workspace's all do: `cargo xtask conformance --backend postgres --url …`).
+//!   Each case works in a namespace of its own, and the factory's
+//!   [`cleanup`](StorageFactory::cleanup) removes them at the end.
 #![forbid(unsafe_code)]
 
 #[macro_use]
@@ -119,6 +123,14 @@ pub trait StorageFactory: Send + Sync + 'static {
     async fn broken(&self) -> Option<Arc<dyn Storage>> {
         None
     }
+
+    /// Called once by the runner after every case has run: remove what this factory
+    /// created (namespaces, schemas, key prefixes, files), so running the suite against a
+    /// live deployment (`OMNIQ_CONFORMANCE_URL`) leaves nothing behind. The default does
+    /// nothing; an error is reported, not fatal.
+    async fn cleanup(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -131,5 +143,8 @@ impl<F: StorageFactory + ?Sized> StorageFactory for Arc<F> {
     }
     async fn broken(&self) -> Option<Arc<dyn Storage>> {
         (**self).broken().await
+    }
+    async fn cleanup(&self) -> Result<(), StorageError> {
+        (**self).cleanup().await
     }
 }

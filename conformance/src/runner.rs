@@ -372,6 +372,11 @@ pub fn run_with<F: StorageFactory>(
         .collect();
 
     let conclusion = libtest_mimic::run(args, trials);
+    // Every case is done: let the factory remove what it created (namespaces, schemas,
+    // keys), so a run against a live deployment leaves nothing behind.
+    if let Err(e) = rt.block_on(factory.cleanup()) {
+        eprintln!("omniq-conformance: cleanup of {backend} failed: {e}");
+    }
 
     let mut lines = std::mem::take(&mut *results.lock().unwrap_or_else(|p| p.into_inner()));
     lines.sort_by_key(|(i, _)| *i);

@@ -14,7 +14,7 @@ pub(crate) fn check_queue(name: &str) -> Result<(), Error> {
 
 /// What enqueue decided for one input, before anything is written.
 enum Plan {
-    Insert(Task),
+    Insert(Box<Task>),
     Duplicate(Enqueued),
 }
 
@@ -52,7 +52,7 @@ impl MemoryStorage {
                 if let (Some(key), false) = (&task.unique_key, task.status.is_finished()) {
                     keys.insert((task.queue.clone(), key.clone()), task.id);
                 }
-                plan.push(Plan::Insert(task));
+                plan.push(Plan::Insert(Box::new(task)));
             }
             // Pass 2: write.
             let mut queues = Vec::new();
@@ -65,7 +65,7 @@ impl MemoryStorage {
                         if !queues.contains(&task.queue) {
                             queues.push(task.queue.clone());
                         }
-                        space.insert(task);
+                        space.insert(*task);
                         Enqueued {
                             id,
                             duplicate: false,

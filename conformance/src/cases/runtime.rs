@@ -156,15 +156,7 @@ mod imp {
                 res.status, res.error
             )));
         }
-        let value: u32 = rt(
-            queue.format().decode(
-                res.result
-                    .as_ref()
-                    .map(|p| p.as_bytes())
-                    .unwrap_or_default(),
-            ),
-            "decoding result",
-        )?;
+        let value: u32 = rt(res.output(), "decoding result")?;
         if value != 42 {
             return Err(fail(format!("result {value}, expected 42")));
         }
@@ -538,10 +530,13 @@ mod imp {
         storage: Arc<dyn Storage>,
     ) -> CaseResult {
         struct Double;
-        impl TaskHandler for Double {
+        impl omniq_runtime::TaskType for Double {
             const NAME: &'static str = "double";
             type Args = i64;
             type Output = i64;
+        }
+        impl TaskHandler for Double {
+            type Task = Double;
             async fn run(&self, x: i64, _ctx: omniq_runtime::TaskCtx) -> Result<i64, HandlerError> {
                 Ok(x * 2)
             }
@@ -562,12 +557,7 @@ mod imp {
             let r = rt(queue.wait_result(&id, WAIT).await, "wait_result");
             stop(p).await?;
             let r = r?;
-            let v: i64 = rt(
-                queue
-                    .format()
-                    .decode(r.result.as_ref().map(|p| p.as_bytes()).unwrap_or_default()),
-                "decode",
-            )?;
+            let v: i64 = rt(r.output(), "decode")?;
             if v != 42 {
                 return Err(fail(format!("{name} interface: result {v}")));
             }

@@ -235,9 +235,15 @@ impl TaskError {
 
     /// Like [`TaskError::from_error`] for a typed error, keeping its exact type name.
     pub fn from_typed<E: std::error::Error + 'static>(err: &E) -> Self {
+        Self::from_error_named(err, std::any::type_name::<E>())
+    }
+
+    /// Like [`TaskError::from_error`], recording `type_name` as the exception type
+    /// (unless the chain carries a TaskError, which is kept as it is).
+    pub fn from_error_named(err: &(dyn std::error::Error + 'static), type_name: &str) -> Self {
         let mut te = Self::from_error(err);
         if find_task_error(err).is_none() {
-            te.exception_type = Some(std::any::type_name::<E>().to_string());
+            te.exception_type = Some(type_name.to_string());
         }
         te
     }

@@ -101,6 +101,18 @@ impl WorkerPool {
         self
     }
 
+    /// Registers a closure for a declared task type (see [`AsyncWorkerPool::handle`]).
+    pub fn handle<T, E, F, Fut>(&mut self, f: F) -> &mut Self
+    where
+        T: crate::TaskType,
+        E: Into<HandlerError> + Send + 'static,
+        F: Fn(T::Args) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<T::Output, E>> + Send + 'static,
+    {
+        self.pool.handle::<T, E, F, Fut>(f);
+        self
+    }
+
     /// Registers a trait handler.
     pub fn register_handler<H: TaskHandler>(&mut self, h: H) -> &mut Self {
         self.pool.register_handler(h);
@@ -115,7 +127,7 @@ impl WorkerPool {
     }
 
     /// Graceful stop; see [`AsyncWorkerPool::stop`].
-    pub fn stop(&self, timeout: std::time::Duration) -> Result<StopReport> {
+    pub fn stop(&self, timeout: impl crate::IntoDuration) -> Result<StopReport> {
         block_on(&self.rt, self.pool.stop(timeout))?
     }
 

@@ -40,8 +40,8 @@ impl Error {
     /// True when the task (or result) asked about does not exist — from any call.
     ///
     /// ```
-    /// # async fn demo(queue: &omniq::AsyncTaskQueue) -> omniq::Result<()> {
-    /// match queue.cancel(&omniq::TaskId::new()).await {
+    /// # async fn demo(queue: &omniq_runtime::AsyncTaskQueue) -> omniq_runtime::Result<()> {
+    /// match queue.cancel(&omniq_core::TaskId::new()).await {
     ///     Err(e) if e.is_not_found() => println!("no such task"),
     ///     other => { other?; }
     /// }
@@ -64,5 +64,5 @@ impl Error {
     }
 }
 
-/// `Result<T, omniq::Error>`.
+/// `Result<T, omniq_runtime::Error>`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

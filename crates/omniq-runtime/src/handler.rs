@@ -9,11 +9,37 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-/// An error returned by a handler; becomes the run's [`TaskError`] (`from_error`).
+/// What a boxed error looks like: any error, from any library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An error returned by a handler; becomes the run's [`TaskError`].
 ///
-/// Any `std::error::Error + Send + Sync + 'static` converts into it (its type name,
-/// message and source chain are captured); a [`TaskError`] converts as-is, so a handler
-/// can choose the error type, retryability and context itself.
+/// `?` works on anything that converts into a boxed error: every
+/// `std::error::Error + Send + Sync + 'static` (`std::io::Error`, your own types),
+/// `Box<dyn Error + Send + Sync>`, `anyhow::Error`, and plain `&str` / `String`
+/// messages. Its type name, message and source chain are recorded; a [`TaskError`]
+/// (anywhere in the chain) is recorded as-is, so a handler can choose the error type,
+/// retryability and context itself.
+///
+/// ```
+/// use omniq_runtime::{HandlerError}; use omniq_core::{TaskError, ErrorType};
+///
+/// fn parse(s: &str) -> Result<u32, HandlerError> {
+///     let n: u32 = s.parse()?;                       // std::num::ParseIntError
+///     if n == 0 {
+///         return Err("zero is not allowed".into());   // a message
+///     }
+///     if n > 100 {
+///         // A TaskError decides everything: type, retryability, context.
+///         Err(TaskError::new(ErrorType::Validation, "too big").with_retryable(false))?;
+///     }
+///     Ok(n)
+/// }
+/// assert!(parse("7").is_ok());
+/// let e = parse("x").unwrap_err().into_task_error();
+/// assert_eq!(e.exception_type.as_deref(), Some("core::num::error::ParseIntError"));
+/// assert!(!parse("500").unwrap_err().into_task_error().is_retryable);
+/// ```
 pub struct HandlerError(TaskError);
 
 impl HandlerError {
@@ -22,8 +48,8 @@ impl HandlerError {
         Self(TaskError::new(ErrorType::Runtime, message.to_string()))
     }
 
-    /// From a boxed error (e.g. `anyhow::Error::into()`).
-    pub fn from_boxed(err: Box<dyn std::error::Error + Send + Sync + 'static>) -> Self {
+    /// From a boxed error.
+    pub fn from_boxed(err: BoxError) -> Self {
         Self(TaskError::from_error(&*err))
     }
 
@@ -39,10 +65,75 @@ impl fmt::Debug for HandlerError {
     }
 }
 
-impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
-    fn from(e: E) -> Self {
-        Self(TaskError::from_typed(&e))
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
     }
+}
+
+impl<E: Into<BoxError>> From<E> for HandlerError {
+    fn from(e: E) -> Self {
+        let type_name = std::any::type_name::<E>();
+        let boxed: BoxError = e.into();
+        // A message or an already boxed error has no useful type of its own: keep what
+        // the chain says (io::Error, …); otherwise record the concrete type.
+        let opaque = type_name.starts_with("alloc::boxed::Box<")
+            || matches!(type_name, "&str" | "alloc::string::String");
+        Self(if opaque {
+            TaskError::from_error(&*boxed)
+        } else {
+            TaskError::from_error_named(&*boxed, type_name)
+        })
+    }
+}
+
+/// A task type, declared once and shared by the code that enqueues it and the workers
+/// that run it: its name, argument type and output type. With it, enqueue only compiles
+/// with the right arguments ([`AsyncTaskQueue::enqueue_typed`](crate::AsyncTaskQueue::enqueue_typed)),
+/// a handler only registers with the right signature
+/// ([`AsyncWorkerPool::handle`](crate::AsyncWorkerPool::handle)), and results come back
+/// decoded ([`AsyncTaskQueue::wait_output`](crate::AsyncTaskQueue::wait_output)).
+///
+/// Declare one with [`task_type!`](crate::task_type) or by hand:
+///
+/// ```
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// pub struct Email { pub to: String }
+///
+/// pub struct SendEmail;
+/// impl omniq_runtime::TaskType for SendEmail {
+///     const NAME: &'static str = "emails.send";
+///     type Args = Email;
+///     type Output = String;
+/// }
+/// ```
+pub trait TaskType: Send + Sync + 'static {
+    /// The handler name tasks of this type are enqueued under.
+    const NAME: &'static str;
+    /// The arguments, encoded into the task's payload.
+    type Args: Serialize + DeserializeOwned + Send + Sync + 'static;
+    /// What a successful run returns, stored as the task's result.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// Declares a [`TaskType`]: `task_type!(pub Name = "handler.name", Args => Output);`.
+///
+/// ```
+/// omniq_runtime::task_type!(pub Add = "math.add", (i64, i64) => i64);
+/// assert_eq!(<Add as omniq_runtime::TaskType>::NAME, "math.add");
+/// ```
+#[macro_export]
+macro_rules! task_type {
+    ($(#[$meta:meta])* $vis:vis $name:ident = $func:literal, $args:ty => $output:ty $(,)?) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, Default)]
+        $vis struct $name;
+        impl $crate::TaskType for $name {
+            const NAME: &'static str = $func;
+            type Args = $args;
+            type Output = $output;
+        }
+    };
 }
 
 /// What a running handler knows about its task.
@@ -60,38 +151,34 @@ pub struct TaskCtx {
     pub correlation_id: String,
 }
 
-/// The trait form of a handler.
+/// A handler with state, for a [`TaskType`] (register it with
+/// [`AsyncWorkerPool::register_handler`](crate::AsyncWorkerPool::register_handler)).
 ///
 /// ```
-/// use omniq::{HandlerError, TaskCtx, TaskHandler};
+/// use omniq_runtime::{HandlerError, TaskCtx, TaskHandler};
 ///
-/// struct SendEmail;
-///
-/// #[derive(serde::Deserialize)]
+/// #[derive(serde::Serialize, serde::Deserialize)]
 /// struct Email { to: String }
+/// omniq_runtime::task_type!(SendEmail = "emails.send", Email => String);
 ///
-/// impl TaskHandler for SendEmail {
-///     const NAME: &'static str = "emails.send";
-///     type Args = Email;
-///     type Output = String;
+/// struct Mailer { from: String }
+///
+/// impl TaskHandler for Mailer {
+///     type Task = SendEmail;
 ///     async fn run(&self, args: Email, _ctx: TaskCtx) -> Result<String, HandlerError> {
-///         Ok(format!("sent to {}", args.to))
+///         Ok(format!("sent to {} from {}", args.to, self.from))
 ///     }
 /// }
 /// ```
 pub trait TaskHandler: Send + Sync + 'static {
-    /// The name tasks are enqueued under.
-    const NAME: &'static str;
-    /// Decoded from the task's payload.
-    type Args: DeserializeOwned + Send + 'static;
-    /// Encoded into the result.
-    type Output: Serialize + Send + 'static;
+    /// The task type it runs.
+    type Task: TaskType;
     /// Runs one task.
     fn run(
         &self,
-        args: Self::Args,
+        args: <Self::Task as TaskType>::Args,
         ctx: TaskCtx,
-    ) -> impl Future<Output = Result<Self::Output, HandlerError>> + Send;
+    ) -> impl Future<Output = Result<<Self::Task as TaskType>::Output, HandlerError>> + Send;
 }
 
 pub(crate) type ErasedFn = dyn Fn(Payload, Format, TaskCtx) -> BoxFuture<'static, Result<Option<Payload>, TaskError>>
@@ -184,13 +271,15 @@ impl Registry {
             Arc::new(move |payload: Payload, format: Format, ctx: TaskCtx| {
                 let h = Arc::clone(&h);
                 Box::pin(async move {
-                    let args: H::Args = decode_args(format, &payload, &ctx.func_path)?;
+                    let args: <H::Task as TaskType>::Args =
+                        decode_args(format, &payload, &ctx.func_path)?;
                     match h.run(args, ctx).await {
                         Ok(out) => encode_output(format, &out),
                         Err(e) => Err(e.into_task_error()),
                     }
                 })
             });
-        self.map.insert(H::NAME.to_string(), erased);
+        self.map
+            .insert(<H::Task as TaskType>::NAME.to_string(), erased);
     }
 }

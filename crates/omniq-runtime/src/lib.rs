@@ -26,17 +26,21 @@
 #![forbid(unsafe_code)]
 
 pub mod blocking;
+mod duration;
 mod error;
 mod handler;
 pub mod logging;
+mod outcome;
 mod queue;
 mod settings;
 mod worker;
 
 pub use blocking::WorkerPool;
+pub use duration::IntoDuration;
 pub use error::{Error, Result};
-pub use handler::{HandlerError, TaskCtx, TaskHandler};
-pub use queue::{AsyncTaskQueue, EnqueueBuilder, QueueDefaults, TaskSpec};
+pub use handler::{BoxError, HandlerError, TaskCtx, TaskHandler, TaskType};
+pub use outcome::{TaskOutcome, TypedTaskId};
+pub use queue::{AsyncTaskQueue, EnqueueBuilder, QueueDefaults, TaskSpec, TypedEnqueueBuilder};
 pub use settings::{Backend, Settings};
 pub use worker::{
     AsyncWorkerPool, DEFAULT_MAX_PAYLOAD_BYTES, LEGACY_STORAGE_WARNING, MAX_CONCURRENCY,

@@ -1,10 +1,13 @@
 //! [`AsyncTaskQueue`]: enqueue, inspect, wait for and cancel tasks.
 
+use crate::duration::IntoDuration;
 use crate::error::{Error, Result};
+use crate::handler::TaskType;
+use crate::outcome::{TaskOutcome, TypedTaskId};
 use crate::logging as events;
 use omniq_core::{
     CancelOutcome, Clock, Enqueued, Format, IntoInterval, Page, Payload, QueueCounts, Storage,
-    StorageError, SystemClock, Task, TaskFilter, TaskId, TaskResult, TaskStatus, Wake,
+    StorageError, SystemClock, Task, TaskError, TaskFilter, TaskId, TaskResult, TaskStatus, Wake,
     validate_name,
 };
 use serde::Serialize;
@@ -42,8 +45,8 @@ impl Default for QueueDefaults {
 /// Cheap to clone; clones share the storage.
 ///
 /// ```
-/// # async fn demo(storage: std::sync::Arc<dyn omniq::Storage>) -> omniq::Result<()> {
-/// use omniq::AsyncTaskQueue;
+/// # async fn demo(storage: std::sync::Arc<dyn omniq_core::Storage>) -> omniq_runtime::Result<()> {
+/// use omniq_runtime::AsyncTaskQueue;
 /// use time::Duration;
 ///
 /// let queue = AsyncTaskQueue::new(storage);
@@ -125,6 +128,63 @@ impl AsyncTaskQueue {
         }
     }
 
+    /// Start building a task of a declared [`TaskType`]: the arguments must be
+    /// `T::Args`, checked at compile time; `.await` the builder for a [`TypedTaskId`]
+    /// whose output [`AsyncTaskQueue::wait_output`] hands back as `T::Output`.
+    ///
+    /// ```
+    /// # async fn demo(queue: omniq_runtime::AsyncTaskQueue) -> omniq_runtime::Result<()> {
+    /// omniq_runtime::task_type!(Add = "math.add", (i64, i64) => i64);
+    ///
+    /// let id = queue.enqueue_typed::<Add>(&(2, 3)).max_retries(2).await?;
+    /// let sum: Result<i64, omniq_core::TaskError> =
+    ///     queue.wait_output(&id, std::time::Duration::from_secs(5)).await?;
+    /// # let _ = sum; Ok(()) }
+    /// ```
+    ///
+    /// Arguments of another type do not compile:
+    ///
+    /// ```compile_fail
+    /// # async fn demo(queue: omniq_runtime::AsyncTaskQueue) -> omniq_runtime::Result<()> {
+    /// omniq_runtime::task_type!(Add = "math.add", (i64, i64) => i64);
+    /// let id = queue.enqueue_typed::<Add>(&"two and three").await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn enqueue_typed<T: TaskType>(&self, args: &T::Args) -> TypedEnqueueBuilder<'_, T> {
+        TypedEnqueueBuilder {
+            inner: self.enqueue(T::NAME, args),
+            _task: std::marker::PhantomData,
+        }
+    }
+
+    /// A [`TaskSpec`] of a declared [`TaskType`] (for [`AsyncTaskQueue::enqueue_many`]).
+    pub fn task_typed<T: TaskType>(&self, args: &T::Args) -> TaskSpec {
+        self.task(T::NAME, args)
+    }
+
+    /// The output of a finished task of a declared type: `None` while it has not
+    /// finished, `Some(Ok(output))` after a successful run, `Some(Err(error))` after it
+    /// failed for good or was cancelled.
+    pub async fn output<T: TaskType>(
+        &self,
+        id: &TypedTaskId<T>,
+    ) -> Result<Option<std::result::Result<T::Output, TaskError>>> {
+        match self.get_result(id).await? {
+            Some(outcome) => Ok(Some(outcome.into_output()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits (like [`AsyncTaskQueue::wait_result`]) for a task of a declared type and
+    /// hands back its decoded output, or the TaskError it failed with.
+    pub async fn wait_output<T: TaskType>(
+        &self,
+        id: &TypedTaskId<T>,
+        timeout: impl IntoDuration,
+    ) -> Result<std::result::Result<T::Output, TaskError>> {
+        self.wait_result(id, timeout).await?.into_output()
+    }
+
     /// Build a [`TaskSpec`] (for [`AsyncTaskQueue::enqueue_many`]) with this queue's format.
     pub fn task<A: Serialize + ?Sized>(&self, func: &str, args: &A) -> TaskSpec {
         TaskSpec::new(func, args, self.format)
@@ -189,11 +249,12 @@ impl AsyncTaskQueue {
 
     /// The latest finished run's result, or None. Never returns the failure of a run
     /// that will be retried (those are not stored as results).
-    pub async fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>> {
-        let Some(task) = self.storage.get_task(id).await? else {
-            return Ok(self.storage.get_result(id).await?);
+    pub async fn get_result(&self, id: &TaskId) -> Result<Option<TaskOutcome>> {
+        let result = match self.storage.get_task(id).await? {
+            None => self.storage.get_result(id).await?,
+            Some(task) => self.settled_result(&task).await?,
         };
-        self.settled_result(&task).await
+        Ok(result.map(|r| TaskOutcome::new(r, self.format)))
     }
 
     async fn settled_result(&self, task: &Task) -> Result<Option<TaskResult>> {
@@ -226,8 +287,9 @@ impl AsyncTaskQueue {
     pub async fn wait_result(
         &self,
         id: &TaskId,
-        timeout: std::time::Duration,
-    ) -> Result<TaskResult> {
+        timeout: impl IntoDuration,
+    ) -> Result<TaskOutcome> {
+        let timeout = timeout.into_std();
         let start = tokio::time::Instant::now();
         let deadline = start
             .checked_add(timeout)
@@ -240,7 +302,7 @@ impl AsyncTaskQueue {
         let mut poll = std::time::Duration::from_millis(10);
         loop {
             match self.check_result(id).await {
-                Ok(Some(r)) => return Ok(r),
+                Ok(Some(r)) => return Ok(TaskOutcome::new(r, self.format)),
                 Ok(None) => {}
                 // S3: a temporary outage only delays the answer.
                 Err(Error::Storage(e))
@@ -373,9 +435,9 @@ impl TaskSpec {
         self.eta = Some(eta);
         self
     }
-    /// Run no earlier than `delay` from now.
-    pub fn delay(mut self, delay: Duration) -> Self {
-        self.delay = Some(delay);
+    /// Run no earlier than `delay` from now (`std::time::Duration` or `time::Duration`).
+    pub fn delay(mut self, delay: impl IntoDuration) -> Self {
+        self.delay = Some(delay.into_duration());
         self
     }
     /// Repeat every `interval`: a `time::Duration`, `std::time::Duration` or integer seconds.
@@ -388,9 +450,9 @@ impl TaskSpec {
         self.max_retries = Some(n);
         self
     }
-    /// Per-run timeout.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+    /// Per-run timeout (`std::time::Duration` or `time::Duration`).
+    pub fn timeout(mut self, timeout: impl IntoDuration) -> Self {
+        self.timeout = Some(timeout.into_duration());
         self
     }
     /// Queue name.
@@ -481,49 +543,66 @@ pub struct EnqueueBuilder<'q> {
     spec: TaskSpec,
 }
 
-macro_rules! forward {
-    ($($(#[$m:meta])* $name:ident($($arg:ident: $ty:ty),*);)*) => {$(
-        $(#[$m])*
-        pub fn $name(mut self, $($arg: $ty),*) -> Self {
-            self.spec = self.spec.$name($($arg),*);
+/// The task options, as setters on a builder that forwards them to its `$field`.
+macro_rules! task_options {
+    ($field:ident) => {
+        /// Run no earlier than `eta`.
+        pub fn eta(mut self, eta: OffsetDateTime) -> Self {
+            self.$field = self.$field.eta(eta);
             self
         }
-    )*};
+        /// Run no earlier than `delay` from now (`std::time::Duration` or `time::Duration`).
+        pub fn delay(mut self, delay: impl IntoDuration) -> Self {
+            self.$field = self.$field.delay(delay);
+            self
+        }
+        /// Retries after the first attempt (default 3: up to 4 runs).
+        pub fn max_retries(mut self, n: u32) -> Self {
+            self.$field = self.$field.max_retries(n);
+            self
+        }
+        /// Per-run timeout (`std::time::Duration` or `time::Duration`).
+        pub fn timeout(mut self, timeout: impl IntoDuration) -> Self {
+            self.$field = self.$field.timeout(timeout);
+            self
+        }
+        /// Higher runs first.
+        pub fn priority(mut self, priority: i32) -> Self {
+            self.$field = self.$field.priority(priority);
+            self
+        }
+        /// Use this id instead of a fresh UUID v7.
+        pub fn task_id(mut self, id: TaskId) -> Self {
+            self.$field = self.$field.task_id(id);
+            self
+        }
+        /// This task's own retry back-off (wins over the worker's policies).
+        pub fn backoff(mut self, backoff: omniq_core::Backoff) -> Self {
+            self.$field = self.$field.backoff(backoff);
+            self
+        }
+        /// Repeat every `interval` (`time::Duration`, `std::time::Duration` or integer
+        /// seconds).
+        pub fn interval(mut self, interval: impl IntoInterval) -> Self {
+            self.$field = self.$field.interval(interval);
+            self
+        }
+        /// Queue name (default `"default"`).
+        pub fn queue(mut self, queue: impl Into<String>) -> Self {
+            self.$field = self.$field.queue(queue);
+            self
+        }
+        /// At most one live task per (queue, key): a duplicate enqueue returns the live
+        /// task's id instead of adding a second one.
+        pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+            self.$field = self.$field.unique_key(key);
+            self
+        }
+    };
 }
 
 impl EnqueueBuilder<'_> {
-    forward! {
-        /// Run no earlier than `eta`.
-        eta(eta: OffsetDateTime);
-        /// Run no earlier than `delay` from now.
-        delay(delay: Duration);
-        /// Retries after the first attempt.
-        max_retries(n: u32);
-        /// Per-run timeout.
-        timeout(timeout: Duration);
-        /// Higher runs first.
-        priority(priority: i32);
-        /// Use this id instead of a fresh UUID v7.
-        task_id(id: TaskId);
-        /// This task's own retry back-off (wins over the worker's policies).
-        backoff(backoff: omniq_core::Backoff);
-    }
-
-    /// Repeat every `interval` (`time::Duration`, `std::time::Duration` or integer seconds).
-    pub fn interval(mut self, interval: impl IntoInterval) -> Self {
-        self.spec = self.spec.interval(interval);
-        self
-    }
-    /// Queue name.
-    pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.spec = self.spec.queue(queue);
-        self
-    }
-    /// At most one live task per (queue, key).
-    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
-        self.spec = self.spec.unique_key(key);
-        self
-    }
+    task_options!(spec);
 
     /// Enqueue and report whether it was a duplicate of a live unique task.
     pub async fn send(self) -> Result<Enqueued> {
@@ -539,5 +618,40 @@ impl<'q> IntoFuture for EnqueueBuilder<'q> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move { self.send().await.map(|e| e.id) })
+    }
+}
+
+/// Builder returned by [`AsyncTaskQueue::enqueue_typed`]: the same options as
+/// [`EnqueueBuilder`]; `.await` it for a [`TypedTaskId`].
+#[must_use = "an enqueue builder does nothing until awaited"]
+pub struct TypedEnqueueBuilder<'q, T> {
+    inner: EnqueueBuilder<'q>,
+    _task: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for TypedEnqueueBuilder<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TypedEnqueueBuilder")
+            .field("task", &std::any::type_name::<T>())
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<T: TaskType> TypedEnqueueBuilder<'_, T> {
+    task_options!(inner);
+
+    /// Enqueue and report whether it was a duplicate of a live unique task.
+    pub async fn send(self) -> Result<Enqueued> {
+        self.inner.send().await
+    }
+}
+
+impl<'q, T: TaskType> IntoFuture for TypedEnqueueBuilder<'q, T> {
+    type Output = Result<TypedTaskId<T>>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<TypedTaskId<T>>> + Send + 'q>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.send().await.map(|e| TypedTaskId::new(e.id)) })
     }
 }

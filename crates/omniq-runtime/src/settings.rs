@@ -73,7 +73,7 @@ pub struct Settings {
     pub result_ttl: Duration,
     /// `OMNIQ_SERIALIZER`: msgpack (default) or json.
     pub serializer: Format,
-    /// `OMNIQ_LOG_LEVEL` (default INFO); read by `omniq::logging` too.
+    /// `OMNIQ_LOG_LEVEL` (default INFO); read by `omniq_runtime::logging` too.
     pub log_level: String,
     /// Storage namespace (table prefix / key prefix), default `omniq`.
     pub namespace: String,

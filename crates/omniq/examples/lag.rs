@@ -43,10 +43,11 @@ type Log = Arc<Mutex<Vec<(omniq::TaskId, u32, OffsetDateTime, OffsetDateTime)>>>
 /// Fails its first run, succeeds on the retry.
 struct Flaky(Log);
 
+omniq::task_type!(FlakyTask = "flaky", () => ());
+omniq::task_type!(TickTask = "tick", () => ());
+
 impl omniq::TaskHandler for Flaky {
-    const NAME: &'static str = "flaky";
-    type Args = ();
-    type Output = ();
+    type Task = FlakyTask;
     async fn run(&self, _: (), ctx: omniq::TaskCtx) -> Result<(), HandlerError> {
         let now = OffsetDateTime::now_utc();
         if let Ok(mut v) = self.0.lock() {
@@ -63,9 +64,7 @@ impl omniq::TaskHandler for Flaky {
 struct Tick(Log);
 
 impl omniq::TaskHandler for Tick {
-    const NAME: &'static str = "tick";
-    type Args = ();
-    type Output = ();
+    type Task = TickTask;
     async fn run(&self, _: (), ctx: omniq::TaskCtx) -> Result<(), HandlerError> {
         let now = OffsetDateTime::now_utc();
         if let Ok(mut v) = self.0.lock() {

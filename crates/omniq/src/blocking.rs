@@ -1,9 +1,9 @@
 //! [`OmniQ`]: the blocking [`AsyncOmniQ`], for programs without an async runtime.
 
 use crate::omniq::AsyncOmniQ;
-use omniq_core::{CancelOutcome, Enqueued, Task, TaskId, TaskResult};
+use omniq_core::{CancelOutcome, Enqueued, Task, TaskId};
 use omniq_runtime::blocking::{block_on, new_runtime};
-use omniq_runtime::{Error, Result, Settings, TaskSpec, WorkerPool};
+use omniq_runtime::{Error, IntoDuration, Result, Settings, TaskOutcome, TaskSpec, WorkerPool};
 use serde::Serialize;
 use std::sync::Arc;
 use tokio::runtime::Runtime;
@@ -64,12 +64,12 @@ impl OmniQ {
     }
 
     /// The latest final result, or None.
-    pub fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>> {
+    pub fn get_result(&self, id: &TaskId) -> Result<Option<TaskOutcome>> {
         block_on(&self.rt, self.inner.get_result(id))?
     }
 
     /// Waits for the final result.
-    pub fn wait_result(&self, id: &TaskId, timeout: std::time::Duration) -> Result<TaskResult> {
+    pub fn wait_result(&self, id: &TaskId, timeout: impl IntoDuration) -> Result<TaskOutcome> {
         block_on(&self.rt, self.inner.wait_result(id, timeout))?
     }
 

@@ -1,10 +1,11 @@
 //! [`AsyncOmniQ`]: one object that builds storage, queue and workers from [`Settings`].
 
-use omniq_core::{CancelOutcome, Storage, Task, TaskId, TaskResult};
+use omniq_core::{CancelOutcome, Storage, Task, TaskError, TaskId};
 #[cfg(feature = "sqlite")]
 use omniq_runtime::Backend;
 use omniq_runtime::{
-    AsyncTaskQueue, AsyncWorkerPool, EnqueueBuilder, Error, QueueDefaults, Result, Settings,
+    AsyncTaskQueue, AsyncWorkerPool, EnqueueBuilder, Error, IntoDuration, QueueDefaults, Result,
+    Settings, TaskOutcome, TaskType, TypedEnqueueBuilder, TypedTaskId,
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -73,6 +74,20 @@ impl AsyncOmniQ {
             .build()
     }
 
+    /// See [`AsyncTaskQueue::enqueue_typed`].
+    pub fn enqueue_typed<T: TaskType>(&self, args: &T::Args) -> TypedEnqueueBuilder<'_, T> {
+        self.queue.enqueue_typed::<T>(args)
+    }
+
+    /// See [`AsyncTaskQueue::wait_output`].
+    pub async fn wait_output<T: TaskType>(
+        &self,
+        id: &TypedTaskId<T>,
+        timeout: impl IntoDuration,
+    ) -> Result<std::result::Result<T::Output, TaskError>> {
+        self.queue.wait_output(id, timeout).await
+    }
+
     /// See [`AsyncTaskQueue::enqueue`].
     pub fn enqueue<A: Serialize + ?Sized>(&self, func: &str, args: &A) -> EnqueueBuilder<'_> {
         self.queue.enqueue(func, args)
@@ -84,7 +99,7 @@ impl AsyncOmniQ {
     }
 
     /// See [`AsyncTaskQueue::get_result`].
-    pub async fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>> {
+    pub async fn get_result(&self, id: &TaskId) -> Result<Option<TaskOutcome>> {
         self.queue.get_result(id).await
     }
 
@@ -92,8 +107,8 @@ impl AsyncOmniQ {
     pub async fn wait_result(
         &self,
         id: &TaskId,
-        timeout: std::time::Duration,
-    ) -> Result<TaskResult> {
+        timeout: impl IntoDuration,
+    ) -> Result<TaskOutcome> {
         self.queue.wait_result(id, timeout).await
     }
 

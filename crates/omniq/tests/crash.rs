@@ -110,8 +110,6 @@ async fn killed_worker_loses_nothing_and_its_task_is_redelivered_after_the_lease
     let result = result.expect("redelivered task finishes");
     assert_eq!(result.status, TaskStatus::Success);
     assert_eq!(result.attempts, 2, "the killed run counts as an attempt");
-    let value: u32 = omniq::Format::MessagePack
-        .decode(result.result.expect("payload").as_bytes())
-        .expect("decode");
+    let value: u32 = result.output().expect("decode");
     assert_eq!(value, 42);
 }

@@ -251,9 +251,7 @@ fn blocking_wrappers_run_tasks_without_an_async_runtime() {
         .expect("result");
     worker.stop(Duration::from_secs(5)).expect("stop");
     assert_eq!(res.status, TaskStatus::Success);
-    let v: i64 = omniq::Format::MessagePack
-        .decode(res.result.expect("payload").as_bytes())
-        .expect("decode");
+    let v: i64 = res.output().expect("decode");
     assert_eq!(v, 42);
     assert!(
         dir.path().join("omniq.db").exists(),

@@ -200,8 +200,8 @@ impl Drop for TaskContext {
     }
 }
 
-/// Milliseconds with microsecond precision.
-fn duration_ms(elapsed: Duration) -> f64 {
+/// Milliseconds with microsecond precision (`0.068`, never `0.06804099999999999`).
+pub(crate) fn duration_ms(elapsed: Duration) -> f64 {
     (elapsed.as_secs_f64() * 1_000_000.0).round() / 1_000.0
 }
 
@@ -220,7 +220,7 @@ fn duration_ms(elapsed: Duration) -> f64 {
 /// `.instrument(span)` across `.await`.
 ///
 /// ```
-/// let span = omniq::logging::bind_task(Some("task-456"), &[("worker", &"worker-1"), ("user_id", &42)]);
+/// let span = omniq_runtime::logging::bind_task(Some("task-456"), &[("worker", &"worker-1"), ("user_id", &42)]);
 /// span.in_scope(|| tracing::info!("Task enqueued with context"));
 /// ```
 pub fn bind_task(task_id: Option<&str>, fields: &[(&str, &dyn Display)]) -> Span {

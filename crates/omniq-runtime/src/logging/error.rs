@@ -1,4 +1,4 @@
-//! The one error type of `omniq::logging`.
+//! The one error type of `omniq_runtime::logging`.
 
 use std::io;
 use std::path::PathBuf;

@@ -52,7 +52,7 @@ pub fn log_task_completed(task_id: impl Display, attempts: u32, duration: Durati
         target: WORKER_TARGET,
         task_id = %task_id,
         attempts,
-        duration_ms = duration.as_secs_f64() * 1_000.0,
+        duration_ms = super::context::duration_ms(duration),
         "Task completed: {task_id} after {attempts} attempt{plural}"
     );
 }

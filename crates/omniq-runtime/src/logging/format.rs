@@ -132,7 +132,7 @@ impl Line<'_> {
         }
     }
 
-    /// `2025-12-01 10:30:45 | INFO     | omniq::worker:123 | Task execution started`
+    /// `2025-12-01 10:30:45 | INFO     | omniq_runtime::worker:123 | Task execution started`
     /// `└── task_id: abc-123 | operation: process_task | worker: worker-1`
     fn write_dev(&self, w: &mut Writer<'_>) -> fmt::Result {
         const RESET: &str = "\x1b[0m";

@@ -96,13 +96,13 @@ impl LogConfig {
     ///
     /// ```
     /// use std::sync::{Arc, Mutex};
-    /// use omniq::logging::{LogConfig, LogMode};
+    /// use omniq_runtime::logging::{LogConfig, LogMode};
     ///
     /// let buffer = Arc::new(Mutex::new(Vec::<u8>::new()));
     /// let sink = buffer.clone();
     /// let make_writer = move || SharedVec(sink.clone());
     /// let subscriber = LogConfig::default().with_mode(LogMode::Prod).build_subscriber(make_writer);
-    /// tracing::subscriber::with_default(subscriber, || tracing::info!(target: "omniq::demo", "hello"));
+    /// tracing::subscriber::with_default(subscriber, || tracing::info!(target: "omniq_runtime::demo", "hello"));
     /// let text = String::from_utf8(buffer.lock().unwrap().clone()).unwrap();
     /// assert!(text.contains(r#""message":"hello""#));
     ///

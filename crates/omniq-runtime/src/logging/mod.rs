@@ -31,7 +31,7 @@
 //! DEV (standard error, coloured when it is a terminal):
 //!
 //! ```text
-//! 2025-12-01 10:30:45 | INFO     | omniq::worker:123 | Task execution started
+//! 2025-12-01 10:30:45 | INFO     | omniq_runtime::worker:123 | Task execution started
 //! └── task_id: abc-123 | operation: process_task | worker: worker-1
 //! ```
 //!
@@ -39,7 +39,7 @@
 //! milliseconds; `logger` is the event's target):
 //!
 //! ```text
-//! {"timestamp":"2025-12-01T10:30:45.123Z","level":"INFO","logger":"omniq::worker","message":"Task execution started","task_id":"abc-123","operation":"process_task","worker":"worker-1","correlation_id":"0193…"}
+//! {"timestamp":"2025-12-01T10:30:45.123Z","level":"INFO","logger":"omniq_runtime::worker","message":"Task execution started","task_id":"abc-123","operation":"process_task","worker":"worker-1","correlation_id":"0193…"}
 //! ```
 //!
 //! The fields shown are the event's own and those of every span it is in (inner values
@@ -55,7 +55,7 @@
 //! # Example
 //!
 //! ```
-//! use omniq::logging::{self, LogConfig, bind_task, log_task_started, task_context};
+//! use omniq_runtime::logging::{self, LogConfig, bind_task, log_task_started, task_context};
 //! use tracing::Instrument as _;
 //!
 //! # fn main() -> Result<(), logging::LoggingError> {
@@ -102,6 +102,7 @@ pub use config::{
     ENV_LOG_FILE, ENV_LOG_LEVEL, ENV_LOG_MODE, ENV_LOG_RETENTION, ENV_LOG_ROTATION, LogConfig,
     LogLevel, LogMode, parse_retention, parse_size,
 };
+pub(crate) use context::duration_ms;
 pub use context::{
     TASK_TARGET, TaskContext, bind_task, task_context, task_context_with_correlation, task_span,
 };

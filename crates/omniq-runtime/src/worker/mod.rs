@@ -52,7 +52,8 @@ pub use options::{
 };
 
 use crate::error::{Error, Result};
-use crate::handler::{HandlerError, Registry, TaskHandler};
+use crate::duration::IntoDuration;
+use crate::handler::{HandlerError, Registry, TaskHandler, TaskType};
 use crate::logging as events;
 use crate::queue::AsyncTaskQueue;
 use completer::Msg;
@@ -83,8 +84,8 @@ pub struct StopReport {
 /// Runs registered handlers for tasks of an [`AsyncTaskQueue`].
 ///
 /// ```
-/// # async fn demo(storage: std::sync::Arc<dyn omniq::Storage>) -> omniq::Result<()> {
-/// use omniq::{AsyncTaskQueue, AsyncWorkerPool, HandlerError};
+/// # async fn demo(storage: std::sync::Arc<dyn omniq_core::Storage>) -> omniq_runtime::Result<()> {
+/// use omniq_runtime::{AsyncTaskQueue, AsyncWorkerPool, HandlerError};
 ///
 /// let queue = AsyncTaskQueue::new(storage);
 /// let mut pool = AsyncWorkerPool::builder().queue(queue.clone()).concurrency(8).build()?;
@@ -230,7 +231,27 @@ impl AsyncWorkerPool {
         self
     }
 
-    /// Registers a [`TaskHandler`] under its `NAME` (see [`AsyncWorkerPool::register`]).
+    /// Registers a closure for a declared [`TaskType`]: it must take `T::Args` and
+    /// return `T::Output`, checked at compile time.
+    ///
+    /// ```
+    /// # fn demo(pool: &mut omniq_runtime::AsyncWorkerPool) {
+    /// omniq_runtime::task_type!(Add = "math.add", (i64, i64) => i64);
+    /// pool.handle::<Add, _, _, _>(|(a, b)| async move { Ok::<_, omniq_runtime::HandlerError>(a + b) });
+    /// # }
+    /// ```
+    pub fn handle<T, E, F, Fut>(&mut self, f: F) -> &mut Self
+    where
+        T: TaskType,
+        E: Into<HandlerError> + Send + 'static,
+        F: Fn(T::Args) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<T::Output, E>> + Send + 'static,
+    {
+        self.registry.insert_fn(T::NAME, f);
+        self
+    }
+
+    /// Registers a [`TaskHandler`] for its task type (see [`AsyncWorkerPool::register`]).
     pub fn register_handler<H: TaskHandler>(&mut self, handler: H) -> &mut Self {
         self.registry.insert_handler(handler);
         self
@@ -292,7 +313,8 @@ impl AsyncWorkerPool {
     ///
     /// The shutdown runs in its own task: if the caller stops waiting (its future is
     /// dropped), the shutdown still completes.
-    pub async fn stop(&self, timeout: std::time::Duration) -> Result<StopReport> {
+    pub async fn stop(&self, timeout: impl IntoDuration) -> Result<StopReport> {
+        let timeout = timeout.into_std();
         let running = self
             .state
             .lock()

@@ -1,5 +1,6 @@
 //! Worker settings and the builder that validates them.
 
+use crate::duration::IntoDuration;
 use crate::error::{Error, Result};
 use crate::queue::AsyncTaskQueue;
 use crate::worker::AsyncWorkerPool;
@@ -130,20 +131,20 @@ impl WorkerPoolBuilder {
     /// The longest an idle worker waits before looking for work again. Idle workers
     /// normally wake when work is pushed or when the next task falls due; this is the
     /// safety net for lost hints. Default 1 s; must be positive.
-    pub fn poll_interval(mut self, d: std::time::Duration) -> Self {
-        self.opts.poll_interval = d;
+    pub fn poll_interval(mut self, d: impl IntoDuration) -> Self {
+        self.opts.poll_interval = d.into_std();
         self
     }
     /// How long a claim is held without a heartbeat; a crashed worker's tasks are
     /// redelivered after it. Default 30 s; must be positive.
-    pub fn lease(mut self, d: Duration) -> Self {
-        self.opts.lease = d;
+    pub fn lease(mut self, d: impl IntoDuration) -> Self {
+        self.opts.lease = d.into_duration();
         self
     }
     /// How often held leases are extended. Default lease / 3; must be positive and at
     /// most lease / 2, or `build()` fails.
-    pub fn heartbeat_interval(mut self, d: std::time::Duration) -> Self {
-        self.opts.heartbeat_interval = d;
+    pub fn heartbeat_interval(mut self, d: impl IntoDuration) -> Self {
+        self.opts.heartbeat_interval = d.into_std();
         self.heartbeat_set = true;
         self
     }

@@ -101,15 +101,15 @@ impl WorkerPool {
         self
     }
 
-    /// Registers a closure for a declared task type (see [`AsyncWorkerPool::handle`]).
-    pub fn handle<T, E, F, Fut>(&mut self, f: F) -> &mut Self
-    where
-        T: crate::TaskType,
-        E: Into<HandlerError> + Send + 'static,
-        F: Fn(T::Args) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<T::Output, E>> + Send + 'static,
-    {
-        self.pool.handle::<T, E, F, Fut>(f);
+    /// Registers a function for a declared task type (see [`AsyncWorkerPool::handle`]).
+    pub fn handle<T: crate::TaskType>(&mut self, f: impl crate::handler::TaskFn<T>) -> &mut Self {
+        self.pool.handle::<T>(f);
+        self
+    }
+
+    /// Wraps every run in `middleware` (see [`AsyncWorkerPool::layer`]).
+    pub fn layer(&mut self, middleware: impl crate::middleware::Middleware) -> &mut Self {
+        self.pool.layer(middleware);
         self
     }
 

@@ -151,6 +151,27 @@ pub struct TaskCtx {
     pub correlation_id: String,
 }
 
+/// A function that runs tasks of type `T`: any `Fn(T::Args) -> impl Future<Output =
+/// Result<T::Output, E>>` where `E` converts into a [`HandlerError`] (so `?` works on
+/// any error). Implemented for every such closure or fn; you never implement it.
+pub trait TaskFn<T: TaskType>: Send + Sync + 'static {
+    /// Runs one task.
+    fn call(&self, args: T::Args) -> BoxFuture<'static, Result<T::Output, HandlerError>>;
+}
+
+impl<T, F, Fut, E> TaskFn<T> for F
+where
+    T: TaskType,
+    F: Fn(T::Args) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T::Output, E>> + Send + 'static,
+    E: Into<HandlerError> + Send + 'static,
+{
+    fn call(&self, args: T::Args) -> BoxFuture<'static, Result<T::Output, HandlerError>> {
+        let fut = self(args);
+        Box::pin(async move { fut.await.map_err(Into::into) })
+    }
+}
+
 /// A handler with state, for a [`TaskType`] (register it with
 /// [`AsyncWorkerPool::register_handler`](crate::AsyncWorkerPool::register_handler)).
 ///
@@ -263,6 +284,22 @@ impl Registry {
                 })
             });
         self.map.insert(name.to_string(), erased);
+    }
+
+    pub(crate) fn insert_task_fn<T: TaskType, F: TaskFn<T>>(&mut self, f: F) {
+        let f = Arc::new(f);
+        let erased: Arc<ErasedFn> =
+            Arc::new(move |payload: Payload, format: Format, ctx: TaskCtx| {
+                let f = Arc::clone(&f);
+                Box::pin(async move {
+                    let args: T::Args = decode_args(format, &payload, &ctx.func_path)?;
+                    match f.call(args).await {
+                        Ok(out) => encode_output(format, &out),
+                        Err(e) => Err(e.into_task_error()),
+                    }
+                })
+            });
+        self.map.insert(T::NAME.to_string(), erased);
     }
 
     pub(crate) fn insert_handler<H: TaskHandler>(&mut self, h: H) {

@@ -25,11 +25,15 @@
 //! ```
 #![forbid(unsafe_code)]
 
+/// Re-exported for implementing [`middleware::Middleware`].
+pub use omniq_core::async_trait;
+
 pub mod blocking;
 mod duration;
 mod error;
 mod handler;
 pub mod logging;
+pub mod middleware;
 mod outcome;
 mod queue;
 mod settings;
@@ -38,7 +42,7 @@ mod worker;
 pub use blocking::WorkerPool;
 pub use duration::IntoDuration;
 pub use error::{Error, Result};
-pub use handler::{BoxError, HandlerError, TaskCtx, TaskHandler, TaskType};
+pub use handler::{BoxError, HandlerError, TaskCtx, TaskFn, TaskHandler, TaskType};
 pub use outcome::{TaskOutcome, TypedTaskId};
 pub use queue::{AsyncTaskQueue, EnqueueBuilder, QueueDefaults, TaskSpec, TypedEnqueueBuilder};
 pub use settings::{Backend, Settings};

@@ -5,11 +5,11 @@
 use crate::error::{Error, Result};
 use crate::handler::TaskType;
 use omniq_core::{ErrorType, Format, Payload, TaskError, TaskId, TaskResult, TaskStatus};
-use time::OffsetDateTime;
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Deref;
+use time::OffsetDateTime;
 
 /// A task's latest finished run, as values: its status, error, timing and its output,
 /// decodable as the handler's return type or as a JSON value.
@@ -73,16 +73,18 @@ impl TaskOutcome {
     pub fn output<T: DeserializeOwned>(&self) -> Result<T> {
         match &self.output {
             Some(p) => Ok(self.format.decode(p.as_bytes())?),
-            None => Ok(serde_json::from_value(serde_json::Value::Null).map_err(|e| {
-                Error::Serialization(omniq_core::SerializationError {
-                    format: "json",
-                    op: "decode",
-                    message: format!(
-                        "task {} has no output (status {}): {e}",
-                        self.task_id, self.status
-                    ),
-                })
-            })?),
+            None => Ok(
+                serde_json::from_value(serde_json::Value::Null).map_err(|e| {
+                    Error::Serialization(omniq_core::SerializationError {
+                        format: "json",
+                        op: "decode",
+                        message: format!(
+                            "task {} has no output (status {}): {e}",
+                            self.task_id, self.status
+                        ),
+                    })
+                })?,
+            ),
         }
     }
 
@@ -131,13 +133,18 @@ fn cancelled_error(r: &TaskOutcome) -> TaskError {
     let mut e = TaskError::new(
         ErrorType::User,
         match &r.error {
-            Some(last) => format!("task {} was cancelled (last error: {})", r.task_id, last.message),
+            Some(last) => format!(
+                "task {} was cancelled (last error: {})",
+                r.task_id, last.message
+            ),
             None => format!("task {} was cancelled", r.task_id),
         },
     )
     .with_retryable(false);
-    e.context
-        .insert("status".into(), serde_json::Value::String("cancelled".into()));
+    e.context.insert(
+        "status".into(),
+        serde_json::Value::String("cancelled".into()),
+    );
     e
 }
 
@@ -191,7 +198,12 @@ impl<T> Eq for TypedTaskId<T> {}
 
 impl<T> fmt::Debug for TypedTaskId<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TypedTaskId<{}>({})", std::any::type_name::<T>(), self.id)
+        write!(
+            f,
+            "TypedTaskId<{}>({})",
+            std::any::type_name::<T>(),
+            self.id
+        )
     }
 }
 

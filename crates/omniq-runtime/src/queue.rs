@@ -3,8 +3,8 @@
 use crate::duration::IntoDuration;
 use crate::error::{Error, Result};
 use crate::handler::TaskType;
-use crate::outcome::{TaskOutcome, TypedTaskId};
 use crate::logging as events;
+use crate::outcome::{TaskOutcome, TypedTaskId};
 use omniq_core::{
     CancelOutcome, Clock, Enqueued, Format, IntoInterval, Page, Payload, QueueCounts, Storage,
     StorageError, SystemClock, Task, TaskError, TaskFilter, TaskId, TaskResult, TaskStatus, Wake,

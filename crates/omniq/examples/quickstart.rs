@@ -51,13 +51,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .concurrency(4)
         .backoff(Backoff::Fixed(time::Duration::milliseconds(200)))
         .build()?;
-    worker.handle::<Add, _, _, _>(|(a, b)| async move { Ok::<_, HandlerError>(a + b) });
-    worker.handle::<SendEmail, _, _, _>(|e: Email| async move {
+    worker.handle::<Add>(|(a, b)| async move { Ok::<_, HandlerError>(a + b) });
+    worker.handle::<SendEmail>(|e: Email| async move {
         Ok::<_, HandlerError>(format!("sent '{}' to {}", e.subject, e.to))
     });
     let fetches = Arc::new(AtomicU32::new(0));
     let calls = Arc::clone(&fetches);
-    worker.handle::<Fetch, _, _, _>(move |url: String| {
+    worker.handle::<Fetch>(move |url: String| {
         let calls = Arc::clone(&calls);
         async move {
             if calls.fetch_add(1, Ordering::SeqCst) == 0 {
@@ -73,11 +73,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let ticks = Arc::new(AtomicU32::new(0));
     let t = Arc::clone(&ticks);
-    worker.handle::<Tick, _, _, _>(move |()| {
+    worker.handle::<Tick>(move |()| {
         let t = Arc::clone(&t);
         async move { Ok::<_, HandlerError>(t.fetch_add(1, Ordering::SeqCst) + 1) }
     });
-    worker.handle::<Reject, _, _, _>(|_input| async move {
+    worker.handle::<Reject>(|_input| async move {
         // Not retryable: fails for good on the first attempt.
         Err(TaskError::new(ErrorType::Validation, "input rejected").with_retryable(false))?;
         Ok::<_, HandlerError>(())
@@ -118,7 +118,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         *fetch
     );
     match omniq.wait_output(&reject, wait).await? {
-        Ok(()) => println!("{:<12} {}  -> unexpectedly succeeded", Reject::NAME, *reject),
+        Ok(()) => println!(
+            "{:<12} {}  -> unexpectedly succeeded",
+            Reject::NAME,
+            *reject
+        ),
         Err(e) => println!(
             "{:<12} {}  -> failed for good: {}: {}",
             Reject::NAME,

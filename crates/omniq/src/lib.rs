@@ -34,11 +34,11 @@ mod omniq;
 pub use blocking::OmniQ;
 pub use omniq::{AsyncOmniQ, build_storage};
 pub use omniq_runtime::{
-    AsyncTaskQueue, AsyncWorkerPool, Backend, BoxError, DEFAULT_MAX_PAYLOAD_BYTES,
-    EnqueueBuilder, Error, HandlerError, IntoDuration, LEGACY_STORAGE_WARNING, MAX_CONCURRENCY,
-    QueueDefaults, Result, Settings, StopReport, TaskCtx, TaskHandler, TaskOutcome, TaskSpec,
-    TaskType, TypedEnqueueBuilder, TypedTaskId, WorkerOptions, WorkerPool, WorkerPoolBuilder,
-    logging, task_type,
+    AsyncTaskQueue, AsyncWorkerPool, Backend, BoxError, DEFAULT_MAX_PAYLOAD_BYTES, EnqueueBuilder,
+    Error, HandlerError, IntoDuration, LEGACY_STORAGE_WARNING, MAX_CONCURRENCY, QueueDefaults,
+    Result, Settings, StopReport, TaskCtx, TaskFn, TaskHandler, TaskOutcome, TaskSpec, TaskType,
+    TypedEnqueueBuilder, TypedTaskId, WorkerOptions, WorkerPool, WorkerPoolBuilder, logging,
+    middleware, task_type,
 };
 
 /// The task model and the storage handle, as users meet them.

@@ -45,7 +45,7 @@ async fn setup() -> (AsyncTaskQueue, AsyncWorkerPool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_typed_task_round_trips_its_arguments_and_output() {
     let (queue, mut pool) = setup().await;
-    pool.handle::<Checkout, _, _, _>(|order: Order| async move {
+    pool.handle::<Checkout>(|order: Order| async move {
         Ok::<_, HandlerError>(Receipt {
             order: order.id,
             count: order.items.len(),
@@ -85,9 +85,12 @@ async fn a_typed_task_round_trips_its_arguments_and_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_take_question_mark_on_any_error() {
     let (queue, mut pool) = setup().await;
-    pool.handle::<Fails, _, _, _>(|kind: String| async move {
+    pool.handle::<Fails>(|kind: String| async move {
         match kind.as_str() {
-            "io" => Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))?,
+            "io" => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such file",
+            ))?,
             "custom" => Err(InventoryError(std::io::Error::other("disk read")))?,
             "anyhow" => Err(anyhow::anyhow!("upstream said no").context("calling the API"))?,
             "boxed" => {
@@ -104,7 +107,9 @@ async fn handlers_take_question_mark_on_any_error() {
     });
     pool.start().expect("start");
     let mut cases = Vec::new();
-    for kind in ["io", "custom", "anyhow", "boxed", "message", "parse", "task"] {
+    for kind in [
+        "io", "custom", "anyhow", "boxed", "message", "parse", "task",
+    ] {
         let id = queue
             .enqueue_typed::<Fails>(&kind.to_string())
             .max_retries(0)
@@ -127,7 +132,10 @@ async fn handlers_take_question_mark_on_any_error() {
             }
             "custom" => {
                 assert!(ty.ends_with("InventoryError"), "{ty}");
-                assert!(tb.contains("caused by: disk read"), "the source chain: {tb}");
+                assert!(
+                    tb.contains("caused by: disk read"),
+                    "the source chain: {tb}"
+                );
             }
             "anyhow" => {
                 assert_eq!(ty, "anyhow::Error", "{err:?}");
@@ -154,7 +162,7 @@ async fn handlers_take_question_mark_on_any_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_task_outputs_a_cancellation_error() {
     let (queue, mut pool) = setup().await;
-    pool.handle::<Slow, _, _, _>(|()| async move {
+    pool.handle::<Slow>(|()| async move {
         tokio::time::sleep(Duration::from_secs(60)).await;
         Ok::<_, HandlerError>(())
     });
@@ -170,7 +178,10 @@ async fn a_cancelled_task_outputs_a_cancellation_error() {
         .expect("wait");
     let err = out.expect_err("cancelled");
     assert_eq!(err.error_type, ErrorType::User);
-    assert_eq!(err.context.get("status"), Some(&serde_json::json!("cancelled")));
+    assert_eq!(
+        err.context.get("status"),
+        Some(&serde_json::json!("cancelled"))
+    );
     let outcome = queue.get_result(&id).await.expect("get").expect("finished");
     assert_eq!(outcome.status, TaskStatus::Cancelled);
     drop(pool);

@@ -9,14 +9,18 @@ use super::panics;
 use super::{Shared, log_storage_error};
 use crate::handler::TaskCtx;
 use crate::logging as events;
+use crate::middleware::{Next, RunOutput};
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use omniq_core::{
     Claimed, Completion, ErrorType, FailAction, Failure, LeaseRef, Payload, Task, TaskError,
     next_interval_slot,
 };
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Instant;
+use tokio::sync::oneshot;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use tracing::Instrument;
 
@@ -189,14 +193,32 @@ async fn execute(
     };
     let args = task.args.clone();
     let format = shared.queue.format;
-    let spawned_at = Instant::now();
+    // The run's clock starts when the handler itself starts (after the middleware in
+    // front of it, which may wait for a limit).
+    let handler_started = Arc::new(OnceLock::<Instant>::new());
+    let (started_tx, started_rx) = oneshot::channel::<Instant>();
+    let started_at = Arc::clone(&handler_started);
+    let handler_ctx = ctx.clone();
+    let inner = Box::new(move || -> BoxFuture<'static, RunOutput> {
+        let at = Instant::now();
+        let _ = started_at.set(at);
+        let _ = started_tx.send(at);
+        Box::pin(async move { RunOutput(handler(args, format, handler_ctx).await) })
+    });
+    let next = Next {
+        chain: Arc::clone(&shared.middleware),
+        index: 0,
+        ctx,
+        handler: inner,
+    };
     let started = shared.leases.start(lease, shared.queue.clock.now(), || {
         tokio::spawn(
             async move {
                 let _slot = slot;
-                let result = AssertUnwindSafe(handler(args, format, ctx))
+                let result = AssertUnwindSafe(next.run())
                     .catch_unwind()
                     .await
+                    .map(|out| out.0)
                     // Read the hook's note here, on the thread that panicked.
                     .map_err(|payload| panics::task_error(&*payload, panics::take()));
                 (result, Instant::now())
@@ -212,16 +234,25 @@ async fn execute(
     // yields is still recorded as timed out (and aborted at its next yield).
     let joined = match task.timeout {
         Some(limit) => {
+            let deadline = async move {
+                match started_rx.await {
+                    Ok(at) => tokio::time::sleep_until((at + limit.unsigned_abs()).into()).await,
+                    // The chain answered without calling the handler: no deadline.
+                    Err(_) => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 r = &mut handle => Some(r),
-                _ = tokio::time::sleep(limit.unsigned_abs()) => None,
+                _ = deadline => None,
             }
         }
         None => Some((&mut handle).await),
     };
     let timed_out = |ended: Instant| {
-        task.timeout
-            .is_some_and(|limit| ended.duration_since(spawned_at) > limit.unsigned_abs())
+        let started = handler_started.get().copied();
+        task.timeout.zip(started).is_some_and(|(limit, started)| {
+            ended.saturating_duration_since(started) > limit.unsigned_abs()
+        })
     };
     match joined {
         // Decided by when the handler really ended, not by which branch won the race: a

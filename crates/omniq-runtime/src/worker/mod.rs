@@ -51,10 +51,11 @@ pub use options::{
     WorkerPoolBuilder,
 };
 
-use crate::error::{Error, Result};
 use crate::duration::IntoDuration;
-use crate::handler::{HandlerError, Registry, TaskHandler, TaskType};
+use crate::error::{Error, Result};
+use crate::handler::{HandlerError, Registry, TaskFn, TaskHandler, TaskType};
 use crate::logging as events;
+use crate::middleware::Middleware;
 use crate::queue::AsyncTaskQueue;
 use completer::Msg;
 use executor::RunEnd;
@@ -100,6 +101,7 @@ pub struct AsyncWorkerPool {
     queue: AsyncTaskQueue,
     opts: WorkerOptions,
     registry: Registry,
+    middleware: Vec<Arc<dyn Middleware>>,
     state: Mutex<Option<Running>>,
 }
 
@@ -126,6 +128,7 @@ struct Shared {
     queue: AsyncTaskQueue,
     opts: WorkerOptions,
     registry: Registry,
+    middleware: Arc<[Arc<dyn Middleware>]>,
     leases: LeaseTable,
     /// `concurrency` permits; each running handler task holds one until it really ends.
     run_slots: Arc<Semaphore>,
@@ -178,6 +181,7 @@ impl AsyncWorkerPool {
             queue,
             opts,
             registry: Registry::default(),
+            middleware: Vec::new(),
             state: Mutex::new(None),
         }
     }
@@ -231,29 +235,39 @@ impl AsyncWorkerPool {
         self
     }
 
-    /// Registers a closure for a declared [`TaskType`]: it must take `T::Args` and
-    /// return `T::Output`, checked at compile time.
+    /// Registers a function for a declared [`TaskType`]: it must take `T::Args` and
+    /// return `T::Output` (checked at compile time); its error may be anything `?` takes.
     ///
     /// ```
     /// # fn demo(pool: &mut omniq_runtime::AsyncWorkerPool) {
     /// omniq_runtime::task_type!(Add = "math.add", (i64, i64) => i64);
-    /// pool.handle::<Add, _, _, _>(|(a, b)| async move { Ok::<_, omniq_runtime::HandlerError>(a + b) });
+    /// pool.handle::<Add>(|(a, b): (i64, i64)| async move { Ok::<_, omniq_runtime::HandlerError>(a + b) });
     /// # }
     /// ```
-    pub fn handle<T, E, F, Fut>(&mut self, f: F) -> &mut Self
-    where
-        T: TaskType,
-        E: Into<HandlerError> + Send + 'static,
-        F: Fn(T::Args) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<T::Output, E>> + Send + 'static,
-    {
-        self.registry.insert_fn(T::NAME, f);
+    pub fn handle<T: TaskType>(&mut self, f: impl TaskFn<T>) -> &mut Self {
+        self.registry.insert_task_fn::<T, _>(f);
         self
     }
 
     /// Registers a [`TaskHandler`] for its task type (see [`AsyncWorkerPool::register`]).
     pub fn register_handler<H: TaskHandler>(&mut self, handler: H) -> &mut Self {
         self.registry.insert_handler(handler);
+        self
+    }
+
+    /// Wraps every run in `middleware` (see [`crate::middleware`]); the first added is
+    /// the outermost. Like handlers, layers added while the pool runs take effect at the
+    /// next `start`.
+    ///
+    /// ```
+    /// # fn demo(pool: &mut omniq_runtime::AsyncWorkerPool) {
+    /// use omniq_runtime::middleware::{ConcurrencyLimit, RateLimit};
+    /// pool.layer(ConcurrencyLimit::new().handler("emails.send", 2))
+    ///     .layer(RateLimit::new().queue("partner-api", 5.0));
+    /// # }
+    /// ```
+    pub fn layer(&mut self, middleware: impl Middleware) -> &mut Self {
+        self.middleware.push(Arc::new(middleware));
         self
     }
 
@@ -288,6 +302,7 @@ impl AsyncWorkerPool {
             queue: self.queue.clone(),
             opts: self.opts.clone(),
             registry: self.registry.clone(),
+            middleware: self.middleware.iter().cloned().collect(),
             leases: LeaseTable::default(),
             run_slots: Arc::new(Semaphore::new(self.opts.concurrency)),
             done_tx,

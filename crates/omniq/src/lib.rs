@@ -54,6 +54,11 @@ pub use omniq_core::{
 /// compatibility helpers (`backend::compat`).
 pub use omniq_core as backend;
 
+/// The README's Rust snippets, compiled as doc-tests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 /// The SQLite backend (feature `sqlite`, on by default).
 #[cfg(feature = "sqlite")]
 pub use omniq_sqlite as sqlite;

@@ -33,6 +33,7 @@ mod duration;
 mod error;
 mod handler;
 pub mod logging;
+pub mod metrics;
 pub mod middleware;
 mod outcome;
 mod queue;

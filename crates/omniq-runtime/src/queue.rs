@@ -203,11 +203,14 @@ impl AsyncTaskQueue {
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(max));
             let batch = std::mem::replace(&mut rest, tail);
-            let names: Vec<(TaskId, String)> =
-                batch.iter().map(|t| (t.id, t.func_path.clone())).collect();
+            let names: Vec<(TaskId, String, String)> = batch
+                .iter()
+                .map(|t| (t.id, t.func_path.clone(), t.queue.clone()))
+                .collect();
             let res = match self.storage.enqueue(batch).await {
                 Ok(res) => res,
                 Err(e) => {
+                    crate::metrics::storage_error("enqueue", e.kind().as_str());
                     events::log_storage_error("enqueue", &e);
                     if out.is_empty() {
                         return Err(e.into());
@@ -218,8 +221,20 @@ impl AsyncTaskQueue {
                     });
                 }
             };
+            if crate::metrics::is_enabled() {
+                let mut counts: std::collections::BTreeMap<(&str, &str), u64> =
+                    std::collections::BTreeMap::new();
+                for ((_, func, queue), r) in names.iter().zip(&res) {
+                    if !r.duplicate {
+                        *counts.entry((queue.as_str(), func.as_str())).or_default() += 1;
+                    }
+                }
+                for ((queue, func), n) in counts {
+                    crate::metrics::enqueued(queue, func, n);
+                }
+            }
             if names.len() == 1 {
-                if let (Some((id, func)), Some(r)) = (names.first(), res.first()) {
+                if let (Some((id, func, _)), Some(r)) = (names.first(), res.first()) {
                     if !r.duplicate {
                         events::log_task_enqueued(id, func);
                     }
@@ -230,7 +245,7 @@ impl AsyncTaskQueue {
                 let fresh = res.iter().filter(|r| !r.duplicate).count();
                 tracing::info!(target: "omniq::queue", operation = "enqueue", tasks = fresh, duplicates = res.len() - fresh, "Enqueued a batch of {fresh} task(s)");
                 if tracing::enabled!(target: "omniq::queue", tracing::Level::DEBUG) {
-                    for ((id, func), r) in names.iter().zip(&res) {
+                    for ((id, func, _), r) in names.iter().zip(&res) {
                         if !r.duplicate {
                             tracing::debug!(target: "omniq::queue", task_id = %id, operation = "enqueue", correlation_id = %id, func_path = %func, "Task enqueued: {id} -> {func}");
                         }

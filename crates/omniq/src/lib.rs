@@ -38,7 +38,7 @@ pub use omniq_runtime::{
     Error, HandlerError, IntoDuration, LEGACY_STORAGE_WARNING, MAX_CONCURRENCY, QueueDefaults,
     Result, Settings, StopReport, TaskCtx, TaskFn, TaskHandler, TaskOutcome, TaskSpec, TaskType,
     TypedEnqueueBuilder, TypedTaskId, WorkerOptions, WorkerPool, WorkerPoolBuilder, logging,
-    middleware, task_type,
+    metrics, middleware, task_type,
 };
 
 /// The task model and the storage handle, as users meet them.

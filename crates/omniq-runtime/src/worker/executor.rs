@@ -9,6 +9,7 @@ use super::panics;
 use super::{Shared, log_storage_error};
 use crate::handler::TaskCtx;
 use crate::logging as events;
+use crate::metrics::{self, RunEnd as MetricEnd};
 use crate::middleware::{Next, RunOutput};
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -98,6 +99,10 @@ pub(super) async fn run(
     let end = async {
         let started = Instant::now();
         events::log_task_started(task.id, task.attempts);
+        if metrics::is_enabled() {
+            let late = shared.queue.clock.now() - task.effective_eta();
+            metrics::started(&task.queue, &task.func_path, late.unsigned_abs());
+        }
         let outcome = execute(&shared, &task, &lease, slot).await;
         let elapsed = started.elapsed();
         // The failure lines carry the run's duration too.
@@ -121,6 +126,7 @@ pub(super) async fn run(
             }
             RunOutcome::Ok(result) => {
                 events::log_task_completed(task.id, task.attempts, elapsed);
+                metrics::finished(&task.queue, &task.func_path, MetricEnd::Succeeded, elapsed);
                 let now = shared.queue.clock.now();
                 let next_run = task
                     .schedule
@@ -137,8 +143,17 @@ pub(super) async fn run(
                 if err.error_type == ErrorType::Decode {
                     events::log_serialization_error(task.id, &err);
                 }
+                if err.error_type == ErrorType::Timeout {
+                    metrics::finished(&task.queue, &task.func_path, MetricEnd::TimedOut, elapsed);
+                }
                 let (failure, will_retry) = failure_for(&shared, &task, err, lease);
                 events::log_task_failed(task.id, &failure.error, will_retry);
+                let end = if will_retry {
+                    MetricEnd::Retried
+                } else {
+                    MetricEnd::Failed
+                };
+                metrics::finished(&task.queue, &task.func_path, end, elapsed);
                 if let FailAction::Retry { at } = failure.action {
                     events::log_task_retry(task.id, task.attempts.saturating_add(1), at);
                 }

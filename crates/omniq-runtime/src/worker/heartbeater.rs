@@ -28,6 +28,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             return;
         }
         let leases = shared.leases.leases();
+        crate::metrics::held_leases(&shared.opts.name, leases.len());
         let now = shared.queue.clock.now();
         let until = now.checked_add(shared.opts.lease).unwrap_or(now);
         for chunk in leases.chunks(shared.max_batch()) {

@@ -167,7 +167,9 @@ impl Shared {
 
 /// Logs a storage error under the operation it names.
 fn log_storage_error(e: &StorageError) {
-    events::log_storage_error(e.operation().unwrap_or("storage"), e);
+    let op = e.operation().unwrap_or("storage");
+    crate::metrics::storage_error(op, e.kind().as_str());
+    events::log_storage_error(op, e);
 }
 
 impl AsyncWorkerPool {

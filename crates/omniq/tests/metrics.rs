@@ -52,7 +52,7 @@ async fn the_pool_and_queue_emit_counters_histograms_and_gauges() {
         .await
         .expect("enqueue");
     for id in [ok, fails, slow] {
-        queue
+        let _outcome = queue
             .wait_output(&id, Duration::from_secs(20))
             .await
             .expect("wait");

@@ -89,7 +89,7 @@ async fn a_layer_sees_every_run_and_may_answer_instead_of_the_handler() {
         .await
         .expect("enqueue");
     for id in &ids {
-        queue
+        let _outcome = queue
             .wait_output(id, Duration::from_secs(20))
             .await
             .expect("wait");

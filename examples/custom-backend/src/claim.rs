@@ -30,7 +30,9 @@ impl MemoryStorage {
             let mut keys = HashMap::new();
             let mut plan = Vec::with_capacity(tasks.len());
             for mut task in tasks {
-                if let Some(key) = &task.unique_key {
+                // Only a live (Pending or Running) input is checked against the key's
+                // holder; a finished input is stored as given and holds no key.
+                if let (Some(key), false) = (&task.unique_key, task.status.is_finished()) {
                     let holder = space
                         .unique_holder(&task.queue, key)
                         .or_else(|| keys.get(&(task.queue.clone(), key.clone())).copied());

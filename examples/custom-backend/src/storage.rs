@@ -4,13 +4,13 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use omniq_core::broadcast;
 use omniq_core::time::OffsetDateTime;
 use omniq_core::{
     CancelOutcome, Capabilities, ClaimRequest, Claimed, Completion, Enqueued, Failure, LeaseRef,
     OperationExt, Outcome, Page, QueueCounts, Storage, StorageError, Task, TaskFilter, TaskId,
     TaskResult, Wake, async_trait,
 };
-use omniq_core::broadcast;
 
 use crate::connect::Namespace;
 use crate::{BACKEND, MemoryConfig, MemoryServer};
@@ -81,7 +81,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn next_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>, StorageError> {
-        self.read(|s| s.next_due(queues)).operation("next_due")
+        self.earliest_due(queues).operation("next_due")
     }
 
     async fn heartbeat(

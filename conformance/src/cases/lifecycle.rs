@@ -35,7 +35,7 @@ pub(super) fn cases() -> Vec<Case> {
             ),
             case!(
                 close_fails_every_operation,
-                "After close(), every operation fails with a Closed error",
+                "After close(), every operation fails with a Closed error, whatever its arguments",
                 ["T12", "T15"]
             ),
             case!(
@@ -370,6 +370,43 @@ async fn close_fails_every_operation(s: Arc<dyn Storage>) -> Result<(), CaseErro
         s.purge_results(now).await,
         Closed,
         "purge_results after close"
+    );
+    // Closed wins over every other answer, an invalid name's Config error included.
+    let bad = || vec!["bad queue!".to_string()];
+    ensure_kind!(
+        s.enqueue(vec![task_on("bad queue!", "m.g", now)]).await,
+        Closed,
+        "enqueue on an invalid queue name after close"
+    );
+    ensure_kind!(
+        s.claim(ClaimRequest {
+            queues: bad(),
+            limit: 1,
+            now,
+            lease: LEASE,
+        })
+        .await,
+        Closed,
+        "claim from an invalid queue name after close"
+    );
+    ensure_kind!(
+        s.next_due(&bad()).await,
+        Closed,
+        "next_due of an invalid queue name after close"
+    );
+    ensure_kind!(
+        s.list_tasks(TaskFilter {
+            queue: Some("bad queue!".into()),
+            ..TaskFilter::default()
+        })
+        .await,
+        Closed,
+        "list_tasks of an invalid queue name after close"
+    );
+    ensure_kind!(
+        s.counts(Some("bad queue!")).await,
+        Closed,
+        "counts of an invalid queue name after close"
     );
     // Closing is idempotent: a second close may be Ok or Closed, so it is not asserted.
     let _ = s.close().await;

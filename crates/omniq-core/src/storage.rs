@@ -327,7 +327,7 @@ pub enum Wake {
 /// - **Timestamps round-trip** at least to the microsecond; the suite only uses whole
 ///   seconds, so a backend storing microseconds passes.
 /// - **After [`Storage::close`]** every method fails with [`StorageErrorKind::Closed`],
-///   except `close` itself, which returns `Ok` again, and the infallible
+///   whatever its arguments (an invalid queue name included), except `close` itself, which returns `Ok` again, and the infallible
 ///   `backend_name`, `capabilities` and `subscribe`, which answer as before (cases:
 ///   `close_fails_every_operation`, `close_twice_is_ok`,
 ///   `subscribe_after_close_still_returns_a_receiver`).

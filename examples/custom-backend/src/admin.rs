@@ -95,6 +95,7 @@ impl MemoryStorage {
 
     /// The earliest pending eta or lease expiry of `queues`.
     pub(crate) fn earliest_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>, Error> {
+        self.check_open()?;
         for q in queues {
             check_queue(q)?;
         }
@@ -103,6 +104,7 @@ impl MemoryStorage {
 
     /// One page of tasks.
     pub(crate) fn list(&self, filter: &TaskFilter) -> Result<Page<Task>, Error> {
+        self.check_open()?;
         if let Some(q) = &filter.queue {
             check_queue(q)?;
         }
@@ -111,6 +113,7 @@ impl MemoryStorage {
 
     /// Counts by status.
     pub(crate) fn count(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>, Error> {
+        self.check_open()?;
         if let Some(q) = queue {
             check_queue(q)?;
         }

@@ -21,6 +21,7 @@ enum Plan {
 impl MemoryStorage {
     /// Stores a batch all-or-nothing: every check runs before the first write.
     pub(crate) fn enqueue_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>, Error> {
+        self.check_open()?;
         for task in &tasks {
             check_queue(&task.queue)?;
         }
@@ -82,6 +83,7 @@ impl MemoryStorage {
 
     /// Claims up to `limit` due tasks in priority, eta, enqueue order.
     pub(crate) fn claim_tasks(&self, req: &ClaimRequest) -> Result<Vec<Claimed>, Error> {
+        self.check_open()?;
         let mut queues: Vec<&str> = Vec::with_capacity(req.queues.len());
         for q in &req.queues {
             check_queue(q)?;

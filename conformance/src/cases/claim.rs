@@ -170,6 +170,15 @@ async fn next_due_reports_earliest_eta_and_lease_expiry(
         Some(now + Duration::seconds(1)),
         "the earliest eta over both queues"
     );
+    // Without an eta, a task is due at its created_at.
+    let mut d = task_on("created", "m.d", now + Duration::seconds(3));
+    d.schedule.eta = None;
+    enqueue_one(&*s, d).await?;
+    ensure_eq!(
+        s.next_due(&["created".to_string()]).await.ctx("next_due")?,
+        Some(now + Duration::seconds(3)),
+        "a task without an eta counts with its created_at"
+    );
     let first = claim_one(&*s, b_id, now + Duration::seconds(5)).await?;
     ensure_eq!(
         s.next_due(&default).await.ctx("next_due")?,

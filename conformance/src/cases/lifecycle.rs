@@ -159,6 +159,26 @@ async fn namespaces_are_isolated(
         pending_a == 3 && total_a == 3,
         "A's counts are its own three pending tasks, got {counts_a:?}"
     );
+
+    // B's wake-ups, if it has any, never carry A's hints.
+    if let Some(mut rx) = b.subscribe() {
+        drain_wakes(&mut rx);
+        enqueue_one(&*a, task_on("iso-a", "a.x", now)).await?;
+        enqueue_one(&*b, task_on("iso-b", "b.x", now)).await?;
+        // B's own hint ends the wait; A's enqueue came first, so a channel shared
+        // between namespaces shows A's hint before it.
+        let mut seen_a = false;
+        wait_for_wake_where(&mut rx, "Work { queue: \"iso-b\" }", |w| {
+            seen_a |= *w == Wake::Work {
+                queue: "iso-a".into(),
+            };
+            *w == Wake::Work {
+                queue: "iso-b".into(),
+            }
+        })
+        .await?;
+        ensure!(!seen_a, "namespace B received A's wake-up for queue iso-a");
+    }
     Ok(())
 }
 
@@ -208,7 +228,7 @@ async fn wait_for_wake(
 async fn wait_for_wake_where(
     rx: &mut tokio::sync::broadcast::Receiver<Wake>,
     what: &str,
-    matches: impl Fn(&Wake) -> bool,
+    mut matches: impl FnMut(&Wake) -> bool,
 ) -> Result<(), CaseError> {
     let wait = async {
         loop {

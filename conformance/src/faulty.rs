@@ -694,7 +694,11 @@ impl Hooks for WrongCountsShape {
             counts.retain(|c| c.total() > 0);
             return Ok(counts);
         }
-        let known = self.queues.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let known = self
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         for q in known {
             if !counts.iter().any(|c| c.queue == q) {
                 counts.push(QueueCounts {

@@ -6,7 +6,7 @@ mod common;
 
 use common::MemoryFactory;
 use omniq_conformance::faulty::{FAULTS, Fault, FaultyFactory};
-use omniq_conformance::{CaseOutcome, Capability, cases, run_case};
+use omniq_conformance::{Capability, CaseOutcome, cases, run_case};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -373,7 +373,10 @@ async fn cancel_of_running_task_with_expired_lease_is_cancelled(
         TaskStatus::Cancelled,
         "status after the cancel"
     );
-    let r = some!(s.get_result(&id).await.ctx("get_result")?, "the Cancelled result");
+    let r = some!(
+        s.get_result(&id).await.ctx("get_result")?,
+        "the Cancelled result"
+    );
     ensure_eq!(r.status, TaskStatus::Cancelled, "result status");
     ensure_eq!(
         complete(&*s, c.lease_ref(), gone, Some(b"late")).await?,

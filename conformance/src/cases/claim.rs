@@ -9,8 +9,7 @@ use super::{
 };
 use crate::check::{CaseError, Ctx};
 use omniq_core::{
-    ClaimRequest, Completion, FailAction, Outcome, Payload, Storage, TaskId,
-    TaskStatus,
+    ClaimRequest, Completion, FailAction, Outcome, Payload, Storage, TaskId, TaskStatus,
 };
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -612,12 +611,19 @@ async fn claim_with_duplicate_queue_names_returns_each_task_once(
         "a claim naming dup-b three times returns its one task once"
     );
     for c in first.iter().chain(&second) {
-        ensure_eq!(c.task.attempts, 1, "attempts of {} (claimed once)", c.task.id);
+        ensure_eq!(
+            c.task.attempts,
+            1,
+            "attempts of {} (claimed once)",
+            c.task.id
+        );
     }
     Ok(())
 }
 
-async fn claim_order_keeps_enqueue_order_after_requeue(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+async fn claim_order_keeps_enqueue_order_after_requeue(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
     let now = base_now();
     let eta = now - Duration::seconds(10);
     // Same priority and eta, ids running against enqueue order (see
@@ -707,8 +713,11 @@ async fn next_due_rejects_invalid_queue_names(s: Arc<dyn Storage>) -> Result<(),
         "next_due of queue \"bad queue!\""
     );
     ensure_kind!(
-        s.next_due(&[omniq_core::DEFAULT_QUEUE.to_string(), "bad queue!".to_string()])
-            .await,
+        s.next_due(&[
+            omniq_core::DEFAULT_QUEUE.to_string(),
+            "bad queue!".to_string()
+        ])
+        .await,
         Config,
         "next_due of [default, \"bad queue!\"]"
     );

@@ -304,7 +304,9 @@ async fn invalid_queue_name_is_config_error(s: Arc<dyn Storage>) -> Result<(), C
     Ok(())
 }
 
-async fn enqueue_same_id_twice_in_a_batch_is_conflict(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+async fn enqueue_same_id_twice_in_a_batch_is_conflict(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
     let now = base_now();
     let first = task("m.first", now);
     let mut second = task("m.second", now);
@@ -363,7 +365,10 @@ async fn unique_key_ignores_finished_inputs(s: Arc<dyn Storage>) -> Result<(), C
     ] {
         let done = keyed("m.done", "k", status);
         let done_id = done.id;
-        let out = s.enqueue(vec![done]).await.ctx("enqueue of a finished input")?;
+        let out = s
+            .enqueue(vec![done])
+            .await
+            .ctx("enqueue of a finished input")?;
         ensure_eq!(
             out,
             vec![Enqueued {

@@ -678,7 +678,10 @@ async fn release_of_cancel_requested_task_gives_back_its_attempt(
         1,
         "the released claim's attempt is not counted, though the task ended Cancelled"
     );
-    let r = some!(s.get_result(&id).await.ctx("get_result")?, "the Cancelled result");
+    let r = some!(
+        s.get_result(&id).await.ctx("get_result")?,
+        "the Cancelled result"
+    );
     ensure_eq!(
         (r.status, r.attempts, r.finished_at),
         (TaskStatus::Cancelled, 1, at),

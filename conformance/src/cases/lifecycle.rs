@@ -169,9 +169,10 @@ async fn namespaces_are_isolated(
         // between namespaces shows A's hint before it.
         let mut seen_a = false;
         wait_for_wake_where(&mut rx, "Work { queue: \"iso-b\" }", |w| {
-            seen_a |= *w == Wake::Work {
-                queue: "iso-a".into(),
-            };
+            seen_a |= *w
+                == Wake::Work {
+                    queue: "iso-a".into(),
+                };
             *w == Wake::Work {
                 queue: "iso-b".into(),
             }
@@ -540,9 +541,7 @@ async fn wake_on_release_of_cancel_requested_task(s: Arc<dyn Storage>) -> Result
     wait_for_wake(&mut rx, &Wake::Finished { task_id: id }).await
 }
 
-async fn wake_on_claim_ending_cancel_requested_lease(
-    s: Arc<dyn Storage>,
-) -> Result<(), CaseError> {
+async fn wake_on_claim_ending_cancel_requested_lease(s: Arc<dyn Storage>) -> Result<(), CaseError> {
     let now = base_now();
     let (id, _c) = claimed_and_flagged(&*s, task("m.f", now), now).await?;
     let mut rx = fresh_receiver(&*s)?;

@@ -399,7 +399,11 @@ async fn list_tasks_cursor_is_none_exactly_on_the_last_page(
 
     let (all, cursor) = page(&*s, "pages", 4, None).await?;
     ensure_eq!(all, ids, "one page of limit 4 over 4 tasks");
-    ensure_eq!(cursor, None, "a full page with nothing after it has no cursor");
+    ensure_eq!(
+        cursor,
+        None,
+        "a full page with nothing after it has no cursor"
+    );
 
     let (first, cursor) = page(&*s, "pages", 2, None).await?;
     ensure_eq!(first, ids[..2].to_vec(), "first page of 2");
@@ -414,7 +418,11 @@ async fn list_tasks_cursor_is_none_exactly_on_the_last_page(
 
     let (first, cursor) = page(&*s, "pages", 3, None).await?;
     ensure_eq!(first, ids[..3].to_vec(), "first page of 3");
-    ensure_eq!(cursor, Some(Cursor(ids[2])), "cursor after the first page of 3");
+    ensure_eq!(
+        cursor,
+        Some(Cursor(ids[2])),
+        "cursor after the first page of 3"
+    );
     let (rest, cursor) = page(&*s, "pages", 3, cursor).await?;
     ensure_eq!(rest, ids[3..].to_vec(), "the short last page");
     ensure_eq!(cursor, None, "the short last page has no cursor");

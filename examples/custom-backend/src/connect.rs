@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use omniq_core::{StorageError, Wake};
 use omniq_core::broadcast;
+use omniq_core::{StorageError, Wake};
 
 use crate::error::Error;
 use crate::state::Space;

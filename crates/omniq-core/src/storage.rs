@@ -148,7 +148,7 @@ pub struct Failure {
 /// The result of a cancel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
-    /// A Pending (or Failed) task is now Cancelled.
+    /// The task (Pending, Failed, or Running under an expired lease) is now Cancelled.
     Cancelled,
     /// The task is Running; it was flagged and its worker will stop it.
     Requested,
@@ -327,10 +327,10 @@ pub enum Wake {
 /// - **Timestamps round-trip** at least to the microsecond; the suite only uses whole
 ///   seconds, so a backend storing microseconds passes.
 /// - **After [`Storage::close`]** every method fails with [`StorageErrorKind::Closed`],
-///   whatever its arguments (an invalid queue name included), except `close` itself, which returns `Ok` again, and the infallible
-///   `backend_name`, `capabilities` and `subscribe`, which answer as before (cases:
-///   `close_fails_every_operation`, `close_twice_is_ok`,
-///   `subscribe_after_close_still_returns_a_receiver`).
+///   whatever its arguments (an invalid queue name included), except `close` itself,
+///   which returns `Ok` again, and the infallible `backend_name`, `capabilities` and
+///   `subscribe`, which answer as before (cases: `close_fails_every_operation`,
+///   `close_twice_is_ok`, `subscribe_after_close_still_returns_a_receiver`).
 /// - **Invalid names**: a queue name that fails [`validate_name`] in `enqueue`, `claim`,
 ///   `next_due`, `list_tasks` or `counts` is a [`StorageErrorKind::Config`] error, and
 ///   nothing is written (cases: `invalid_queue_name_is_config_error`,
@@ -650,9 +650,11 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Flush and release resources.
     ///
     /// # Behavior
-    /// Every other call after `close` fails with a `Closed` error; `close` itself is
-    /// idempotent: a second call returns `Ok` (cases: `close_makes_later_calls_fail_closed`,
-    /// `close_fails_every_operation`, `close_twice_is_ok`).
+    /// Every other call after `close` fails with a `Closed` error, whatever its
+    /// arguments — except `subscribe` (and the two getters), which cannot fail; `close`
+    /// itself is idempotent: a second call returns `Ok` (cases:
+    /// `close_makes_later_calls_fail_closed`, `close_fails_every_operation`,
+    /// `close_twice_is_ok`, `subscribe_after_close_still_returns_a_receiver`).
     async fn close(&self) -> Result<(), StorageError>;
 
     /// A stream of wake-up hints, when `push_wakeup` is true (`None` otherwise).

@@ -1,9 +1,11 @@
 //! Deliberately faulty backends: the suite's self-test.
 //!
 //! A conformance suite that cannot fail proves nothing. Each wrapper here sits around a
-//! correct inner [`Storage`] and breaks exactly one rule; the crate's own test
-//! (`tests/faulty.rs`) runs the cases aimed at that rule against the wrapper and checks
-//! that they **fail**, and that the same cases pass on the unwrapped storage.
+//! correct inner [`Storage`] and breaks exactly one rule; the suite's self-test
+//! (`conformance/selftest/tests/faulty.rs`) runs the suite against each wrapper and
+//! checks that exactly the cases aimed at that rule **fail** (for [`ClaimsTwice`] and
+//! [`IgnoresEta`], which break what nearly every case relies on: at least those), and
+//! that the same cases pass on the unwrapped storage.
 //!
 //! | wrapper | breaks | caught by |
 //! |---|---|---|
@@ -11,6 +13,12 @@
 //! | [`IgnoresEta`] | claims as if every eta had passed | [`IgnoresEta::TARGETS`] |
 //! | [`DropsErrorContext`] | stores failures without `TaskError::context` | [`DropsErrorContext::TARGETS`] |
 //! | [`IgnoresFencing`] | reports stale-token writes as applied | [`IgnoresFencing::TARGETS`] |
+//! | [`ClaimsDuplicateQueuesTwice`] | a claim naming a queue twice returns its tasks twice | [`ClaimsDuplicateQueuesTwice::TARGETS`] |
+//! | [`MissesWakeUps`] | wakes only after enqueue and complete / fail | [`MissesWakeUps::TARGETS`] |
+//! | [`SkipsUpdatedAt`] | complete, fail, release and cancel leave `updated_at` alone | [`SkipsUpdatedAt::TARGETS`] |
+//! | [`LooseCursor`] | a full last page still carries a cursor | [`LooseCursor::TARGETS`] |
+//! | [`WrongCountsShape`] | no entry for an empty queue; emptied queues still listed | [`WrongCountsShape::TARGETS`] |
+//! | [`AcceptsInvalidNamesInReads`] | `next_due`, `list_tasks`, `counts` accept invalid queue names | [`AcceptsInvalidNamesInReads::TARGETS`] |
 //!
 //! ```
 //! use omniq_conformance::faulty::{FAULTS, FaultyFactory};
@@ -22,16 +30,19 @@
 
 use crate::StorageFactory;
 use async_trait::async_trait;
+use omniq_core::broadcast;
 use omniq_core::{
-    CancelOutcome, Capabilities, ClaimRequest, Claimed, Completion, Failure, LeaseRef, Outcome,
-    Page, QueueCounts, Storage, StorageError, Task, TaskFilter, TaskId, TaskResult, Wake,
+    CancelOutcome, Capabilities, ClaimRequest, Claimed, Completion, Cursor, Enqueued, Failure,
+    LeaseRef, Outcome, Page, QueueCounts, Storage, StorageError, StorageErrorKind, Task,
+    TaskFilter, TaskId, TaskResult, Wake,
 };
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use time::{Duration, OffsetDateTime};
 
-/// The overridable part of a faulty wrapper; everything else passes through.
+/// The overridable part of a faulty wrapper: every method passes through to the inner
+/// storage unless the wrapper overrides it.
 #[async_trait]
 trait Hooks: Send + Sync + fmt::Debug + 'static {
     fn inner(&self) -> &Arc<dyn Storage>;
@@ -40,8 +51,16 @@ trait Hooks: Send + Sync + fmt::Debug + 'static {
         self.inner().capabilities()
     }
 
+    async fn on_enqueue(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>, StorageError> {
+        self.inner().enqueue(tasks).await
+    }
+
     async fn on_claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>, StorageError> {
         self.inner().claim(req).await
+    }
+
+    async fn on_next_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>, StorageError> {
+        self.inner().next_due(queues).await
     }
 
     async fn on_heartbeat(
@@ -59,10 +78,51 @@ trait Hooks: Send + Sync + fmt::Debug + 'static {
     async fn on_fail(&self, items: Vec<Failure>) -> Result<Vec<Outcome>, StorageError> {
         self.inner().fail(items).await
     }
+
+    async fn on_release(
+        &self,
+        leases: &[LeaseRef],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Outcome>, StorageError> {
+        self.inner().release(leases, now).await
+    }
+
+    async fn on_get_task(&self, id: &TaskId) -> Result<Option<Task>, StorageError> {
+        self.inner().get_task(id).await
+    }
+
+    async fn on_reschedule(
+        &self,
+        id: &TaskId,
+        new_eta: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        self.inner().reschedule(id, new_eta, now).await
+    }
+
+    async fn on_cancel(
+        &self,
+        id: &TaskId,
+        now: OffsetDateTime,
+    ) -> Result<CancelOutcome, StorageError> {
+        self.inner().cancel(id, now).await
+    }
+
+    async fn on_list_tasks(&self, filter: TaskFilter) -> Result<Page<Task>, StorageError> {
+        self.inner().list_tasks(filter).await
+    }
+
+    async fn on_counts(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>, StorageError> {
+        self.inner().counts(queue).await
+    }
+
+    fn on_subscribe(&self) -> Option<broadcast::Receiver<Wake>> {
+        self.inner().subscribe()
+    }
 }
 
-/// Implements [`Storage`] for a wrapper by passing through to its inner storage,
-/// except for the four [`Hooks`].
+/// Implements [`Storage`] for a wrapper over [`Hooks`]; what `Hooks` does not cover
+/// (`get_result`, `purge_results`, `close`) passes straight through.
 macro_rules! faulty_storage {
     ($ty:ident) => {
         impl $ty {
@@ -80,11 +140,8 @@ macro_rules! faulty_storage {
             fn capabilities(&self) -> Capabilities {
                 Hooks::caps(self)
             }
-            async fn enqueue(
-                &self,
-                tasks: Vec<Task>,
-            ) -> Result<Vec<omniq_core::Enqueued>, StorageError> {
-                self.inner.enqueue(tasks).await
+            async fn enqueue(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>, StorageError> {
+                Hooks::on_enqueue(self, tasks).await
             }
             async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>, StorageError> {
                 Hooks::on_claim(self, req).await
@@ -93,7 +150,7 @@ macro_rules! faulty_storage {
                 &self,
                 queues: &[String],
             ) -> Result<Option<OffsetDateTime>, StorageError> {
-                self.inner.next_due(queues).await
+                Hooks::on_next_due(self, queues).await
             }
             async fn heartbeat(
                 &self,
@@ -113,10 +170,10 @@ macro_rules! faulty_storage {
                 leases: &[LeaseRef],
                 now: OffsetDateTime,
             ) -> Result<Vec<Outcome>, StorageError> {
-                self.inner.release(leases, now).await
+                Hooks::on_release(self, leases, now).await
             }
             async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StorageError> {
-                self.inner.get_task(id).await
+                Hooks::on_get_task(self, id).await
             }
             async fn reschedule(
                 &self,
@@ -124,7 +181,7 @@ macro_rules! faulty_storage {
                 new_eta: OffsetDateTime,
                 now: OffsetDateTime,
             ) -> Result<(), StorageError> {
-                self.inner.reschedule(id, new_eta, now).await
+                Hooks::on_reschedule(self, id, new_eta, now).await
             }
             async fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>, StorageError> {
                 self.inner.get_result(id).await
@@ -134,13 +191,13 @@ macro_rules! faulty_storage {
                 id: &TaskId,
                 now: OffsetDateTime,
             ) -> Result<CancelOutcome, StorageError> {
-                self.inner.cancel(id, now).await
+                Hooks::on_cancel(self, id, now).await
             }
             async fn list_tasks(&self, filter: TaskFilter) -> Result<Page<Task>, StorageError> {
-                self.inner.list_tasks(filter).await
+                Hooks::on_list_tasks(self, filter).await
             }
             async fn counts(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>, StorageError> {
-                self.inner.counts(queue).await
+                Hooks::on_counts(self, queue).await
             }
             async fn purge_results(&self, older_than: OffsetDateTime) -> Result<u64, StorageError> {
                 self.inner.purge_results(older_than).await
@@ -148,8 +205,8 @@ macro_rules! faulty_storage {
             async fn close(&self) -> Result<(), StorageError> {
                 self.inner.close().await
             }
-            fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wake>> {
-                self.inner.subscribe()
+            fn subscribe(&self) -> Option<broadcast::Receiver<Wake>> {
+                Hooks::on_subscribe(self)
             }
         }
     };
@@ -286,6 +343,8 @@ impl IgnoresFencing {
         "batch_complete_reports_per_item_outcomes",
         "batch_fail_reports_per_item_outcomes",
         "reschedule_fences_running_task",
+        "release_hands_back_unstarted_claim",
+        "cancel_of_running_task_with_expired_lease_is_cancelled",
     ];
 
     /// Wraps `inner`.
@@ -328,6 +387,395 @@ impl Hooks for IgnoresFencing {
 }
 
 faulty_storage!(IgnoresFencing);
+
+/// Breaks "duplicate queue names count once": a claim that names a queue twice hands each
+/// of that queue's tasks out twice, as a backend that walks `queues` literally would.
+#[derive(Debug)]
+pub struct ClaimsDuplicateQueuesTwice {
+    inner: Arc<dyn Storage>,
+}
+
+impl ClaimsDuplicateQueuesTwice {
+    /// The cases that must fail against this wrapper.
+    pub const TARGETS: &'static [&'static str] =
+        &["claim_with_duplicate_queue_names_returns_each_task_once"];
+
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Storage>) -> Self {
+        Self { inner }
+    }
+}
+
+#[async_trait]
+impl Hooks for ClaimsDuplicateQueuesTwice {
+    fn inner(&self) -> &Arc<dyn Storage> {
+        &self.inner
+    }
+
+    async fn on_claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>, StorageError> {
+        let named_twice: BTreeSet<&String> = req
+            .queues
+            .iter()
+            .filter(|q| req.queues.iter().filter(|r| r == q).count() > 1)
+            .collect();
+        let got = self.inner.claim(req.clone()).await?;
+        let mut out = Vec::with_capacity(got.len() * 2);
+        for c in got {
+            if named_twice.contains(&c.task.queue) {
+                out.push(c.clone());
+            }
+            out.push(c);
+        }
+        out.truncate(req.limit);
+        Ok(out)
+    }
+}
+
+faulty_storage!(ClaimsDuplicateQueuesTwice);
+
+/// Breaks the wake-up list: it sends only the two hints a first reading suggests —
+/// `Work` after an enqueue, `Finished` after a complete or fail — and none after a
+/// release, a retry's `Work`, a reschedule, an interval re-arm, a cancel, or the end of
+/// a flagged task.
+#[derive(Debug)]
+pub struct MissesWakeUps {
+    inner: Arc<dyn Storage>,
+    wake: broadcast::Sender<Wake>,
+}
+
+impl MissesWakeUps {
+    /// The cases that must fail against this wrapper.
+    pub const TARGETS: &'static [&'static str] = &[
+        "wake_on_release_and_retry",
+        "wake_on_interval_rearm",
+        "wake_on_reschedule",
+        "wake_on_cancel",
+        "wake_on_release_of_cancel_requested_task",
+        "wake_on_claim_ending_cancel_requested_lease",
+    ];
+
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Storage>) -> Self {
+        Self {
+            inner,
+            wake: broadcast::channel(1024).0,
+        }
+    }
+
+    fn finished(&self, ids: &[TaskId], outcomes: &[Outcome]) {
+        for (id, o) in ids.iter().zip(outcomes) {
+            if *o == Outcome::Ok {
+                let _ = self.wake.send(Wake::Finished { task_id: *id });
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Hooks for MissesWakeUps {
+    fn inner(&self) -> &Arc<dyn Storage> {
+        &self.inner
+    }
+
+    async fn on_enqueue(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>, StorageError> {
+        let queues: Vec<String> = tasks.iter().map(|t| t.queue.clone()).collect();
+        let out = self.inner.enqueue(tasks).await?;
+        for (queue, e) in queues.into_iter().zip(&out) {
+            if !e.duplicate {
+                let _ = self.wake.send(Wake::Work { queue });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn on_complete(&self, items: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
+        let ids: Vec<TaskId> = items.iter().map(|c| c.lease.task_id).collect();
+        let out = self.inner.complete(items).await?;
+        self.finished(&ids, &out);
+        Ok(out)
+    }
+
+    async fn on_fail(&self, items: Vec<Failure>) -> Result<Vec<Outcome>, StorageError> {
+        let ids: Vec<TaskId> = items.iter().map(|f| f.lease.task_id).collect();
+        let out = self.inner.fail(items).await?;
+        self.finished(&ids, &out);
+        Ok(out)
+    }
+
+    fn on_subscribe(&self) -> Option<broadcast::Receiver<Wake>> {
+        self.inner.subscribe().map(|_| self.wake.subscribe())
+    }
+}
+
+faulty_storage!(MissesWakeUps);
+
+/// Breaks `updated_at`: `complete`, `fail`, `release` and `cancel` leave it where it was
+/// (as if only `claim` and `reschedule` wrote it). Emulated on reads: while the stored
+/// value is still the one such a write set, `get_task` and `list_tasks` show the value
+/// from before the write.
+#[derive(Debug)]
+pub struct SkipsUpdatedAt {
+    inner: Arc<dyn Storage>,
+    /// Task → (updated_at before the write, the write's now).
+    before: Mutex<HashMap<TaskId, (OffsetDateTime, OffsetDateTime)>>,
+}
+
+impl SkipsUpdatedAt {
+    /// The cases that must fail against this wrapper.
+    pub const TARGETS: &'static [&'static str] = &[
+        "complete_sets_updated_at",
+        "fail_sets_updated_at",
+        "release_sets_updated_at",
+        "cancel_sets_updated_at",
+    ];
+
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Storage>) -> Self {
+        Self {
+            inner,
+            before: Mutex::default(),
+        }
+    }
+
+    /// Notes each task's `updated_at` before a write at `now`.
+    async fn note(&self, writes: Vec<(TaskId, OffsetDateTime)>) {
+        for (id, now) in writes {
+            if let Ok(Some(t)) = self.inner.get_task(&id).await {
+                self.lock().insert(id, (t.updated_at, now));
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, (OffsetDateTime, OffsetDateTime)>> {
+        self.before.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn shown(&self, mut t: Task) -> Task {
+        if let Some((old, written)) = self.lock().get(&t.id) {
+            if t.updated_at == *written {
+                t.updated_at = *old;
+            }
+        }
+        t
+    }
+}
+
+#[async_trait]
+impl Hooks for SkipsUpdatedAt {
+    fn inner(&self) -> &Arc<dyn Storage> {
+        &self.inner
+    }
+
+    async fn on_complete(&self, items: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
+        let writes = items.iter().map(|c| (c.lease.task_id, c.now)).collect();
+        self.note(writes).await;
+        self.inner.complete(items).await
+    }
+
+    async fn on_fail(&self, items: Vec<Failure>) -> Result<Vec<Outcome>, StorageError> {
+        let writes = items.iter().map(|f| (f.lease.task_id, f.now)).collect();
+        self.note(writes).await;
+        self.inner.fail(items).await
+    }
+
+    async fn on_release(
+        &self,
+        leases: &[LeaseRef],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Outcome>, StorageError> {
+        let writes = leases.iter().map(|l| (l.task_id, now)).collect();
+        self.note(writes).await;
+        self.inner.release(leases, now).await
+    }
+
+    async fn on_cancel(
+        &self,
+        id: &TaskId,
+        now: OffsetDateTime,
+    ) -> Result<CancelOutcome, StorageError> {
+        self.note(vec![(*id, now)]).await;
+        self.inner.cancel(id, now).await
+    }
+
+    async fn on_get_task(&self, id: &TaskId) -> Result<Option<Task>, StorageError> {
+        Ok(self.inner.get_task(id).await?.map(|t| self.shown(t)))
+    }
+
+    async fn on_list_tasks(&self, filter: TaskFilter) -> Result<Page<Task>, StorageError> {
+        let mut page = self.inner.list_tasks(filter).await?;
+        page.items = page.items.into_iter().map(|t| self.shown(t)).collect();
+        Ok(page)
+    }
+}
+
+faulty_storage!(SkipsUpdatedAt);
+
+/// Breaks the strict cursor: a full page always carries a cursor, also the last one
+/// (the caller then reads an empty page), as a backend that fetches exactly `limit`
+/// rows does.
+#[derive(Debug)]
+pub struct LooseCursor {
+    inner: Arc<dyn Storage>,
+}
+
+impl LooseCursor {
+    /// The cases that must fail against this wrapper.
+    pub const TARGETS: &'static [&'static str] =
+        &["list_tasks_cursor_is_none_exactly_on_the_last_page"];
+
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Storage>) -> Self {
+        Self { inner }
+    }
+}
+
+#[async_trait]
+impl Hooks for LooseCursor {
+    fn inner(&self) -> &Arc<dyn Storage> {
+        &self.inner
+    }
+
+    async fn on_list_tasks(&self, filter: TaskFilter) -> Result<Page<Task>, StorageError> {
+        let limit = filter.limit;
+        let mut page = self.inner.list_tasks(filter).await?;
+        if limit > 0 && page.items.len() == limit {
+            page.next_cursor = page.items.last().map(|t| Cursor(t.id));
+        }
+        Ok(page)
+    }
+}
+
+faulty_storage!(LooseCursor);
+
+/// Breaks the shape of `counts`: `counts(Some(queue))` of a queue without tasks has no
+/// entry, and `counts(None)` keeps listing (with zeros) every queue that ever received
+/// a task, as a backend keeping per-queue counters forever would.
+#[derive(Debug)]
+pub struct WrongCountsShape {
+    inner: Arc<dyn Storage>,
+    queues: Mutex<BTreeSet<String>>,
+}
+
+impl WrongCountsShape {
+    /// The cases that must fail against this wrapper.
+    pub const TARGETS: &'static [&'static str] = &[
+        "counts_of_an_empty_queue_is_one_zero_entry",
+        "counts_lists_only_queues_with_tasks",
+    ];
+
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Storage>) -> Self {
+        Self {
+            inner,
+            queues: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Hooks for WrongCountsShape {
+    fn inner(&self) -> &Arc<dyn Storage> {
+        &self.inner
+    }
+
+    async fn on_enqueue(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>, StorageError> {
+        let names: Vec<String> = tasks.iter().map(|t| t.queue.clone()).collect();
+        let out = self.inner.enqueue(tasks).await?;
+        self.queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(names);
+        Ok(out)
+    }
+
+    async fn on_counts(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>, StorageError> {
+        let mut counts = self.inner.counts(queue).await?;
+        if queue.is_some() {
+            counts.retain(|c| c.total() > 0);
+            return Ok(counts);
+        }
+        let known = self
+            .queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for q in known {
+            if !counts.iter().any(|c| c.queue == q) {
+                counts.push(QueueCounts {
+                    queue: q,
+                    ..QueueCounts::default()
+                });
+            }
+        }
+        counts.sort_by(|a, b| a.queue.cmp(&b.queue));
+        Ok(counts)
+    }
+}
+
+faulty_storage!(WrongCountsShape);
+
+/// Breaks name checks on reads: `next_due`, `list_tasks` and `counts` answer an invalid
+/// queue name as an unknown, empty queue instead of with a `Config` error.
+#[derive(Debug)]
+pub struct AcceptsInvalidNamesInReads {
+    inner: Arc<dyn Storage>,
+}
+
+impl AcceptsInvalidNamesInReads {
+    /// The cases that must fail against this wrapper.
+    pub const TARGETS: &'static [&'static str] = &[
+        "next_due_rejects_invalid_queue_names",
+        "list_tasks_and_counts_reject_invalid_queue_names",
+    ];
+
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Storage>) -> Self {
+        Self { inner }
+    }
+}
+
+fn is_config(e: &StorageError) -> bool {
+    e.kind() == StorageErrorKind::Config
+}
+
+#[async_trait]
+impl Hooks for AcceptsInvalidNamesInReads {
+    fn inner(&self) -> &Arc<dyn Storage> {
+        &self.inner
+    }
+
+    async fn on_next_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>, StorageError> {
+        match self.inner.next_due(queues).await {
+            Err(e) if is_config(&e) => Ok(None),
+            other => other,
+        }
+    }
+
+    async fn on_list_tasks(&self, filter: TaskFilter) -> Result<Page<Task>, StorageError> {
+        match self.inner.list_tasks(filter).await {
+            Err(e) if is_config(&e) => Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            }),
+            other => other,
+        }
+    }
+
+    async fn on_counts(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>, StorageError> {
+        match self.inner.counts(queue).await {
+            Err(e) if is_config(&e) => Ok(queue
+                .map(|q| QueueCounts {
+                    queue: q.to_string(),
+                    ..QueueCounts::default()
+                })
+                .into_iter()
+                .collect()),
+            other => other,
+        }
+    }
+}
+
+faulty_storage!(AcceptsInvalidNamesInReads);
 
 /// Not a fault: reports the given [`Capabilities`] instead of the inner storage's, to
 /// check that the suite skips (`requires <capability>`) what a backend does not claim.
@@ -394,6 +842,36 @@ pub const FAULTS: &[Fault] = &[
         name: "IgnoresFencing",
         wrap: IgnoresFencing::wrap,
         targets: IgnoresFencing::TARGETS,
+    },
+    Fault {
+        name: "ClaimsDuplicateQueuesTwice",
+        wrap: ClaimsDuplicateQueuesTwice::wrap,
+        targets: ClaimsDuplicateQueuesTwice::TARGETS,
+    },
+    Fault {
+        name: "MissesWakeUps",
+        wrap: MissesWakeUps::wrap,
+        targets: MissesWakeUps::TARGETS,
+    },
+    Fault {
+        name: "SkipsUpdatedAt",
+        wrap: SkipsUpdatedAt::wrap,
+        targets: SkipsUpdatedAt::TARGETS,
+    },
+    Fault {
+        name: "LooseCursor",
+        wrap: LooseCursor::wrap,
+        targets: LooseCursor::TARGETS,
+    },
+    Fault {
+        name: "WrongCountsShape",
+        wrap: WrongCountsShape::wrap,
+        targets: WrongCountsShape::TARGETS,
+    },
+    Fault {
+        name: "AcceptsInvalidNamesInReads",
+        wrap: AcceptsInvalidNamesInReads::wrap,
+        targets: AcceptsInvalidNamesInReads::TARGETS,
     },
 ];
 

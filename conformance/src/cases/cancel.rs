@@ -9,7 +9,8 @@ use super::{
 };
 use crate::check::{CaseError, Ctx};
 use omniq_core::{
-    CancelOutcome, ErrorType, FailAction, Failure, Outcome, Storage, TaskError, TaskId, TaskStatus,
+    CancelOutcome, Completion, ErrorType, FailAction, Failure, Outcome, Payload, Storage,
+    TaskError, TaskId, TaskStatus,
 };
 use std::sync::Arc;
 use time::Duration;
@@ -51,6 +52,21 @@ pub(super) fn cases() -> Vec<Case> {
                 "An explicit reschedule supersedes an earlier cancel request: the next run is not flagged",
                 ["T7", "T9"]
             ),
+            case!(
+                cancel_sets_updated_at,
+                "cancel() sets updated_at to its now, whether it cancels the task or flags it",
+                ["T9", "T11"]
+            ),
+            case!(
+                cancel_replaces_earlier_result,
+                "Cancelling a Failed task, or an interval task between runs, replaces its latest result with the Cancelled one",
+                ["T9", "T8", "R5"]
+            ),
+            case!(
+                cancel_of_running_task_with_expired_lease_is_cancelled,
+                "Cancelling a Running task whose lease expired (until <= now) cancels it at once",
+                ["T9", "S2"]
+            ),
         ],
     )
 }
@@ -64,6 +80,15 @@ async fn cancel_pending_task(s: Arc<dyn Storage>) -> Result<(), CaseError> {
         get(&*s, id).await?.status,
         TaskStatus::Cancelled,
         "status after cancel"
+    );
+    let r = some!(
+        s.get_result(&id).await.ctx("get_result")?,
+        "a cancelled Pending task has a Cancelled result"
+    );
+    ensure_eq!(
+        (r.status, r.result, r.error, r.finished_at, r.attempts),
+        (TaskStatus::Cancelled, None, None, now, 0),
+        "the Cancelled result (status, payload, error, finished_at, attempts)"
     );
     claim_none(
         &*s,
@@ -236,5 +261,133 @@ async fn reschedule_clears_cancel_request(s: Arc<dyn Storage>) -> Result<(), Cas
         TaskStatus::Success,
         "the new run ends Success, not Cancelled"
     );
+    Ok(())
+}
+
+async fn cancel_sets_updated_at(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let created = now - Duration::minutes(10);
+    let pending = enqueue_one(&*s, task("m.pending", created)).await?;
+    let at = now + Duration::seconds(3);
+    ensure_eq!(
+        s.cancel(&pending, at).await.ctx("cancel")?,
+        CancelOutcome::Cancelled,
+        "cancel of a Pending task"
+    );
+    ensure_eq!(
+        get(&*s, pending).await?.updated_at,
+        at,
+        "updated_at of a cancelled task = the cancel's now"
+    );
+    let running = enqueue_one(&*s, task("m.running", created)).await?;
+    claim_one(&*s, running, now).await?;
+    let at = now + Duration::seconds(4);
+    ensure_eq!(
+        s.cancel(&running, at).await.ctx("cancel")?,
+        CancelOutcome::Requested,
+        "cancel of a Running task"
+    );
+    ensure_eq!(
+        get(&*s, running).await?.updated_at,
+        at,
+        "updated_at of a flagged task = the cancel's now"
+    );
+    Ok(())
+}
+
+async fn cancel_replaces_earlier_result(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    // A Failed task: its Failed result gives way to the Cancelled one.
+    let failed = enqueue_one(&*s, task("m.failed", now)).await?;
+    let c = claim_one(&*s, failed, now).await?;
+    ensure_eq!(
+        fail_with(&*s, c.lease_ref(), FailAction::Fail, now, "boom").await?,
+        Outcome::Ok,
+        "final fail"
+    );
+    let error = get(&*s, failed).await?.error;
+    ensure!(error.is_some(), "a Failed task carries its error");
+    let at = now + Duration::seconds(5);
+    ensure_eq!(
+        s.cancel(&failed, at).await.ctx("cancel")?,
+        CancelOutcome::Cancelled,
+        "cancel of a Failed task"
+    );
+    let r = some!(s.get_result(&failed).await.ctx("get_result")?, "result");
+    ensure_eq!(
+        (r.status, r.result, r.error, r.finished_at),
+        (TaskStatus::Cancelled, None, error, at),
+        "the Cancelled result replaces the Failed one (status, payload, the task's last error, finished_at)"
+    );
+    ensure_eq!(
+        (r.attempts, r.last_attempt_at),
+        (1, Some(now)),
+        "the Cancelled result's attempts and last_attempt_at are the task's"
+    );
+
+    // An interval task between runs: its last run's Success result gives way too.
+    let mut t = task("m.tick", now);
+    t.schedule.interval = Some(Duration::hours(1));
+    let tick = enqueue_one(&*s, t).await?;
+    let c = claim_one(&*s, tick, now).await?;
+    let out = s
+        .complete(vec![Completion {
+            lease: c.lease_ref(),
+            result: Some(Payload(b"run 1".to_vec())),
+            now,
+            next_run: Some(now + Duration::hours(1)),
+        }])
+        .await
+        .ctx("complete with next_run")?;
+    ensure_eq!(out, vec![Outcome::Ok], "complete with next_run");
+    let at = now + Duration::seconds(6);
+    ensure_eq!(
+        s.cancel(&tick, at).await.ctx("cancel")?,
+        CancelOutcome::Cancelled,
+        "cancel of an interval task between runs"
+    );
+    let r = some!(s.get_result(&tick).await.ctx("get_result")?, "result");
+    ensure_eq!(
+        (r.status, r.result, r.finished_at),
+        (TaskStatus::Cancelled, None, at),
+        "the Cancelled result replaces the last run's Success (status, payload, finished_at)"
+    );
+    Ok(())
+}
+
+async fn cancel_of_running_task_with_expired_lease_is_cancelled(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.orphan", now)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    // Its worker is gone; at exactly `until` the lease has expired.
+    let gone = c.lease.until;
+    ensure_eq!(
+        s.cancel(&id, gone).await.ctx("cancel")?,
+        CancelOutcome::Cancelled,
+        "cancel of a Running task whose lease ended at the cancel's now"
+    );
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Cancelled,
+        "status after the cancel"
+    );
+    let r = some!(
+        s.get_result(&id).await.ctx("get_result")?,
+        "the Cancelled result"
+    );
+    ensure_eq!(r.status, TaskStatus::Cancelled, "result status");
+    ensure_eq!(
+        complete(&*s, c.lease_ref(), gone, Some(b"late")).await?,
+        Outcome::LeaseLost,
+        "the gone worker's late completion is fenced off"
+    );
+    claim_none(
+        &*s,
+        gone + Duration::hours(1),
+        "a cancelled task is never claimed",
+    )
+    .await?;
     Ok(())
 }

@@ -50,6 +50,11 @@ pub(super) fn cases() -> Vec<Case> {
                 ["T7", "T4", "S2"]
             ),
             case!(
+                reschedule_keeps_attempts_and_error,
+                "Rescheduling a Failed task keeps its attempts, its error and its latest result",
+                ["T7", "M5", "T8"]
+            ),
+            case!(
                 reschedule_missing_task_is_not_found,
                 "`reschedule()` raises `NotFoundError` for missing tasks",
                 ["T7", "T15"]
@@ -324,6 +329,41 @@ async fn reschedule_fences_running_task(s: Arc<dyn Storage>) -> Result<(), CaseE
         second.lease.token
     );
     ensure_eq!(second.task.attempts, 2, "attempts of the second claim");
+    Ok(())
+}
+
+async fn reschedule_keeps_attempts_and_error(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    let err = at_second(TaskError::new(ErrorType::Network, "connection reset"), now);
+    let out = fail_item(
+        &*s,
+        Failure {
+            lease: c.lease_ref(),
+            error: err.clone(),
+            action: FailAction::Fail,
+            now,
+        },
+    )
+    .await?;
+    ensure_eq!(out, Outcome::Ok, "final fail");
+    let result = s.get_result(&id).await.ctx("get_result")?;
+    ensure!(result.is_some(), "a Failed run stores a result");
+
+    let at = now + Duration::seconds(3);
+    s.reschedule(&id, now + Duration::minutes(5), at)
+        .await
+        .ctx("reschedule of a Failed task")?;
+    let got = get(&*s, id).await?;
+    ensure_eq!(got.status, TaskStatus::Pending, "status after reschedule");
+    ensure_eq!(got.attempts, 1, "attempts are kept");
+    ensure_eq!(got.error, Some(err), "the error is kept");
+    ensure_eq!(
+        s.get_result(&id).await.ctx("get_result")?,
+        result,
+        "the latest result is kept"
+    );
     Ok(())
 }
 

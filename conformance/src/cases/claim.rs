@@ -5,10 +5,12 @@
 
 use super::{
     Case, LEASE, base_now, case, claim, claim_from, claim_none, claim_one, claimed_and_flagged,
-    complete, enqueue, enqueue_one, get, grouped, task, task_on,
+    complete, enqueue, enqueue_one, fail_with, get, grouped, task, task_on,
 };
 use crate::check::{CaseError, Ctx};
-use omniq_core::{ClaimRequest, Outcome, Storage, TaskId, TaskStatus};
+use omniq_core::{
+    ClaimRequest, Completion, FailAction, Outcome, Payload, Storage, TaskId, TaskStatus,
+};
 use std::collections::HashSet;
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -69,6 +71,21 @@ pub(super) fn cases() -> Vec<Case> {
                 expired_lease_of_cancel_requested_task_is_not_redelivered,
                 "A flagged task whose lease expires is not redelivered: it ends Cancelled, with a Cancelled result",
                 ["T2", "T9", "S2"]
+            ),
+            case!(
+                claim_with_duplicate_queue_names_returns_each_task_once,
+                "A claim naming a queue twice counts it once: each task is returned once, under one token",
+                ["T2", "S1"]
+            ),
+            case!(
+                claim_order_keeps_enqueue_order_after_requeue,
+                "A task that goes back to Pending (release, retry, reschedule, interval re-arm, expired lease) keeps its place in enqueue order",
+                ["T2", "T5", "T7", "R5", "R6"]
+            ),
+            case!(
+                next_due_rejects_invalid_queue_names,
+                "next_due() of an invalid queue name is a Config error",
+                ["S5", "T15", "R1"]
             ),
         ],
     )
@@ -151,6 +168,15 @@ async fn next_due_reports_earliest_eta_and_lease_expiry(
         s.next_due(&both).await.ctx("next_due")?,
         Some(now + Duration::seconds(1)),
         "the earliest eta over both queues"
+    );
+    // Without an eta, a task is due at its created_at.
+    let mut d = task_on("created", "m.d", now + Duration::seconds(3));
+    d.schedule.eta = None;
+    enqueue_one(&*s, d).await?;
+    ensure_eq!(
+        s.next_due(&["created".to_string()]).await.ctx("next_due")?,
+        Some(now + Duration::seconds(3)),
+        "a task without an eta counts with its created_at"
     );
     let first = claim_one(&*s, b_id, now + Duration::seconds(5)).await?;
     ensure_eq!(
@@ -443,22 +469,30 @@ async fn expired_lease_of_cancel_requested_task_is_not_redelivered(
     let now = base_now();
     let (id, _c) = claimed_and_flagged(&*s, task("m.stuck", now), now).await?;
     // The worker died without stopping the task: its lease runs out.
+    let later = now + LEASE + Duration::seconds(1);
     claim_none(
         &*s,
-        now + LEASE + Duration::seconds(1),
+        later,
         "a flagged task whose lease expired is not redelivered",
     )
     .await?;
+    let t = get(&*s, id).await?;
     ensure_eq!(
-        get(&*s, id).await?.status,
+        t.status,
         TaskStatus::Cancelled,
         "a flagged task whose lease expired ends Cancelled"
     );
+    ensure_eq!(t.updated_at, later, "updated_at = the ending claim's now");
     let r = some!(
         s.get_result(&id).await.ctx("get_result")?,
         "the result of a flagged task whose lease expired"
     );
     ensure_eq!(r.status, TaskStatus::Cancelled, "result status");
+    ensure_eq!(
+        (r.result, r.finished_at, r.attempts),
+        (None, later, 1),
+        "the Cancelled result (payload, finished_at = the claim's now, the expired run's attempts)"
+    );
     claim_none(
         &*s,
         now + Duration::hours(1),
@@ -493,6 +527,8 @@ async fn claim_from_several_queues(s: Arc<dyn Storage>) -> Result<(), CaseError>
 
     let none = claim_queues(&*s, &["a", "b"], 0, now).await?;
     ensure_eq!(ids(&none), Vec::<TaskId>::new(), "a claim with limit 0");
+    let none = claim_queues(&*s, &[], 10, now).await?;
+    ensure_eq!(ids(&none), Vec::<TaskId>::new(), "a claim from no queue");
 
     let first = claim_queues(&*s, &["a", "b"], 1, now).await?;
     ensure_eq!(
@@ -547,6 +583,143 @@ async fn claim_sets_updated_at_and_last_attempt_at(s: Arc<dyn Storage>) -> Resul
         stored.last_attempt_at,
         Some(now),
         "stored last_attempt_at after the claim"
+    );
+    Ok(())
+}
+
+async fn claim_with_duplicate_queue_names_returns_each_task_once(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let a1 = enqueue_one(&*s, task_on("dup-a", "m.a1", now)).await?;
+    let a2 = enqueue_one(&*s, task_on("dup-a", "m.a2", now)).await?;
+    let b1 = enqueue_one(&*s, task_on("dup-b", "m.b1", now)).await?;
+    let sorted = |mut v: Vec<TaskId>| {
+        v.sort();
+        v
+    };
+    let first = claim_queues(&*s, &["dup-a", "dup-a"], 2, now).await?;
+    ensure_eq!(
+        sorted(first.iter().map(|c| c.task.id).collect()),
+        sorted(vec![a1, a2]),
+        "limit 2 from [dup-a, dup-a]: both of dup-a's tasks, each once"
+    );
+    let second = claim_queues(&*s, &["dup-b", "dup-a", "dup-b", "dup-b"], 10, now).await?;
+    ensure_eq!(
+        second.iter().map(|c| c.task.id).collect::<Vec<_>>(),
+        vec![b1],
+        "a claim naming dup-b three times returns its one task once"
+    );
+    for c in first.iter().chain(&second) {
+        ensure_eq!(
+            c.task.attempts,
+            1,
+            "attempts of {} (claimed once)",
+            c.task.id
+        );
+    }
+    Ok(())
+}
+
+async fn claim_order_keeps_enqueue_order_after_requeue(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let eta = now - Duration::seconds(10);
+    // Same priority and eta, ids running against enqueue order (see
+    // claim_orders_priority_then_eta_then_fifo): only enqueue order tells them apart.
+    let mut ids = [TaskId::new(), TaskId::new(), TaskId::new()];
+    ids.sort();
+    let [third, second, first] = ids;
+    for (id, func) in [(first, "m.first"), (second, "m.second"), (third, "m.third")] {
+        let mut t = task(func, now - Duration::minutes(1));
+        t.id = id;
+        t.schedule.eta = Some(eta);
+        t.schedule.interval = Some(Duration::hours(1));
+        enqueue_one(&*s, t).await?;
+    }
+    let head = |what: &'static str| {
+        let s = Arc::clone(&s);
+        async move {
+            let got = claim(&*s, 1, now).await?;
+            ensure_eq!(
+                got.iter().map(|c| c.task.id).collect::<Vec<_>>(),
+                vec![first],
+                "the first-enqueued task is still claimed first after {what}"
+            );
+            Ok::<_, CaseError>(got.into_iter().next().map(|c| c.lease_ref()))
+        }
+    };
+    let lease = some!(head("enqueue").await?, "first claim");
+    ensure_eq!(
+        s.release(&[lease], now).await.ctx("release")?,
+        vec![Outcome::Ok],
+        "release"
+    );
+    let lease = some!(head("a release").await?, "claim");
+    ensure_eq!(
+        fail_with(&*s, lease, FailAction::Retry { at: eta }, now, "again").await?,
+        Outcome::Ok,
+        "fail with Retry at the same eta"
+    );
+    let lease = some!(head("a retry").await?, "claim");
+    s.reschedule(&lease.task_id, eta, now)
+        .await
+        .ctx("reschedule to the same eta")?;
+    let lease = some!(head("a reschedule").await?, "claim");
+    let out = s
+        .complete(vec![Completion {
+            lease,
+            result: Some(Payload(b"run".to_vec())),
+            now,
+            next_run: Some(eta),
+        }])
+        .await
+        .ctx("complete with next_run")?;
+    ensure_eq!(out, vec![Outcome::Ok], "interval re-arm at the same eta");
+    let lease = some!(head("an interval re-arm").await?, "claim");
+    // Its lease expires: redelivered ahead of the others, which are due as well.
+    let expired = now + LEASE;
+    let again = claim(&*s, 1, expired).await?;
+    ensure_eq!(
+        again.iter().map(|c| c.task.id).collect::<Vec<_>>(),
+        vec![first],
+        "the first-enqueued task is claimed first when its lease expired"
+    );
+    ensure!(
+        again[0].lease.token > lease.token,
+        "the redelivery carries a greater token"
+    );
+    ensure_eq!(
+        complete(&*s, again[0].lease_ref(), expired, None).await?,
+        Outcome::Ok,
+        "complete of the first task"
+    );
+    for (want, name) in [(second, "second"), (third, "third")] {
+        let got = claim(&*s, 1, expired).await?;
+        ensure_eq!(
+            got.iter().map(|c| c.task.id).collect::<Vec<_>>(),
+            vec![want],
+            "then the {name}-enqueued task"
+        );
+    }
+    Ok(())
+}
+
+async fn next_due_rejects_invalid_queue_names(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    ensure_kind!(
+        s.next_due(&["bad queue!".to_string()]).await,
+        Config,
+        "next_due of queue \"bad queue!\""
+    );
+    ensure_kind!(
+        s.next_due(&[
+            omniq_core::DEFAULT_QUEUE.to_string(),
+            "bad queue!".to_string()
+        ])
+        .await,
+        Config,
+        "next_due of [default, \"bad queue!\"]"
     );
     Ok(())
 }

@@ -4,11 +4,11 @@
 //! (`crates/omniq-core/src/storage.rs`), which names the case.
 
 use super::{
-    Case, LEASE, base_now, case, claim_none, claim_one, complete, enqueue_one, get, grouped, task,
-    task_on,
+    Case, LEASE, base_now, case, claim_none, claim_one, complete, enqueue_one, fail_with, get,
+    grouped, task, task_on,
 };
 use crate::check::{CaseError, Ctx};
-use omniq_core::{ClaimRequest, Outcome, Storage, TaskId};
+use omniq_core::{ClaimRequest, Enqueued, FailAction, Outcome, Storage, TaskId, TaskStatus};
 use std::sync::Arc;
 use time::Duration;
 
@@ -56,6 +56,33 @@ pub(super) fn cases() -> Vec<Case> {
                 created_at_without_eta_gates_claim,
                 "A task without an eta is not claimable before its created_at",
                 ["T1"]
+            ),
+            case!(
+                enqueue_same_id_twice_in_a_batch_is_conflict,
+                "A batch naming one id twice is a Conflict error; the second task never overwrites the first",
+                ["T1", "T15"]
+            ),
+            case!(
+                enqueue_running_input_is_stored_pending,
+                "A task enqueued with status Running is stored Pending and is claimable",
+                ["T1", "M2"]
+            ),
+            case!(
+                unique_key_ignores_finished_inputs,
+                "An enqueued Success, Failed or Cancelled task is stored as given: never a duplicate of a live holder, and it holds no key",
+                ["T1"],
+                UniqueKeys
+            ),
+            case!(
+                reschedule_into_a_held_unique_key_is_conflict,
+                "Rescheduling a Failed task whose unique key another live task holds now is a Conflict error and changes nothing",
+                ["T1", "T7", "T15"],
+                UniqueKeys
+            ),
+            case!(
+                enqueue_over_max_batch_is_whole_or_config,
+                "A batch larger than max_batch is stored whole, or rejected with a Config error storing nothing",
+                ["T1", "T13"]
             ),
         ],
     )
@@ -273,6 +300,223 @@ async fn invalid_queue_name_is_config_error(s: Arc<dyn Storage>) -> Result<(), C
         .await,
         Config,
         "claim from queue \"bad queue!\""
+    );
+    Ok(())
+}
+
+async fn enqueue_same_id_twice_in_a_batch_is_conflict(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let first = task("m.first", now);
+    let mut second = task("m.second", now);
+    second.id = first.id;
+    let id = first.id;
+    ensure_kind!(
+        s.enqueue(vec![first, second]).await,
+        Conflict,
+        "a batch naming one id twice"
+    );
+    let stored = s.get_task(&id).await.ctx("get_task")?;
+    if s.capabilities().transactional_enqueue {
+        ensure!(
+            stored.is_none(),
+            "an all-or-nothing batch that failed must store none of its tasks"
+        );
+    } else if let Some(t) = stored {
+        ensure_eq!(
+            t.func_path.as_str(),
+            "m.first",
+            "the first task with the id is kept: the second never overwrites it"
+        );
+    }
+    Ok(())
+}
+
+async fn enqueue_running_input_is_stored_pending(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let mut t = task("m.running", now);
+    t.status = TaskStatus::Running;
+    let id = enqueue_one(&*s, t).await?;
+    ensure_eq!(
+        get(&*s, id).await?.status,
+        TaskStatus::Pending,
+        "a Running input is stored Pending (a task is only Running under a lease)"
+    );
+    let c = claim_one(&*s, id, now).await?;
+    ensure_eq!(c.task.attempts, 1, "attempts of its first claim");
+    Ok(())
+}
+
+async fn unique_key_ignores_finished_inputs(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let keyed = |func: &str, key: &str, status: TaskStatus| {
+        let mut t = task(func, now);
+        t.unique_key = Some(key.into());
+        t.status = status;
+        t
+    };
+    // A live holder of "k"; a finished input with the same key is stored, not deduplicated.
+    let holder = enqueue_one(&*s, keyed("m.live", "k", TaskStatus::Pending)).await?;
+    for status in [
+        TaskStatus::Success,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ] {
+        let done = keyed("m.done", "k", status);
+        let done_id = done.id;
+        let out = s
+            .enqueue(vec![done])
+            .await
+            .ctx("enqueue of a finished input")?;
+        ensure_eq!(
+            out,
+            vec![Enqueued {
+                id: done_id,
+                duplicate: false
+            }],
+            "a {status} input with the live holder's key is stored as given"
+        );
+        ensure_eq!(
+            get(&*s, done_id).await?.status,
+            status,
+            "status of the stored {status} input"
+        );
+    }
+    let out = s
+        .enqueue(vec![keyed("m.again", "k", TaskStatus::Pending)])
+        .await
+        .ctx("enqueue")?;
+    ensure!(
+        out.len() == 1 && out[0].id == holder && out[0].duplicate,
+        "the live holder still holds \"k\": expected a duplicate of {holder}, got {out:?}"
+    );
+
+    // A finished input holds no key: a Pending input with its key is inserted, in
+    // separate calls and later in the same batch.
+    let failed = keyed("m.failed", "k2", TaskStatus::Failed);
+    enqueue_one(&*s, failed).await?;
+    let fresh = keyed("m.fresh", "k2", TaskStatus::Pending);
+    let fresh_id = fresh.id;
+    let out = s.enqueue(vec![fresh]).await.ctx("enqueue")?;
+    ensure_eq!(
+        out,
+        vec![Enqueued {
+            id: fresh_id,
+            duplicate: false
+        }],
+        "a Pending input whose key only a Failed task carries is a new task"
+    );
+    let cancelled = keyed("m.cancelled", "k3", TaskStatus::Cancelled);
+    let pending = keyed("m.pending", "k3", TaskStatus::Pending);
+    let want = vec![
+        Enqueued {
+            id: cancelled.id,
+            duplicate: false,
+        },
+        Enqueued {
+            id: pending.id,
+            duplicate: false,
+        },
+    ];
+    let out = s
+        .enqueue(vec![cancelled, pending])
+        .await
+        .ctx("enqueue of a batch")?;
+    ensure_eq!(
+        out,
+        want,
+        "[Cancelled with key k3, Pending with key k3] in one batch: both are stored"
+    );
+    Ok(())
+}
+
+async fn reschedule_into_a_held_unique_key_is_conflict(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let keyed = |func: &str| {
+        let mut t = task(func, now);
+        t.unique_key = Some("nightly".into());
+        t
+    };
+    let a = enqueue_one(&*s, keyed("m.a")).await?;
+    let c = claim_one(&*s, a, now).await?;
+    ensure_eq!(
+        fail_with(&*s, c.lease_ref(), FailAction::Fail, now, "boom").await?,
+        Outcome::Ok,
+        "final fail"
+    );
+    // A's key is free now: B takes it.
+    let b = enqueue_one(&*s, keyed("m.b")).await?;
+    let before = get(&*s, a).await?;
+    let later = now + Duration::minutes(1);
+    ensure_kind!(
+        s.reschedule(&a, later, now + Duration::seconds(1)).await,
+        Conflict,
+        "rescheduling a Failed task whose unique key another live task holds"
+    );
+    ensure_eq!(
+        get(&*s, a).await?,
+        before,
+        "the Failed task after the refused reschedule"
+    );
+    // Once B finishes, A can come back and holds the key again.
+    let cb = claim_one(&*s, b, now).await?;
+    ensure_eq!(
+        complete(&*s, cb.lease_ref(), now, None).await?,
+        Outcome::Ok,
+        "complete B"
+    );
+    s.reschedule(&a, later, now + Duration::seconds(2))
+        .await
+        .ctx("reschedule once the key is free")?;
+    let out = s.enqueue(vec![keyed("m.c")]).await.ctx("enqueue")?;
+    ensure!(
+        out.len() == 1 && out[0].id == a && out[0].duplicate,
+        "the rescheduled task holds its key again: expected a duplicate of {a}, got {out:?}"
+    );
+    Ok(())
+}
+
+async fn enqueue_over_max_batch_is_whole_or_config(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let max = s.capabilities().max_batch;
+    // A backend with a huge max_batch: a batch over it is too large to build here.
+    if max >= 10_000 {
+        return Ok(());
+    }
+    let now = base_now();
+    let n = max + 1;
+    let tasks: Vec<_> = (0..n).map(|i| task(&format!("m.f{i}"), now)).collect();
+    let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+    let stored = match s.enqueue(tasks).await {
+        Ok(out) => {
+            let got: Vec<TaskId> = out.iter().map(|e| e.id).collect();
+            ensure_eq!(
+                got,
+                ids,
+                "an accepted batch of max_batch + 1 = {n} tasks: one outcome per task, in order"
+            );
+            n as u64
+        }
+        Err(e) if e.kind() == omniq_core::StorageErrorKind::Config => 0,
+        Err(e) => {
+            return Err(CaseError::new(format!(
+                "a batch of max_batch + 1 = {n} tasks must be stored whole or rejected with a \
+                 Config error, got kind {}: {e}",
+                e.kind()
+            )));
+        }
+    };
+    let counts = s
+        .counts(Some(omniq_core::DEFAULT_QUEUE))
+        .await
+        .ctx("counts")?;
+    let total: u64 = counts.iter().map(|c| c.total()).sum();
+    ensure_eq!(
+        total,
+        stored,
+        "tasks stored by the batch of max_batch + 1 (all of them, or none after a Config error)"
     );
     Ok(())
 }

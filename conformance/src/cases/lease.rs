@@ -9,8 +9,8 @@ use super::{
 };
 use crate::check::{CaseError, Ctx};
 use omniq_core::{
-    Completion, ErrorType, FailAction, Failure, LeaseRef, LeaseToken, Outcome, Payload, Storage,
-    TaskError, TaskId, TaskStatus,
+    CancelOutcome, Completion, ErrorType, FailAction, Failure, LeaseRef, LeaseToken, Outcome,
+    Payload, Storage, TaskError, TaskId, TaskStatus,
 };
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
@@ -86,6 +86,31 @@ pub(super) fn cases() -> Vec<Case> {
                 release_of_cancel_requested_task_ends_cancelled,
                 "Releasing a flagged task ends it Cancelled, with a Cancelled result, never claimed again",
                 ["R6", "T9"]
+            ),
+            case!(
+                release_of_cancel_requested_task_gives_back_its_attempt,
+                "Releasing a flagged task still un-counts the claim's attempt, on the task and on its Cancelled result",
+                ["R6", "T9"]
+            ),
+            case!(
+                complete_sets_updated_at,
+                "complete() sets updated_at to its now, for a final run and for an interval re-arm",
+                ["T4", "T11"]
+            ),
+            case!(
+                fail_sets_updated_at,
+                "fail() sets updated_at to its now, for Retry, NextRun and Fail",
+                ["T5", "T11"]
+            ),
+            case!(
+                release_sets_updated_at,
+                "release() sets updated_at to its now, for a plain and for a flagged task",
+                ["R6", "T11"]
+            ),
+            case!(
+                heartbeat_extends_an_expired_lease_not_yet_reclaimed,
+                "A heartbeat extends a lease that ran out but was not re-claimed, by the given until and no clock, leaving updated_at alone",
+                ["T3", "S2"]
             ),
         ],
     )
@@ -622,5 +647,195 @@ async fn release_of_cancel_requested_task_ends_cancelled(
         "a cancelled task is never claimed",
     )
     .await?;
+    Ok(())
+}
+
+async fn release_of_cancel_requested_task_gives_back_its_attempt(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    claim_one(&*s, id, now).await?;
+    // The first lease expires; the second claim counts attempt 2.
+    let later = now + LEASE;
+    let c = claim_one(&*s, id, later).await?;
+    ensure_eq!(c.task.attempts, 2, "attempts of the second claim");
+    ensure_eq!(
+        s.cancel(&id, later).await.ctx("cancel")?,
+        CancelOutcome::Requested,
+        "cancel of the Running task"
+    );
+    let at = later + Duration::seconds(1);
+    ensure_eq!(
+        s.release(&[c.lease_ref()], at).await.ctx("release")?,
+        vec![Outcome::Ok],
+        "release of the flagged task"
+    );
+    let t = get(&*s, id).await?;
+    ensure_eq!(t.status, TaskStatus::Cancelled, "status after the release");
+    ensure_eq!(
+        t.attempts,
+        1,
+        "the released claim's attempt is not counted, though the task ended Cancelled"
+    );
+    let r = some!(
+        s.get_result(&id).await.ctx("get_result")?,
+        "the Cancelled result"
+    );
+    ensure_eq!(
+        (r.status, r.attempts, r.finished_at),
+        (TaskStatus::Cancelled, 1, at),
+        "the Cancelled result (status, attempts = the reduced count, finished_at = the release's now)"
+    );
+    Ok(())
+}
+
+async fn complete_sets_updated_at(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let created = now - Duration::minutes(10);
+    let id = enqueue_one(&*s, task("m.once", created)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    let done = now + Duration::seconds(7);
+    ensure_eq!(
+        complete(&*s, c.lease_ref(), done, Some(b"1")).await?,
+        Outcome::Ok,
+        "complete"
+    );
+    ensure_eq!(
+        get(&*s, id).await?.updated_at,
+        done,
+        "updated_at of a completed task = the completion's now"
+    );
+
+    let mut t = task("m.tick", created);
+    t.schedule.interval = Some(Duration::hours(1));
+    let tick = enqueue_one(&*s, t).await?;
+    let c = claim_one(&*s, tick, now).await?;
+    let done = now + Duration::seconds(9);
+    let out = s
+        .complete(vec![Completion {
+            lease: c.lease_ref(),
+            result: None,
+            now: done,
+            next_run: Some(now + Duration::hours(1)),
+        }])
+        .await
+        .ctx("complete with next_run")?;
+    ensure_eq!(out, vec![Outcome::Ok], "complete with next_run");
+    ensure_eq!(
+        get(&*s, tick).await?.updated_at,
+        done,
+        "updated_at of a re-armed interval task = the completion's now"
+    );
+    Ok(())
+}
+
+async fn fail_sets_updated_at(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let created = now - Duration::minutes(10);
+    let next = now + Duration::hours(1);
+    for (i, action) in [
+        FailAction::Retry { at: next },
+        FailAction::NextRun { at: next },
+        FailAction::Fail,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut t = task(&format!("m.f{i}"), created);
+        if matches!(action, FailAction::NextRun { .. }) {
+            t.schedule.interval = Some(Duration::hours(1));
+        }
+        let id = enqueue_one(&*s, t).await?;
+        let c = claim_one(&*s, id, now).await?;
+        let at = now + Duration::seconds(5 + i as i64);
+        ensure_eq!(
+            fail_with(&*s, c.lease_ref(), action, at, "boom").await?,
+            Outcome::Ok,
+            "fail ({action:?})"
+        );
+        ensure_eq!(
+            get(&*s, id).await?.updated_at,
+            at,
+            "updated_at after fail ({action:?}) = the fail's now"
+        );
+    }
+    Ok(())
+}
+
+async fn release_sets_updated_at(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let created = now - Duration::minutes(10);
+    // A flagged task, released: it ends Cancelled.
+    let (flagged, c) = claimed_and_flagged(&*s, task("m.flagged", created), now).await?;
+    let at = now + Duration::seconds(8);
+    ensure_eq!(
+        s.release(&[c.lease_ref()], at).await.ctx("release")?,
+        vec![Outcome::Ok],
+        "release of the flagged task"
+    );
+    ensure_eq!(
+        get(&*s, flagged).await?.updated_at,
+        at,
+        "updated_at of a released flagged task = the release's now"
+    );
+    // A plain one: back to Pending.
+    let id = enqueue_one(&*s, task("m.plain", created)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    let at = now + Duration::seconds(7);
+    ensure_eq!(
+        s.release(&[c.lease_ref()], at).await.ctx("release")?,
+        vec![Outcome::Ok],
+        "release"
+    );
+    ensure_eq!(
+        get(&*s, id).await?.updated_at,
+        at,
+        "updated_at of a released task = the release's now"
+    );
+    Ok(())
+}
+
+async fn heartbeat_extends_an_expired_lease_not_yet_reclaimed(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    // An hour in the past: the lease has run out by any wall clock too, so a backend
+    // that consults its own clock instead of the fencing token is caught.
+    let now = base_now() - Duration::hours(1);
+    let id = enqueue_one(&*s, task("m.slow", now - Duration::minutes(1))).await?;
+    let c = claim_one(&*s, id, now).await?;
+    let before = get(&*s, id).await?;
+    // The lease ended at now + LEASE; nobody re-claimed the task since.
+    let until = now + LEASE + Duration::minutes(2);
+    ensure_eq!(
+        s.heartbeat(&[c.lease_ref()], until)
+            .await
+            .ctx("heartbeat")?,
+        vec![Outcome::Ok],
+        "heartbeat of a lease that ran out but was not re-claimed"
+    );
+    claim_none(
+        &*s,
+        now + LEASE + Duration::seconds(1),
+        "the lease was extended past its old end",
+    )
+    .await?;
+    claim_none(&*s, until - Duration::seconds(1), "the lease was extended").await?;
+    let after = get(&*s, id).await?;
+    ensure_eq!(
+        (after.status, after.attempts),
+        (TaskStatus::Running, 1),
+        "status and attempts of the extended task"
+    );
+    ensure_eq!(
+        after.updated_at,
+        before.updated_at,
+        "a heartbeat leaves updated_at unchanged"
+    );
+    ensure_eq!(
+        complete(&*s, c.lease_ref(), until - Duration::seconds(1), None).await?,
+        Outcome::Ok,
+        "complete within the extended lease"
+    );
     Ok(())
 }

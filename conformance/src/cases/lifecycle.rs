@@ -4,8 +4,9 @@
 //! (`crates/omniq-core/src/storage.rs`), which names the case.
 
 use super::{
-    Case, LEASE, at_second, base_now, case, claim, claim_from, claim_one, complete, enqueue,
-    enqueue_one, fail_with, grouped, pair_case, task, task_on,
+    Case, LEASE, at_second, base_now, case, claim, claim_from, claim_none, claim_one,
+    claimed_and_flagged, complete, enqueue, enqueue_one, fail_with, grouped, pair_case, task,
+    task_on,
 };
 use crate::check::{CaseError, Ctx};
 use omniq_core::{
@@ -34,7 +35,7 @@ pub(super) fn cases() -> Vec<Case> {
             ),
             case!(
                 close_fails_every_operation,
-                "After close(), every operation fails with a Closed error",
+                "After close(), every operation fails with a Closed error, whatever its arguments",
                 ["T12", "T15"]
             ),
             case!(
@@ -56,8 +57,44 @@ pub(super) fn cases() -> Vec<Case> {
             ),
             case!(
                 wake_on_release_and_retry,
-                "subscribe() delivers a Work wake-up after a release and a wake-up after a retry",
-                ["T13"],
+                "subscribe() delivers Work after a release, and both Work and Finished after a retry",
+                ["T13", "R6", "T5"],
+                PushWakeup
+            ),
+            case!(
+                wake_on_interval_rearm,
+                "subscribe() delivers a Work wake-up when complete() re-arms an interval task",
+                ["T13", "R5"],
+                PushWakeup
+            ),
+            case!(
+                wake_on_reschedule,
+                "subscribe() delivers a Work wake-up after a reschedule",
+                ["T13", "T7"],
+                PushWakeup
+            ),
+            case!(
+                wake_on_cancel,
+                "subscribe() delivers a Finished wake-up when cancel() ends a task",
+                ["T13", "T9"],
+                PushWakeup
+            ),
+            case!(
+                wake_on_release_of_cancel_requested_task,
+                "subscribe() delivers a Finished wake-up when release() ends a flagged task",
+                ["T13", "T9", "R6"],
+                PushWakeup
+            ),
+            case!(
+                wake_on_claim_ending_cancel_requested_lease,
+                "subscribe() delivers a Finished wake-up when a claim ends a flagged task whose lease expired",
+                ["T13", "T9", "T2"],
+                PushWakeup
+            ),
+            case!(
+                subscribe_after_close_still_returns_a_receiver,
+                "subscribe() answers as before after close(): a push_wakeup backend still returns a receiver",
+                ["T12", "T13"],
                 PushWakeup
             ),
         ],
@@ -122,6 +159,27 @@ async fn namespaces_are_isolated(
         pending_a == 3 && total_a == 3,
         "A's counts are its own three pending tasks, got {counts_a:?}"
     );
+
+    // B's wake-ups, if it has any, never carry A's hints.
+    if let Some(mut rx) = b.subscribe() {
+        drain_wakes(&mut rx);
+        enqueue_one(&*a, task_on("iso-a", "a.x", now)).await?;
+        enqueue_one(&*b, task_on("iso-b", "b.x", now)).await?;
+        // B's own hint ends the wait; A's enqueue came first, so a channel shared
+        // between namespaces shows A's hint before it.
+        let mut seen_a = false;
+        wait_for_wake_where(&mut rx, "Work { queue: \"iso-b\" }", |w| {
+            seen_a |= *w
+                == Wake::Work {
+                    queue: "iso-a".into(),
+                };
+            *w == Wake::Work {
+                queue: "iso-b".into(),
+            }
+        })
+        .await?;
+        ensure!(!seen_a, "namespace B received A's wake-up for queue iso-a");
+    }
     Ok(())
 }
 
@@ -171,7 +229,7 @@ async fn wait_for_wake(
 async fn wait_for_wake_where(
     rx: &mut tokio::sync::broadcast::Receiver<Wake>,
     what: &str,
-    matches: impl Fn(&Wake) -> bool,
+    mut matches: impl FnMut(&Wake) -> bool,
 ) -> Result<(), CaseError> {
     let wait = async {
         loop {
@@ -190,6 +248,42 @@ async fn wait_for_wake_where(
         Ok(r) => r,
         Err(_) => Err(CaseError::new(format!("no {what} wake-up within 5 s"))),
     }
+}
+
+/// Waits (bounded, no polling) until every wake-up in `want` has been delivered, in any
+/// order.
+async fn wait_for_wakes(
+    rx: &mut tokio::sync::broadcast::Receiver<Wake>,
+    want: &[Wake],
+) -> Result<(), CaseError> {
+    let mut missing: Vec<&Wake> = want.iter().collect();
+    let wait = async {
+        while !missing.is_empty() {
+            match rx.recv().await {
+                Ok(w) => missing.retain(|m| **m != w),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return Err(CaseError::new(format!(
+                        "the wake-up channel closed before {missing:?}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), wait).await {
+        Ok(r) => r,
+        Err(_) => Err(CaseError::new(format!(
+            "not every wake-up of {want:?} arrived within 5 s"
+        ))),
+    }
+}
+
+/// A receiver with nothing pending: subscribed now, earlier hints drained.
+fn fresh_receiver(s: &dyn Storage) -> Result<tokio::sync::broadcast::Receiver<Wake>, CaseError> {
+    let mut rx = some!(s.subscribe(), "subscribe() of a push_wakeup backend");
+    drain_wakes(&mut rx);
+    Ok(rx)
 }
 
 /// Discards the wake-ups already delivered, so a later wait sees only new ones.
@@ -298,6 +392,43 @@ async fn close_fails_every_operation(s: Arc<dyn Storage>) -> Result<(), CaseErro
         Closed,
         "purge_results after close"
     );
+    // Closed wins over every other answer, an invalid name's Config error included.
+    let bad = || vec!["bad queue!".to_string()];
+    ensure_kind!(
+        s.enqueue(vec![task_on("bad queue!", "m.g", now)]).await,
+        Closed,
+        "enqueue on an invalid queue name after close"
+    );
+    ensure_kind!(
+        s.claim(ClaimRequest {
+            queues: bad(),
+            limit: 1,
+            now,
+            lease: LEASE,
+        })
+        .await,
+        Closed,
+        "claim from an invalid queue name after close"
+    );
+    ensure_kind!(
+        s.next_due(&bad()).await,
+        Closed,
+        "next_due of an invalid queue name after close"
+    );
+    ensure_kind!(
+        s.list_tasks(TaskFilter {
+            queue: Some("bad queue!".into()),
+            ..TaskFilter::default()
+        })
+        .await,
+        Closed,
+        "list_tasks of an invalid queue name after close"
+    );
+    ensure_kind!(
+        s.counts(Some("bad queue!")).await,
+        Closed,
+        "counts of an invalid queue name after close"
+    );
     // Closing is idempotent: a second close may be Ok or Closed, so it is not asserted.
     let _ = s.close().await;
     Ok(())
@@ -334,13 +465,103 @@ async fn wake_on_release_and_retry(s: Arc<dyn Storage>) -> Result<(), CaseError>
     )
     .await?;
     ensure_eq!(out, Outcome::Ok, "fail with Retry");
-    wait_for_wake_where(
+    // A retry is both: the run's outcome is stored (waiters re-check) and the task is
+    // back on its queue.
+    wait_for_wakes(
         &mut rx,
-        &format!("Work {{ queue: {queue:?} }} or Finished {{ task_id: {id} }}"),
-        |w| match w {
-            Wake::Work { queue: q } => q == queue,
-            Wake::Finished { task_id } => *task_id == id,
+        &[
+            Wake::Finished { task_id: id },
+            Wake::Work {
+                queue: queue.into(),
+            },
+        ],
+    )
+    .await
+}
+
+async fn wake_on_interval_rearm(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let queue = "wake-i";
+    let mut t = task_on(queue, "m.tick", now);
+    t.schedule.interval = Some(Duration::hours(1));
+    enqueue_one(&*s, t).await?;
+    let got = claim_from(&*s, queue, 1, now).await?;
+    ensure_eq!(got.len(), 1, "claim of the interval task");
+    let mut rx = fresh_receiver(&*s)?;
+    let out = s
+        .complete(vec![Completion {
+            lease: got[0].lease_ref(),
+            result: None,
+            now,
+            next_run: Some(now + Duration::hours(1)),
+        }])
+        .await
+        .ctx("complete with next_run")?;
+    ensure_eq!(out, vec![Outcome::Ok], "complete with next_run");
+    wait_for_wake(
+        &mut rx,
+        &Wake::Work {
+            queue: queue.into(),
         },
     )
     .await
+}
+
+async fn wake_on_reschedule(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let queue = "wake-s";
+    let mut t = task_on(queue, "m.later", now);
+    t.schedule.eta = Some(now + Duration::hours(1));
+    let id = enqueue_one(&*s, t).await?;
+    let mut rx = fresh_receiver(&*s)?;
+    s.reschedule(&id, now, now).await.ctx("reschedule")?;
+    wait_for_wake(
+        &mut rx,
+        &Wake::Work {
+            queue: queue.into(),
+        },
+    )
+    .await
+}
+
+async fn wake_on_cancel(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.f", now)).await?;
+    let mut rx = fresh_receiver(&*s)?;
+    s.cancel(&id, now).await.ctx("cancel")?;
+    wait_for_wake(&mut rx, &Wake::Finished { task_id: id }).await
+}
+
+async fn wake_on_release_of_cancel_requested_task(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let (id, c) = claimed_and_flagged(&*s, task("m.f", now), now).await?;
+    let mut rx = fresh_receiver(&*s)?;
+    let out = s.release(&[c.lease_ref()], now).await.ctx("release")?;
+    ensure_eq!(out, vec![Outcome::Ok], "release of the flagged task");
+    wait_for_wake(&mut rx, &Wake::Finished { task_id: id }).await
+}
+
+async fn wake_on_claim_ending_cancel_requested_lease(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let (id, _c) = claimed_and_flagged(&*s, task("m.f", now), now).await?;
+    let mut rx = fresh_receiver(&*s)?;
+    claim_none(
+        &*s,
+        now + LEASE,
+        "the flagged task whose lease expired is not redelivered",
+    )
+    .await?;
+    wait_for_wake(&mut rx, &Wake::Finished { task_id: id }).await
+}
+
+async fn subscribe_after_close_still_returns_a_receiver(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    some!(s.subscribe(), "subscribe() of a push_wakeup backend");
+    s.close().await.ctx("close")?;
+    some!(
+        s.subscribe(),
+        "subscribe() after close() of a push_wakeup backend"
+    );
+    Ok(())
 }

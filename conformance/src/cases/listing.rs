@@ -9,8 +9,8 @@ use super::{
 };
 use crate::check::{CaseError, Ctx};
 use omniq_core::{
-    CancelOutcome, ErrorType, FailAction, Failure, Outcome, Payload, Storage, TaskError,
-    TaskFilter, TaskId, TaskStatus,
+    CancelOutcome, Cursor, ErrorType, FailAction, Failure, Outcome, Payload, QueueCounts, Storage,
+    TaskError, TaskFilter, TaskId, TaskStatus,
 };
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -42,6 +42,31 @@ pub(super) fn cases() -> Vec<Case> {
                 purge_results_removes_old_results,
                 "purge_results(older_than) removes older results and returns how many",
                 ["T11"]
+            ),
+            case!(
+                list_tasks_cursor_is_none_exactly_on_the_last_page,
+                "list_tasks gives a cursor exactly when more items match: None after a full last page",
+                ["T10"]
+            ),
+            case!(
+                list_tasks_limit_zero_is_an_empty_last_page,
+                "list_tasks with limit 0 returns an empty page with no cursor",
+                ["T10"]
+            ),
+            case!(
+                list_tasks_and_counts_reject_invalid_queue_names,
+                "list_tasks and counts of an invalid queue name are Config errors",
+                ["T10", "S5", "T15"]
+            ),
+            case!(
+                counts_of_an_empty_queue_is_one_zero_entry,
+                "counts(Some(queue)) of a queue without tasks is one entry of zeros",
+                ["T10"]
+            ),
+            case!(
+                counts_lists_only_queues_with_tasks,
+                "counts(None) lists every queue holding a task, by name, and no queue whose tasks were all purged",
+                ["T10", "T11"]
             ),
         ],
     )
@@ -329,5 +354,215 @@ async fn counts_by_queue_and_status(s: Arc<dyn Storage>) -> Result<(), CaseError
     ensure_eq!((b.pending, b.total()), (7, 7), "qb counts (pending, total)");
     let total: u64 = all.iter().map(|c| c.total()).sum();
     ensure_eq!(total, 25, "all tasks counted once");
+    Ok(())
+}
+
+/// One call of `list_tasks` on queue `queue`.
+async fn page(
+    s: &dyn Storage,
+    queue: &str,
+    limit: usize,
+    cursor: Option<Cursor>,
+) -> Result<(Vec<TaskId>, Option<Cursor>), CaseError> {
+    let p = s
+        .list_tasks(TaskFilter {
+            queue: Some(queue.into()),
+            limit,
+            cursor,
+            ..TaskFilter::default()
+        })
+        .await
+        .ctx("list_tasks")?;
+    Ok((p.items.iter().map(|t| t.id).collect(), p.next_cursor))
+}
+
+async fn list_tasks_cursor_is_none_exactly_on_the_last_page(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let mut ids = enqueue(
+        &*s,
+        (0..4)
+            .map(|i| task_on("pages", &format!("m.p{i}"), now))
+            .collect(),
+    )
+    .await?;
+    ids.sort();
+    // Tasks of another queue follow in the table: they must not count as "more".
+    enqueue(
+        &*s,
+        (0..3)
+            .map(|i| task_on("other", &format!("m.o{i}"), now))
+            .collect(),
+    )
+    .await?;
+
+    let (all, cursor) = page(&*s, "pages", 4, None).await?;
+    ensure_eq!(all, ids, "one page of limit 4 over 4 tasks");
+    ensure_eq!(
+        cursor,
+        None,
+        "a full page with nothing after it has no cursor"
+    );
+
+    let (first, cursor) = page(&*s, "pages", 2, None).await?;
+    ensure_eq!(first, ids[..2].to_vec(), "first page of 2");
+    ensure_eq!(
+        cursor,
+        Some(Cursor(ids[1])),
+        "a page with more after it: the cursor is its last item's id"
+    );
+    let (second, cursor) = page(&*s, "pages", 2, cursor).await?;
+    ensure_eq!(second, ids[2..].to_vec(), "second page of 2");
+    ensure_eq!(cursor, None, "the full last page has no cursor");
+
+    let (first, cursor) = page(&*s, "pages", 3, None).await?;
+    ensure_eq!(first, ids[..3].to_vec(), "first page of 3");
+    ensure_eq!(
+        cursor,
+        Some(Cursor(ids[2])),
+        "cursor after the first page of 3"
+    );
+    let (rest, cursor) = page(&*s, "pages", 3, cursor).await?;
+    ensure_eq!(rest, ids[3..].to_vec(), "the short last page");
+    ensure_eq!(cursor, None, "the short last page has no cursor");
+    Ok(())
+}
+
+async fn list_tasks_limit_zero_is_an_empty_last_page(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let ids = enqueue(
+        &*s,
+        (0..3)
+            .map(|i| task_on("zero", &format!("m.z{i}"), now))
+            .collect(),
+    )
+    .await?;
+    for queue in [None, Some("zero".to_string())] {
+        let p = s
+            .list_tasks(TaskFilter {
+                queue: queue.clone(),
+                limit: 0,
+                ..TaskFilter::default()
+            })
+            .await
+            .ctx("list_tasks")?;
+        ensure!(
+            p.items.is_empty() && p.next_cursor.is_none(),
+            "limit 0 (queue {queue:?}) must return an empty page with no cursor, got {} items, cursor {:?}",
+            p.items.len(),
+            p.next_cursor
+        );
+    }
+    let mut sorted = ids.clone();
+    sorted.sort();
+    let p = s
+        .list_tasks(TaskFilter {
+            limit: 0,
+            cursor: Some(Cursor(sorted[0])),
+            ..TaskFilter::default()
+        })
+        .await
+        .ctx("list_tasks")?;
+    ensure!(
+        p.items.is_empty() && p.next_cursor.is_none(),
+        "limit 0 with a cursor must return an empty page with no cursor, got {} items",
+        p.items.len()
+    );
+    Ok(())
+}
+
+async fn list_tasks_and_counts_reject_invalid_queue_names(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    enqueue_one(&*s, task("m.f", base_now())).await?;
+    ensure_kind!(
+        s.list_tasks(TaskFilter {
+            queue: Some("bad queue!".into()),
+            ..TaskFilter::default()
+        })
+        .await,
+        Config,
+        "list_tasks of queue \"bad queue!\""
+    );
+    ensure_kind!(
+        s.counts(Some("bad queue!")).await,
+        Config,
+        "counts of queue \"bad queue!\""
+    );
+    Ok(())
+}
+
+async fn counts_of_an_empty_queue_is_one_zero_entry(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    enqueue_one(&*s, task_on("busy", "m.f", now)).await?;
+    let zero = |queue: &str| QueueCounts {
+        queue: queue.into(),
+        ..QueueCounts::default()
+    };
+    ensure_eq!(
+        s.counts(Some("idle")).await.ctx("counts(idle)")?,
+        vec![zero("idle")],
+        "counts of a queue that never held a task"
+    );
+    // A queue whose only task was purged.
+    let id = enqueue_one(&*s, task_on("drained", "m.d", now)).await?;
+    let c = claim_from(&*s, "drained", 1, now).await?;
+    ensure_eq!(c.len(), 1, "claim from drained");
+    ensure_eq!(
+        complete(&*s, c[0].lease_ref(), now, None).await?,
+        Outcome::Ok,
+        "complete"
+    );
+    s.purge_results(now + Duration::seconds(1))
+        .await
+        .ctx("purge_results")?;
+    ensure!(
+        s.get_task(&id).await.ctx("get_task")?.is_none(),
+        "the purge removed the finished task"
+    );
+    ensure_eq!(
+        s.counts(Some("drained")).await.ctx("counts(drained)")?,
+        vec![zero("drained")],
+        "counts of a queue whose tasks were all purged"
+    );
+    Ok(())
+}
+
+async fn counts_lists_only_queues_with_tasks(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    // Enqueued out of name order: the listing is sorted by name.
+    enqueue_one(&*s, task_on("q-c", "m.c", now)).await?;
+    enqueue_one(&*s, task_on("q-a", "m.a", now)).await?;
+    enqueue_one(&*s, task_on("q-b", "m.b", now)).await?;
+    let gone = enqueue_one(&*s, task_on("q-gone", "m.g", now)).await?;
+    let c = claim_from(&*s, "q-gone", 1, now).await?;
+    ensure_eq!(
+        c.iter().map(|c| c.task.id).collect::<Vec<_>>(),
+        vec![gone],
+        "claim from q-gone"
+    );
+    ensure_eq!(
+        complete(&*s, c[0].lease_ref(), now, None).await?,
+        Outcome::Ok,
+        "complete"
+    );
+    s.purge_results(now + Duration::seconds(1))
+        .await
+        .ctx("purge_results")?;
+    let all = s.counts(None).await.ctx("counts(None)")?;
+    ensure_eq!(
+        all.iter().map(|c| c.queue.as_str()).collect::<Vec<_>>(),
+        vec!["q-a", "q-b", "q-c"],
+        "counts(None): the queues holding tasks, sorted by name, without q-gone (all purged)"
+    );
+    for c in &all {
+        ensure_eq!(
+            (c.pending, c.total()),
+            (1, 1),
+            "counts of {} (pending, total)",
+            c.queue
+        );
+    }
     Ok(())
 }

@@ -148,7 +148,7 @@ pub struct Failure {
 /// The result of a cancel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
-    /// A Pending (or Failed) task is now Cancelled.
+    /// The task (Pending, Failed, or Running under an expired lease) is now Cancelled.
     Cancelled,
     /// The task is Running; it was flagged and its worker will stop it.
     Requested,
@@ -222,16 +222,31 @@ impl QueueCounts {
         }
     }
 
-    /// Adds `n` to one status.
-    pub fn add(&mut self, status: TaskStatus, n: u64) {
-        let slot = match status {
+    /// The count for one status, to change in place: a backend that keeps counts
+    /// beside its tasks moves a task from one status to another with two of these.
+    ///
+    /// ```
+    /// use omniq_core::{QueueCounts, TaskStatus};
+    ///
+    /// let mut counts = QueueCounts { queue: "mail".into(), pending: 2, ..QueueCounts::default() };
+    /// // A claim moves one task from Pending to Running.
+    /// *counts.get_mut(TaskStatus::Pending) -= 1;
+    /// *counts.get_mut(TaskStatus::Running) += 1;
+    /// assert_eq!((counts.pending, counts.running, counts.total()), (1, 1, 2));
+    /// ```
+    pub fn get_mut(&mut self, status: TaskStatus) -> &mut u64 {
+        match status {
             TaskStatus::Pending => &mut self.pending,
             TaskStatus::Running => &mut self.running,
             TaskStatus::Success => &mut self.success,
             TaskStatus::Failed => &mut self.failed,
             TaskStatus::Cancelled => &mut self.cancelled,
-        };
-        *slot += n;
+        }
+    }
+
+    /// Adds `n` to one status.
+    pub fn add(&mut self, status: TaskStatus, n: u64) {
+        *self.get_mut(status) += n;
     }
 
     /// All statuses added up.
@@ -252,7 +267,9 @@ pub struct Capabilities {
     pub transactional_enqueue: bool,
     /// Several processes may share one instance safely.
     pub multi_process: bool,
-    /// Largest batch one call accepts; larger batches are the runtime's to split.
+    /// Largest batch the runtime sends in one call; it splits larger ones. A backend
+    /// handed a larger batch anyway applies it whole or rejects it with a `Config`
+    /// error (see "Batch size" in [`Storage`]'s rules).
     pub max_batch: usize,
 }
 
@@ -297,14 +314,33 @@ pub enum Wake {
 ///   ([`Storage::get_result`], expiry sweeps) may read the wall clock.
 /// - **Comparisons are inclusive on the due side**: a task is due when `eta <= now`, a
 ///   lease has expired when `until <= now` (case: `boundaries_are_inclusive`).
+/// - **`updated_at` is the time of the last change**: every write that changes a task
+///   sets its `updated_at` to that request's `now` — `claim` (also when it ends a flagged
+///   task whose lease expired), `complete`, `fail`, `release`, `reschedule`, and `cancel`
+///   whether it cancels the task or flags it. `enqueue` stores the value given;
+///   `heartbeat` reads no clock and leaves it unchanged. [`Storage::purge_results`] ages
+///   finished tasks by it (cases: `claim_sets_updated_at_and_last_attempt_at`,
+///   `complete_sets_updated_at`, `fail_sets_updated_at`, `release_sets_updated_at`,
+///   `reschedule_updates_eta`, `cancel_sets_updated_at`,
+///   `expired_lease_of_cancel_requested_task_is_not_redelivered`,
+///   `heartbeat_extends_an_expired_lease_not_yet_reclaimed`).
 /// - **Timestamps round-trip** at least to the microsecond; the suite only uses whole
 ///   seconds, so a backend storing microseconds passes.
-/// - **After [`Storage::close`]** every method fails with [`StorageErrorKind::Closed`]
-///   (`close` itself returns `Ok` again) (cases: `close_fails_every_operation`,
-///   `close_twice_is_ok`).
+/// - **After [`Storage::close`]** every method fails with [`StorageErrorKind::Closed`],
+///   whatever its arguments (an invalid queue name included), except `close` itself,
+///   which returns `Ok` again, and the infallible `backend_name`, `capabilities` and
+///   `subscribe`, which answer as before (cases: `close_fails_every_operation`,
+///   `close_twice_is_ok`, `subscribe_after_close_still_returns_a_receiver`).
 /// - **Invalid names**: a queue name that fails [`validate_name`] in `enqueue`, `claim`,
-///   `list_tasks` or `counts` is a [`StorageErrorKind::Config`] error, and nothing is
-///   written (case: `invalid_queue_name_is_config_error`).
+///   `next_due`, `list_tasks` or `counts` is a [`StorageErrorKind::Config`] error, and
+///   nothing is written (cases: `invalid_queue_name_is_config_error`,
+///   `next_due_rejects_invalid_queue_names`,
+///   `list_tasks_and_counts_reject_invalid_queue_names`).
+/// - **Batch size**: the runtime never sends more than [`Capabilities::max_batch`] items
+///   in one call; it splits. A backend handed a larger batch anyway either applies it
+///   whole, as one call (splitting it internally, still all-or-nothing with
+///   `transactional_enqueue`), or rejects it with a [`StorageErrorKind::Config`] error
+///   and writes nothing (case: `enqueue_over_max_batch_is_whole_or_config`).
 /// - **Failures are kinds**: a read or write that fails for any reason other than the
 ///   contract's own answers (missing id, stale token) is an `Err` whose kind is *not*
 ///   `NotFound` — `Unavailable` when retrying may help, else `Backend` or
@@ -348,22 +384,29 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// # Behavior
     /// - Tasks are stored as given — id, status, schedule, attempts, error, timestamps,
     ///   unique key, back-off — except that a `Running` input is stored Pending (a task is
-    ///   only Running under a lease). Returns one [`Enqueued`] per input, in input order
-    ///   (cases: `batch_enqueue_returns_ids_in_order`, `get_task_returns_stored_task`).
+    ///   only Running under a lease) and is claimable like any Pending task. Returns one
+    ///   [`Enqueued`] per input, in input order (cases: `batch_enqueue_returns_ids_in_order`,
+    ///   `get_task_returns_stored_task`, `enqueue_running_input_is_stored_pending`).
     /// - With `transactional_enqueue`, the batch is all-or-nothing: if any task is
     ///   rejected (invalid queue name → `Config`), none is stored
     ///   (case: `batch_enqueue_is_all_or_nothing`).
     /// - A task is claimable once its eta — or, without an eta, its `created_at` — is
     ///   `<= now` (cases: `eta_is_respected`, `created_at_without_eta_gates_claim`).
-    /// - With `unique_keys`: a task whose (queue, unique_key) matches a live (Pending or
-    ///   Running) task is not inserted; its [`Enqueued`] carries the live task's id and
-    ///   `duplicate: true`. Duplicates inside one batch resolve to the first. Once the
-    ///   holder is Success, Failed or Cancelled, the key is free again (cases:
-    ///   `unique_key_duplicate_returns_existing_id`, `unique_key_is_free_after_task_finishes`).
-    /// - A task whose **id** already exists is a `Conflict` error (and, with
-    ///   `transactional_enqueue`, nothing of the batch is stored): enqueue never
-    ///   overwrites a task (case: `enqueue_existing_id_is_conflict`).
-    /// - After commit, sends [`Wake::Work`] for each queue that received a new task.
+    /// - With `unique_keys`: a Pending (or Running) input whose (queue, unique_key) matches
+    ///   a live (Pending or Running) task is not inserted; its [`Enqueued`] carries the
+    ///   live task's id and `duplicate: true`. Duplicates inside one batch resolve to the
+    ///   first. Once the holder is Success, Failed or Cancelled, the key is free again
+    ///   (cases: `unique_key_duplicate_returns_existing_id`,
+    ///   `unique_key_is_free_after_task_finishes`).
+    /// - An input whose status is Success, Failed or Cancelled is stored as given: it is
+    ///   never checked against a live holder of its key, and holds no key itself (case:
+    ///   `unique_key_ignores_finished_inputs`).
+    /// - A task whose **id** already exists, or was stored earlier in the same batch, is
+    ///   a `Conflict` error (and, with `transactional_enqueue`, nothing of the batch is
+    ///   stored): enqueue never overwrites a task (cases: `enqueue_existing_id_is_conflict`,
+    ///   `enqueue_same_id_twice_in_a_batch_is_conflict`).
+    /// - After commit, sends [`Wake::Work`] for each queue that received a new task (case:
+    ///   `subscribe_wakes_on_enqueue`).
     async fn enqueue(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>, StorageError>;
 
     /// Atomically claim up to `limit` due tasks from `queues`.
@@ -374,12 +417,17 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   `lease_expiry_redelivers`, `live_lease_is_not_redelivered`).
     /// - **Except** a Running task whose cancellation was requested
     ///   ([`Storage::cancel`] returned `Requested`): when its lease expires it is not
-    ///   redelivered but ends Cancelled, with a Cancelled [`TaskResult`] (no payload, the
-    ///   task's last error, `finished_at = now`), and [`Wake::Finished`] is sent
-    ///   (case: `expired_lease_of_cancel_requested_task_is_not_redelivered`).
+    ///   redelivered but ends Cancelled (`updated_at = now`), with a Cancelled
+    ///   [`TaskResult`] (no payload, the task's last error, `finished_at = now`, the
+    ///   expired run's attempts), and [`Wake::Finished`] is sent (cases:
+    ///   `expired_lease_of_cancel_requested_task_is_not_redelivered`,
+    ///   `wake_on_claim_ending_cancel_requested_lease`).
     /// - Order: highest priority first, then earliest eta (`created_at` without one), then
     ///   enqueue order; across several queues the order is global
     ///   (cases: `claim_orders_priority_then_eta_then_fifo`, `claim_from_several_queues`).
+    ///   Enqueue order is the task's original enqueue: going back to Pending (retry,
+    ///   release, reschedule, interval re-arm, an expired lease) does not move it behind
+    ///   tasks enqueued later (case: `claim_order_keeps_enqueue_order_after_requeue`).
     /// - Each claimed task becomes Running, `attempts += 1`, `last_attempt_at = now`,
     ///   `updated_at = now`, with a token greater than any earlier token of that task and
     ///   `until = now + lease`; the returned [`Claimed::task`] shows these values
@@ -387,8 +435,10 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// - No task is returned to two callers under live leases, however many claim
     ///   concurrently, from one instance or several (case:
     ///   `atomic_claim_under_concurrent_claimers`).
-    /// - Returns at most `limit` tasks; `limit: 0` or an empty `queues` returns none.
-    ///   Duplicate queue names count once.
+    /// - Returns at most `limit` tasks; `limit: 0` or an empty `queues` returns none
+    ///   (case: `claim_from_several_queues`). Duplicate queue names count once: a call
+    ///   returns each task at most once, under one token (case:
+    ///   `claim_with_duplicate_queue_names_returns_each_task_once`).
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>, StorageError>;
 
     /// The earliest instant at which a claim on `queues` could return a task: the
@@ -400,6 +450,8 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   count. The instant may be in the past (work is due now).
     /// - Must not scan a whole queue: answer from an index (or equivalent) ordered by eta
     ///   and by lease expiry (case: `next_due_reports_earliest_eta_and_lease_expiry`).
+    /// - An invalid queue name is a `Config` error, as everywhere (case:
+    ///   `next_due_rejects_invalid_queue_names`).
     async fn next_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>, StorageError>;
 
     /// Extend leases to `until`.
@@ -409,9 +461,10 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   stop), `LeaseLost` or `NotFound` (see the fencing rule)
     ///   (cases: `heartbeat_extends_lease`, `fenced_heartbeat_ignores_stale_worker`,
     ///   `heartbeat_reports_not_found_for_missing_task`).
-    /// - Reads no clock: `until` (the runtime's `now + lease`) is stored as given. A lease
-    ///   that already ran out but was not re-claimed still has the current token, so it is
-    ///   extended: nobody else holds the task.
+    /// - Reads no clock: `until` (the runtime's `now + lease`) is stored as given, and the
+    ///   task's `updated_at` is left unchanged. A lease that already ran out but was not
+    ///   re-claimed still has the current token, so it is extended: nobody else holds the
+    ///   task (case: `heartbeat_extends_an_expired_lease_not_yet_reclaimed`).
     async fn heartbeat(
         &self,
         leases: &[LeaseRef],
@@ -424,7 +477,8 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// - Per item, under the fencing rule: store the run's [`TaskResult`] (status
     ///   Success, the payload, no error, `finished_at = now`, the task's attempts and
     ///   `last_attempt_at`) as the task's latest result, replacing an earlier one; clear
-    ///   the task's error; then
+    ///   the task's error and set its `updated_at = now` (case: `complete_sets_updated_at`);
+    ///   then
     ///   - without `next_run`: the task is Success;
     ///   - with `next_run` (an interval task): the task is Pending at eta `next_run` with
     ///     attempts reset to 0, keeping its id — unless its cancellation was requested,
@@ -435,14 +489,15 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   `complete_next_run_on_cancel_requested_ends_series`,
     ///   `fenced_complete_ignores_stale_worker`, `batch_complete_reports_per_item_outcomes`).
     /// - After commit, sends [`Wake::Finished`] per applied item, and [`Wake::Work`] for
-    ///   the queue of each task that went back to Pending.
+    ///   the queue of each task that went back to Pending (cases:
+    ///   `subscribe_wakes_on_finish`, `wake_on_interval_rearm`).
     async fn complete(&self, items: Vec<Completion>) -> Result<Vec<Outcome>, StorageError>;
 
     /// Record failed runs.
     ///
     /// # Behavior
-    /// - Per item, under the fencing rule: store the error on the task, then apply the
-    ///   [`FailAction`]:
+    /// - Per item, under the fencing rule: store the error on the task and set its
+    ///   `updated_at = now` (case: `fail_sets_updated_at`), then apply the [`FailAction`]:
     ///   - `Retry { at }`: Pending at eta `at`, attempts kept, no result stored (the
     ///     previous result, if any, stays);
     ///   - `NextRun { at }`: a Failed result carrying the error is stored, and the task is
@@ -458,7 +513,7 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   `batch_fail_reports_per_item_outcomes`).
     /// - After commit, sends [`Wake::Finished`] per applied item (also for a retry: waiters
     ///   re-check), and [`Wake::Work`] for the queue of each task that went back to Pending
-    ///   (case: `wake_on_release_and_retry`).
+    ///   — a retry sends both (case: `wake_on_release_and_retry`).
     async fn fail(&self, items: Vec<Failure>) -> Result<Vec<Outcome>, StorageError>;
 
     /// Hand back claims that never started (graceful shutdown).
@@ -468,11 +523,17 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   cleared, the claim's attempt is not counted (`attempts -= 1`, never below 0),
     ///   `updated_at = now`, and its eta is unchanged — it was due when claimed, so it is
     ///   claimable again at once by anyone; the old token is fenced off
-    ///   (cases: `release_hands_back_unstarted_claim`, `release_duplicate_items_apply_once`).
-    /// - A task whose cancellation was requested ends Cancelled instead, with a Cancelled
-    ///   result (case: `release_of_cancel_requested_task_ends_cancelled`).
+    ///   (cases: `release_hands_back_unstarted_claim`, `release_duplicate_items_apply_once`,
+    ///   `release_sets_updated_at`).
+    /// - A task whose cancellation was requested ends Cancelled instead of going back to
+    ///   Pending: its lease is cleared, the claim's attempt is still not counted
+    ///   (`attempts -= 1`), `updated_at = now`, and a Cancelled result (no payload, the
+    ///   task's last error, `finished_at = now`, `attempts` = that reduced count) is stored
+    ///   (cases: `release_of_cancel_requested_task_ends_cancelled`,
+    ///   `release_of_cancel_requested_task_gives_back_its_attempt`).
     /// - After commit, sends [`Wake::Work`] for the queues of released tasks and
-    ///   [`Wake::Finished`] for tasks that ended Cancelled (case: `wake_on_release_and_retry`).
+    ///   [`Wake::Finished`] for tasks that ended Cancelled (cases:
+    ///   `wake_on_release_and_retry`, `wake_on_release_of_cancel_requested_task`).
     async fn release(
         &self,
         leases: &[LeaseRef],
@@ -491,15 +552,19 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///
     /// # Behavior
     /// - Sets `schedule.eta = new_eta`, status Pending and `updated_at = now`; keeps
-    ///   attempts and the error. A Running task loses its lease (its worker's later writes
-    ///   are fenced off) (cases: `reschedule_updates_eta`, `reschedule_sets_status_pending`,
-    ///   `reschedule_fences_running_task`).
+    ///   attempts, the error and the latest result. A Running task loses its lease (its
+    ///   worker's later writes are fenced off) (cases: `reschedule_updates_eta`,
+    ///   `reschedule_sets_status_pending`, `reschedule_fences_running_task`,
+    ///   `reschedule_keeps_attempts_and_error`).
+    /// - With `unique_keys`, a Failed task brought back takes its key again; when another
+    ///   live task holds that key now, the reschedule is a `Conflict` error and the task is
+    ///   left unchanged (case: `reschedule_into_a_held_unique_key_is_conflict`).
     /// - Clears a pending cancel request: an explicit reschedule supersedes it
     ///   (case: `reschedule_clears_cancel_request`).
     /// - `NotFound` error for an unknown id; `Conflict` error for a Success or Cancelled
     ///   task, which is left unchanged (cases: `reschedule_missing_task_is_not_found`,
     ///   `reschedule_finished_task_is_conflict`).
-    /// - After commit, sends [`Wake::Work`] for the task's queue.
+    /// - After commit, sends [`Wake::Work`] for the task's queue (case: `wake_on_reschedule`).
     async fn reschedule(
         &self,
         id: &TaskId,
@@ -516,23 +581,30 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   `get_result_is_none_until_run_finishes`, `purge_results_removes_old_results`).
     /// - A retry stores no result, so while a retry is pending this is the previous
     ///   finished run's result (or None).
+    /// - The result TTL is the backend's setting (none: results live until purged). The
+    ///   suite cannot set it, so the TTL edge is the backend's own test to check; the
+    ///   instances a conformance factory hands out must keep results at least a day.
     async fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>, StorageError>;
 
     /// Cancel a task.
     ///
     /// # Behavior
     /// - Pending or Failed → Cancelled at once, storing a Cancelled result (no payload, the
-    ///   task's last error, `finished_at = now`) that replaces an earlier one; returns
-    ///   `Cancelled` (cases: `cancel_pending_task`, `cancel_failed_task`).
+    ///   task's last error, `finished_at = now`, the task's attempts and
+    ///   `last_attempt_at`) that replaces an earlier one (a Failed run's, an interval
+    ///   task's last run's); returns `Cancelled` (cases: `cancel_pending_task`,
+    ///   `cancel_failed_task`, `cancel_replaces_earlier_result`).
     /// - Running under a live lease → flagged, returns `Requested`: heartbeats answer
     ///   `CancelRequested`, and the run's outcome ends the task (see `complete`, `fail`,
     ///   `release`, and `claim` for an expired lease) (case: `cancel_running_task_is_requested`).
-    /// - Running under an expired lease (its worker is gone) → Cancelled at once, as for
-    ///   Pending.
+    /// - Running under an expired lease (`until <= now`: its worker is gone) → Cancelled
+    ///   at once, as for Pending (case: `cancel_of_running_task_with_expired_lease_is_cancelled`).
+    /// - Whether it cancels or flags, the task's `updated_at = now` (case:
+    ///   `cancel_sets_updated_at`).
     /// - Success or Cancelled → `AlreadyFinished(status)`, nothing changes
     ///   (case: `cancel_finished_task_reports_already_finished`).
     /// - Unknown id → `NotFound` error (case: `cancel_missing_task_is_not_found`).
-    /// - When the task ended Cancelled, sends [`Wake::Finished`].
+    /// - When the task ended Cancelled, sends [`Wake::Finished`] (case: `wake_on_cancel`).
     async fn cancel(&self, id: &TaskId, now: OffsetDateTime)
     -> Result<CancelOutcome, StorageError>;
 
@@ -541,20 +613,28 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// # Behavior
     /// - Pages are in ascending task-id order (the UUID's byte order; for the default v7
     ///   ids that is creation order), filtered by status and/or queue, at most `limit`
-    ///   items; `next_cursor` is `Some(id of the page's last item)` when more items may
-    ///   follow and `None` on the last page; passing it returns the items after that id,
-    ///   with no duplicates or gaps (case: `list_tasks_filters_and_paginates`).
-    /// - `limit: 0` returns an empty page with no cursor; an unknown queue returns an
-    ///   empty page.
+    ///   items; passing `next_cursor` returns the items after that id, with no duplicates
+    ///   or gaps (case: `list_tasks_filters_and_paginates`).
+    /// - `next_cursor` is `Some(id of the page's last item)` exactly when at least one
+    ///   more item matches, and `None` otherwise — also after a full page that happens to
+    ///   be the last (look one item ahead) (case:
+    ///   `list_tasks_cursor_is_none_exactly_on_the_last_page`).
+    /// - `limit: 0` returns an empty page with no cursor (case:
+    ///   `list_tasks_limit_zero_is_an_empty_last_page`); an unknown queue returns an
+    ///   empty page (case: `list_tasks_filters_and_paginates`).
     async fn list_tasks(&self, filter: TaskFilter) -> Result<Page<Task>, StorageError>;
 
     /// Task counts by status, for one queue or for every queue.
     ///
     /// # Behavior
-    /// - `Some(queue)`: exactly one entry for that queue, all zeros when it has no tasks.
-    /// - `None`: one entry per queue that holds at least one task, sorted by queue name.
+    /// - `Some(queue)`: exactly one entry for that queue, all zeros when it has no tasks
+    ///   (case: `counts_of_an_empty_queue_is_one_zero_entry`).
+    /// - `None`: one entry per queue that holds at least one task now — not a queue whose
+    ///   tasks were all purged — sorted by queue name (case:
+    ///   `counts_lists_only_queues_with_tasks`).
     /// - Counts reflect stored statuses (a Running task whose lease expired still counts
-    ///   as Running until it is re-claimed) (case: `counts_by_queue_and_status`).
+    ///   as Running until a claim on its queue takes it up) (case:
+    ///   `counts_by_queue_and_status`).
     async fn counts(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>, StorageError>;
 
     /// Remove old results and the finished tasks they belong to.
@@ -570,19 +650,27 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Flush and release resources.
     ///
     /// # Behavior
-    /// Every other call after `close` fails with a `Closed` error; `close` itself is
-    /// idempotent: a second call returns `Ok` (cases: `close_makes_later_calls_fail_closed`,
-    /// `close_fails_every_operation`, `close_twice_is_ok`).
+    /// Every other call after `close` fails with a `Closed` error, whatever its
+    /// arguments — except `subscribe` (and the two getters), which cannot fail; `close`
+    /// itself is idempotent: a second call returns `Ok` (cases:
+    /// `close_makes_later_calls_fail_closed`, `close_fails_every_operation`,
+    /// `close_twice_is_ok`, `subscribe_after_close_still_returns_a_receiver`).
     async fn close(&self) -> Result<(), StorageError>;
 
     /// A stream of wake-up hints, when `push_wakeup` is true (`None` otherwise).
     ///
     /// # Behavior
+    /// - `Some` exactly when `push_wakeup` is true, for the instance's whole life — also
+    ///   after `close`, when the receiver simply sees no new hints (case:
+    ///   `subscribe_after_close_still_returns_a_receiver`).
     /// - Each call returns a new receiver that sees hints sent after it was created.
     /// - [`Wake::Work`] after a committed enqueue, retry, release, reschedule or interval
     ///   re-arm puts a task on a queue; [`Wake::Finished`] after a run's outcome is stored
-    ///   or a task is cancelled (cases: `subscribe_wakes_on_enqueue`,
-    ///   `subscribe_wakes_on_finish`, `wake_on_release_and_retry`).
+    ///   (`complete`, `fail` — a retry included), after `release` or `claim` ends a flagged
+    ///   task, and after `cancel` ends a task (cases: `subscribe_wakes_on_enqueue`,
+    ///   `subscribe_wakes_on_finish`, `wake_on_release_and_retry`, `wake_on_interval_rearm`,
+    ///   `wake_on_reschedule`, `wake_on_cancel`, `wake_on_release_of_cancel_requested_task`,
+    ///   `wake_on_claim_ending_cancel_requested_lease`).
     /// - Hints may be lost, merged or repeated; they only shorten waits, and correctness
     ///   never depends on them. A backend shared by several processes should deliver
     ///   other processes' hints too where it can (e.g. Postgres NOTIFY).

@@ -128,6 +128,47 @@ impl StorageError {
         Self::new(StorageErrorKind::Config, backend, message)
     }
 
+    /// Shorthand for [`StorageErrorKind::Conflict`]: an enqueued id that exists, a
+    /// finished task that cannot be rescheduled, a unique key held by another task.
+    ///
+    /// ```
+    /// use omniq_core::{StorageError, StorageErrorKind};
+    ///
+    /// let e = StorageError::conflict("mine", "task 42 already exists");
+    /// assert_eq!(e.kind(), StorageErrorKind::Conflict);
+    /// ```
+    pub fn conflict(backend: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StorageErrorKind::Conflict, backend, message)
+    }
+
+    /// Shorthand for [`StorageErrorKind::Unavailable`]: the server is down or busy, and
+    /// retrying later is safe.
+    ///
+    /// ```
+    /// use omniq_core::StorageError;
+    ///
+    /// let e = StorageError::unavailable("mine", "connection refused");
+    /// assert!(e.is_temporary());
+    /// ```
+    pub fn unavailable(backend: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StorageErrorKind::Unavailable, backend, message)
+    }
+
+    /// Shorthand for [`StorageErrorKind::Backend`]: any other failure of the backend.
+    /// (Named `backend_error` because [`backend`](Self::backend) is the backend's name.)
+    ///
+    /// ```
+    /// use omniq_core::{StorageError, StorageErrorKind};
+    ///
+    /// let io = std::io::Error::other("disk on fire");
+    /// let e = StorageError::backend_error("mine", "write failed").with_source(io);
+    /// assert_eq!(e.kind(), StorageErrorKind::Backend);
+    /// assert_eq!(e.backend(), "mine");
+    /// ```
+    pub fn backend_error(backend: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StorageErrorKind::Backend, backend, message)
+    }
+
     /// Shorthand for [`StorageErrorKind::Serialization`] from a codec error.
     pub fn serialization(backend: &'static str, err: crate::SerializationError) -> Self {
         Self::new(StorageErrorKind::Serialization, backend, err.to_string()).with_source(err)

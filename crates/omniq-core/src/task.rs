@@ -498,6 +498,40 @@ pub struct TaskResult {
 }
 
 impl TaskResult {
+    /// The result of `task`'s run that just ended: its id, and the attempts and
+    /// `last_attempt_at` the task holds now (read them before an interval re-arm resets
+    /// the attempts).
+    ///
+    /// ```
+    /// use omniq_core::time::OffsetDateTime;
+    /// use omniq_core::{Payload, Task, TaskResult, TaskStatus};
+    ///
+    /// let now = OffsetDateTime::now_utc();
+    /// let mut task = Task::new("reports.build", Payload(b"[]".to_vec()));
+    /// task.attempts = 1;
+    /// task.last_attempt_at = Some(now);
+    /// let r = TaskResult::of_run(&task, TaskStatus::Success, Some(Payload(b"42".to_vec())), None, now);
+    /// assert_eq!((r.task_id, r.attempts, r.last_attempt_at), (task.id, 1, Some(now)));
+    /// assert!(r.is_success());
+    /// ```
+    pub fn of_run(
+        task: &Task,
+        status: TaskStatus,
+        result: Option<Payload>,
+        error: Option<TaskError>,
+        finished_at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            task_id: task.id,
+            status,
+            result,
+            error,
+            finished_at,
+            attempts: task.attempts,
+            last_attempt_at: task.last_attempt_at,
+        }
+    }
+
     /// True for a successful run.
     pub fn is_success(&self) -> bool {
         self.status == TaskStatus::Success

@@ -103,6 +103,8 @@ impl SqliteStorage {
     }
 
     pub(crate) async fn list_page(&self, filter: TaskFilter) -> Result<Page<Task>> {
+        // Closed comes first, whatever the arguments.
+        self.check_open()?;
         if let Some(q) = &filter.queue {
             validate_queue(q)?;
         }
@@ -141,6 +143,7 @@ impl SqliteStorage {
     }
 
     pub(crate) async fn count_tasks(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>> {
+        self.check_open()?;
         if let Some(q) = queue {
             validate_queue(q)?;
         }

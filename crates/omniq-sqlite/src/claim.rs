@@ -186,6 +186,8 @@ impl SqliteStorage {
 
 impl SqliteStorage {
     pub(crate) async fn earliest_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>> {
+        // Closed comes first, whatever the arguments.
+        self.check_open()?;
         let mut distinct: Vec<&str> = Vec::with_capacity(queues.len());
         for q in queues {
             validate_queue(q)?;

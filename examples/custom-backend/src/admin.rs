@@ -29,9 +29,21 @@ impl MemoryStorage {
         now: OffsetDateTime,
     ) -> Result<(), Error> {
         self.write(|space, wakes| {
-            let status = space.get(id).ok_or(Error::NotFound(*id))?.task.status;
+            let task = &space.get(id).ok_or(Error::NotFound(*id))?.task;
+            let status = task.status;
             if status.is_terminal() {
                 return Err(Error::Finished { id: *id, status });
+            }
+            // A Failed task coming back takes its unique key again: refused while another
+            // live task holds it.
+            if let (TaskStatus::Failed, Some(key)) = (status, &task.unique_key) {
+                if let Some(holder) = space.unique_holder(&task.queue, key) {
+                    return Err(Error::KeyHeld {
+                        id: *id,
+                        key: key.clone(),
+                        holder,
+                    });
+                }
             }
             let queue = space
                 .update(id, |e| {
@@ -62,7 +74,10 @@ impl MemoryStorage {
                     Ok(CancelOutcome::AlreadyFinished(s))
                 }
                 TaskStatus::Running if live_lease => {
-                    space.update(id, |e| e.cancel_requested = true);
+                    space.update(id, |e| {
+                        e.cancel_requested = true;
+                        e.task.updated_at = now;
+                    });
                     Ok(CancelOutcome::Requested)
                 }
                 // Pending, Failed, or Running under an expired lease (its worker is gone).
@@ -78,8 +93,18 @@ impl MemoryStorage {
         })
     }
 
+    /// The earliest pending eta or lease expiry of `queues`.
+    pub(crate) fn earliest_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>, Error> {
+        self.check_open()?;
+        for q in queues {
+            check_queue(q)?;
+        }
+        self.read(|s| s.next_due(queues))
+    }
+
     /// One page of tasks.
     pub(crate) fn list(&self, filter: &TaskFilter) -> Result<Page<Task>, Error> {
+        self.check_open()?;
         if let Some(q) = &filter.queue {
             check_queue(q)?;
         }
@@ -88,6 +113,7 @@ impl MemoryStorage {
 
     /// Counts by status.
     pub(crate) fn count(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>, Error> {
+        self.check_open()?;
         if let Some(q) = queue {
             check_queue(q)?;
         }

@@ -21,6 +21,7 @@ enum Plan {
 impl MemoryStorage {
     /// Stores a batch all-or-nothing: every check runs before the first write.
     pub(crate) fn enqueue_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>, Error> {
+        self.check_open()?;
         for task in &tasks {
             check_queue(&task.queue)?;
         }
@@ -30,7 +31,9 @@ impl MemoryStorage {
             let mut keys = HashMap::new();
             let mut plan = Vec::with_capacity(tasks.len());
             for mut task in tasks {
-                if let Some(key) = &task.unique_key {
+                // Only a live (Pending or Running) input is checked against the key's
+                // holder; a finished input is stored as given and holds no key.
+                if let (Some(key), false) = (&task.unique_key, task.status.is_finished()) {
                     let holder = space
                         .unique_holder(&task.queue, key)
                         .or_else(|| keys.get(&(task.queue.clone(), key.clone())).copied());
@@ -80,6 +83,7 @@ impl MemoryStorage {
 
     /// Claims up to `limit` due tasks in priority, eta, enqueue order.
     pub(crate) fn claim_tasks(&self, req: &ClaimRequest) -> Result<Vec<Claimed>, Error> {
+        self.check_open()?;
         let mut queues: Vec<&str> = Vec::with_capacity(req.queues.len());
         for q in &req.queues {
             check_queue(q)?;

@@ -98,15 +98,23 @@ impl MemoryServer {
 }
 
 impl MemoryStorage {
-    /// Locks the namespace for one operation, after checking that this handle is open
-    /// and the server is up.
-    fn lock(&self) -> Result<MutexGuard<'_, Space>, Error> {
+    /// Fails once this handle is closed or its server stopped. Operations that check
+    /// their arguments call it first: after `close`, every call is `Closed`, whatever
+    /// its arguments.
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
         if self.server.is_stopped() {
             return Err(Error::ServerStopped);
         }
+        Ok(())
+    }
+
+    /// Locks the namespace for one operation, after checking that this handle is open
+    /// and the server is up.
+    fn lock(&self) -> Result<MutexGuard<'_, Space>, Error> {
+        self.check_open()?;
         self.ns.space.lock().map_err(|_| Error::Poisoned)
     }
 

@@ -29,6 +29,16 @@ pub(crate) enum Error {
     /// No task with this id.
     #[error("task {0} not found")]
     NotFound(TaskId),
+    /// A Failed task cannot come back: another live task holds its unique key now.
+    #[error("task {id} cannot be rescheduled: task {holder} holds its unique key {key:?}")]
+    KeyHeld {
+        /// The task.
+        id: TaskId,
+        /// Its unique key.
+        key: String,
+        /// The live task holding the key.
+        holder: TaskId,
+    },
     /// The operation is not allowed in the task's current status.
     #[error("task {id} is {status}; it cannot be rescheduled")]
     Finished {
@@ -46,7 +56,9 @@ impl From<Error> for StorageError {
             Error::ServerStopped => StorageErrorKind::Unavailable,
             Error::Poisoned => StorageErrorKind::Backend,
             Error::InvalidName(_) => StorageErrorKind::Config,
-            Error::IdExists(_) | Error::Finished { .. } => StorageErrorKind::Conflict,
+            Error::IdExists(_) | Error::Finished { .. } | Error::KeyHeld { .. } => {
+                StorageErrorKind::Conflict
+            }
             Error::NotFound(_) => StorageErrorKind::NotFound,
         };
         StorageError::new(kind, BACKEND, e.to_string())

@@ -47,15 +47,7 @@ impl Entry {
         error: Option<TaskError>,
         now: OffsetDateTime,
     ) -> TaskResult {
-        TaskResult {
-            task_id: self.task.id,
-            status,
-            result,
-            error,
-            finished_at: now,
-            attempts: self.task.attempts,
-            last_attempt_at: self.task.last_attempt_at,
-        }
+        TaskResult::of_run(&self.task, status, result, error, now)
     }
 
     /// Whether `token` is the current lease of a Running task (the fencing rule).
@@ -319,13 +311,7 @@ fn unlink(
 ) {
     let t = &e.task;
     if let Some(index) = queues.get_mut(&t.queue) {
-        let slot = match t.status {
-            TaskStatus::Pending => &mut index.counts.pending,
-            TaskStatus::Running => &mut index.counts.running,
-            TaskStatus::Success => &mut index.counts.success,
-            TaskStatus::Failed => &mut index.counts.failed,
-            TaskStatus::Cancelled => &mut index.counts.cancelled,
-        };
+        let slot = index.counts.get_mut(t.status);
         *slot = slot.saturating_sub(1);
         if let Some(band) = index.pending.get_mut(&Reverse(t.priority)) {
             band.remove(&(t.effective_eta(), e.seq, t.id));

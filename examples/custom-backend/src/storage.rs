@@ -81,7 +81,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn next_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>, StorageError> {
-        self.read(|s| s.next_due(queues)).operation("next_due")
+        self.earliest_due(queues).operation("next_due")
     }
 
     async fn heartbeat(

@@ -4,7 +4,7 @@
 
 use crate::claim::ended_pairs;
 use crate::convert::{
-    self, RESULT_FIELDS, TASK_FIELDS, arg, array, int, now_micros, text,
+    self, TASK_FIELDS, arg, array, int, now_micros, text,
 };
 use crate::error::{Error, Result, corrupt};
 use crate::storage::{RedisStorage, us_arg, validate_queue};
@@ -95,8 +95,10 @@ impl RedisStorage {
             return Ok(None);
         };
         let key = self.inner.keys.of(&queue, &format!("r:{id}"));
-        let fields: Vec<Value> = self.client()?.hmget(key, RESULT_FIELDS.to_vec()).await?;
-        let result = convert::result_from_fields(*id, &fields, self.format())?;
+        let stored: Option<Vec<u8>> = self.client()?.get(key).await?;
+        let result = stored
+            .map(|b| convert::result_from_bytes(*id, &b, self.format()))
+            .transpose()?;
         // Redis expires results at `finished_at + ttl`; the check makes the edge exact.
         let cutoff = now_micros().saturating_sub(self.inner.result_ttl_us);
         Ok(result.filter(|r| convert::micros(r.finished_at) >= cutoff))

@@ -507,7 +507,7 @@ impl ClaimedRow {
             attempts: int(&attempts, "attempts")?,
             record: opt_bytes(&record).map(<[u8]>::to_vec),
             eta: opt_int(&eta, "eta")?,
-            error: opt_bytes(&error).map(<[u8]>::to_vec),
+            error: convert::opt_field(&error).map(<[u8]>::to_vec),
         })
     }
 }

@@ -44,6 +44,11 @@ pub(crate) fn opt_bytes(v: &Value) -> Option<&[u8]> {
     }
 }
 
+/// An optional stored field: nil and "" (how scripts clear a field) are `None`.
+pub(crate) fn opt_field(v: &Value) -> Option<&[u8]> {
+    opt_bytes(v).filter(|b| !b.is_empty())
+}
+
 /// A reply as text ("" for nil).
 pub(crate) fn text(v: &Value) -> String {
     match v {
@@ -64,11 +69,17 @@ pub(crate) fn int(v: &Value, what: &str) -> Result<i64> {
     }
 }
 
-/// An optional integer reply (nil → None).
+/// An optional integer field (nil or "" → None).
 pub(crate) fn opt_int(v: &Value, what: &str) -> Result<Option<i64>> {
     match v {
-        Value::Null => Ok(None),
-        other => int(other, what).map(Some),
+        Value::Integer(i) => Ok(Some(*i)),
+        other => opt_field(other)
+            .map(|b| {
+                String::from_utf8_lossy(b)
+                    .parse::<i64>()
+                    .map_err(|_| corrupt(format!("{what}: expected an integer, got {other:?}")))
+            })
+            .transpose(),
     }
 }
 
@@ -148,56 +159,104 @@ pub(crate) fn apply(mut task: Task, o: Overlay<'_>, format: Format) -> Result<Ta
 }
 
 /// The fields [`task_from_fields`] reads, in order.
-pub(crate) const TASK_FIELDS: [&str; 7] = ["d", "st", "eta", "at", "up", "la", "er"];
+pub(crate) const TASK_FIELDS: [&str; 3] = ["d", "m", "er"];
+
+/// A task's changing state, the hash field `m`:
+/// `status|token|attempts|updated_at|last_attempt_at|lease_until|cancel|due|priority|seq|eta`.
+pub(crate) struct State<'a> {
+    parts: Vec<&'a str>,
+}
+
+impl<'a> State<'a> {
+    pub(crate) fn parse(m: &'a str) -> Result<Self> {
+        let parts: Vec<&str> = m.split('|').collect();
+        if parts.len() != 11 {
+            return Err(corrupt(format!("task state {m:?}")));
+        }
+        Ok(Self { parts })
+    }
+
+    fn int(&self, i: usize, what: &str) -> Result<Option<i64>> {
+        let s = self.parts[i];
+        if s.is_empty() {
+            return Ok(None);
+        }
+        s.parse::<i64>()
+            .map(Some)
+            .map_err(|_| corrupt(format!("stored {what} {s:?}")))
+    }
+
+    fn req(&self, i: usize, what: &str) -> Result<i64> {
+        self.int(i, what)?
+            .ok_or_else(|| corrupt(format!("stored {what} is empty")))
+    }
+
+    /// The overlay of this state on a task record.
+    pub(crate) fn overlay<'e>(&self, error: Option<&'e [u8]>) -> Result<Overlay<'e>> {
+        Ok(Overlay {
+            status: status(self.parts[0])?,
+            eta: self.int(10, "eta")?,
+            attempts: self.req(2, "attempts")?,
+            updated_at: self.req(3, "updated_at")?,
+            last_attempt_at: self.int(4, "last_attempt_at")?,
+            error,
+        })
+    }
+}
 
 /// Decodes a task hash read with `HMGET` of [`TASK_FIELDS`]; `None` when it is gone.
 pub(crate) fn task_from_fields(v: &[Value], format: Format) -> Result<Option<Task>> {
-    let [d, st, eta, at, up, la, er] = v else {
+    let [d, m, er] = v else {
         return Err(corrupt(format!("task hash: {} fields", v.len())));
     };
-    let Some(record) = opt_bytes(d) else {
+    let (Some(record), Some(m)) = (opt_bytes(d), opt_bytes(m)) else {
         return Ok(None);
     };
     let task = decode_record(format, record)?;
-    let overlay = Overlay {
-        status: status(&text(st))?,
-        eta: opt_int(eta, "eta")?,
-        attempts: int(at, "attempts")?,
-        updated_at: int(up, "updated_at")?,
-        last_attempt_at: opt_int(la, "last_attempt_at")?,
-        error: opt_bytes(er),
-    };
+    let m = String::from_utf8_lossy(m);
+    let overlay = State::parse(&m)?.overlay(opt_field(er))?;
     apply(task, overlay, format).map(Some)
 }
 
-/// The fields [`result_from_fields`] reads, in order.
-pub(crate) const RESULT_FIELDS: [&str; 6] = ["s", "p", "e", "f", "a", "l"];
-
-/// Decodes a result hash read with `HMGET` of [`RESULT_FIELDS`]; `None` when it is gone.
-pub(crate) fn result_from_fields(
-    id: TaskId,
-    v: &[Value],
-    format: Format,
-) -> Result<Option<TaskResult>> {
-    let [s, p, e, f, a, l] = v else {
-        return Err(corrupt(format!("result hash: {} fields", v.len())));
-    };
-    if matches!(s, Value::Null) {
-        return Ok(None);
+/// Decodes a stored result: `status|finished_at|attempts|last_attempt_at|len(error)|
+/// len(payload) or -|` then the error's and the payload's bytes.
+pub(crate) fn result_from_bytes(id: TaskId, b: &[u8], format: Format) -> Result<TaskResult> {
+    let bad = || corrupt(format!("stored result of {id} is malformed"));
+    let mut fields: Vec<&[u8]> = Vec::with_capacity(6);
+    let mut rest = b;
+    for _ in 0..6 {
+        let at = rest.iter().position(|c| *c == b'|').ok_or_else(bad)?;
+        fields.push(&rest[..at]);
+        rest = &rest[at + 1..];
     }
-    let attempts = int(a, "attempts")?;
-    Ok(Some(TaskResult {
+    let text = |i: usize| String::from_utf8_lossy(fields[i]).into_owned();
+    let num = |i: usize| text(i).parse::<i64>().map_err(|_| bad());
+    let elen = usize::try_from(num(4)?).map_err(|_| bad())?;
+    let (err, payload) = (rest.get(..elen).ok_or_else(bad)?, &rest[elen..]);
+    let payload = match fields[5] {
+        b"-" => None,
+        n => {
+            let plen = String::from_utf8_lossy(n).parse::<usize>().map_err(|_| bad())?;
+            if plen != payload.len() {
+                return Err(bad());
+            }
+            Some(Payload(payload.to_vec()))
+        }
+    };
+    let attempts = num(2)?;
+    Ok(TaskResult {
         task_id: id,
-        status: status(&text(s))?,
-        result: opt_bytes(p).map(|b| Payload(b.to_vec())),
-        error: decode_error(format, opt_bytes(e)),
-        finished_at: from_micros(int(f, "finished_at")?)?,
+        status: status(&text(0))?,
+        result: payload,
+        error: decode_error(format, Some(err).filter(|e| !e.is_empty())),
+        finished_at: from_micros(num(1)?)?,
         attempts: u32::try_from(attempts)
             .map_err(|_| corrupt(format!("stored attempts {attempts} out of range")))?,
-        last_attempt_at: opt_int(l, "last_attempt_at")?
-            .map(from_micros)
-            .transpose()?,
-    }))
+        last_attempt_at: match fields[3] {
+            b"" => None,
+            _ => Some(from_micros(num(3)?)?),
+        },
+    })
 }
 
 #[cfg(test)]
@@ -224,14 +283,29 @@ mod tests {
     }
 
     #[test]
+    fn results_round_trip_binary_payloads_and_errors() {
+        let id = TaskId::new();
+        let err = Format::MessagePack
+            .encode(&TaskError::new(ErrorType::Runtime, "a|b"))
+            .unwrap();
+        let mut stored = format!("failed|5|2|3|{}|4|", err.len()).into_bytes();
+        stored.extend_from_slice(&err);
+        stored.extend_from_slice(b"\x00|\xff|");
+        let r = result_from_bytes(id, &stored, Format::MessagePack).unwrap();
+        assert_eq!(r.status, TaskStatus::Failed);
+        assert_eq!(r.result, Some(Payload(b"\x00|\xff|".to_vec())));
+        assert_eq!(r.error.map(|e| e.message), Some("a|b".to_string()));
+        assert_eq!((r.attempts, r.last_attempt_at.is_some()), (2, true));
+        let none = result_from_bytes(id, b"success|5|1||0|-|", Format::MessagePack).unwrap();
+        assert_eq!((none.result, none.error, none.last_attempt_at), (None, None, None));
+        assert!(result_from_bytes(id, b"success|5|1", Format::MessagePack).is_err());
+    }
+
+    #[test]
     fn a_corrupt_record_is_a_serialization_error() {
         let fields = [
             bytes(b"\xc1garbage"),
-            arg("pending"),
-            Value::Null,
-            arg("0"),
-            arg("0"),
-            Value::Null,
+            arg("pending|0|0|0|||||0|0|"),
             Value::Null,
         ];
         let err = task_from_fields(&fields, Format::MessagePack).err();

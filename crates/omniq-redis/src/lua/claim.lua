@@ -5,8 +5,8 @@
 -- ready set; both bounded by `promote`. Then 'claim' takes the `limit` best ready tasks
 -- over all the queues (global order), 'peek' only returns each queue's `limit` best
 -- ready members (a cluster client merges them, then claims per queue).
--- Returns {claimed, ended, peeked}: claimed = {{id, token, attempts, record, eta, error}…},
--- ended = {id, expire_ms, …}, peeked = {{queue, member…}…}, wake = the message.
+-- Returns {claimed, ended, peeked, wake}: claimed = {{id, token, attempts, record, eta,
+-- error}…}, ended = {id, expire_ms, …}, peeked = {{queue, member…}…}.
 local now = tonumber(ARGV[A])
 local untilv = ARGV[A + 1]
 local limit = tonumber(ARGV[A + 2])
@@ -22,35 +22,26 @@ for j = 1, nq do
   local ex = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', nows, 'LIMIT', 0, pmax)
   local back = 0
   for _, id in ipairs(ex) do
-    local tk = P .. 't:' .. id
-    local f = redis.call('HMGET', tk, 'st', 'cr', 'pr', 'due', 'sq')
-    redis.call('ZREM', P .. 'leases', id)
-    if f[1] == 'running' then
-      if f[2] == '1' then
-        cancel_now(P, id, 'running', now, nil)
+    local f = read(P, id)
+    zrem(P .. 'leases', id)
+    if f and f.st == 'running' then
+      if f.cr == '1' then
+        cancel_now(P, id, 'running', now, nil, f)
       else
-        local rk = rkey(tonumber(f[3]), tonumber(f[4]), tonumber(f[5]), id)
-        redis.call('ZADD', P .. 'ready', 0, rk)
-        redis.call('HSET', tk, 'rk', rk)
+        zadd(P .. 'ready', 0, f.rk)
         back = back + 1
       end
     end
   end
   if back > 0 then wake_work(q) end
+  -- `sched` members are the ready members: promotion moves strings, reads nothing.
   local due = redis.call('ZRANGEBYSCORE', P .. 'sched', '-inf', nows, 'LIMIT', 0, pmax)
   if #due > 0 then
-    for _, id in ipairs(due) do
-      local tk = P .. 't:' .. id
-      local f = redis.call('HMGET', tk, 'pr', 'due', 'sq')
-      if f[1] then
-        local rk = rkey(tonumber(f[1]), tonumber(f[2]), tonumber(f[3]), id)
-        redis.call('ZADD', P .. 'ready', 0, rk)
-        redis.call('HSET', tk, 'rk', rk)
-      end
-    end
+    for _, m in ipairs(due) do zadd(P .. 'ready', 0, m) end
     redis.call('ZREMRANGEBYRANK', P .. 'sched', 0, #due - 1)
   end
 end
+flush()
 
 local claimed, peeked = {}, {}
 if limit > 0 and mode == 'peek' then
@@ -74,24 +65,25 @@ elseif limit > 0 then
     local q, P = queues[j][1], queues[j][2]
     local id = string.sub(member, RK_ID)
     local tk = P .. 't:' .. id
-    redis.call('ZREM', P .. 'ready', member)
-    local f = redis.call('HMGET', tk, 'st', 'cr', 'd', 'eta', 'er')
-    if not f[1] then
-      -- A ready member without its record (expired or deleted): drop it.
-    elseif f[2] == '1' then
+    zrem(P .. 'ready', member)
+    local v = redis.call('HMGET', tk, 'm', 'd', 'er')
+    local f = v[1] and unpack_m(v[1])
+    if not f then
+      -- A ready member without its record (expired or deleted): dropped.
+    elseif f.cr == '1' then
       -- Flagged while its expired lease waited here: its worker is gone.
-      redis.call('HDEL', tk, 'rk')
-      cancel_now(P, id, f[1], now, nil)
-    elseif f[1] == 'pending' or f[1] == 'running' then
-      local tok = redis.call('HINCRBY', tk, 'tk', 1)
-      local at = redis.call('HINCRBY', tk, 'at', 1)
-      redis.call('HSET', tk, 'st', 'running', 'la', nows, 'up', nows, 'lu', untilv)
-      redis.call('HDEL', tk, 'rk')
-      move_status(P, id, f[1], 'running')
-      redis.call('ZADD', P .. 'leases', untilv, id)
-      claimed[#claimed + 1] = {id, tostring(tok), tostring(at), f[3], f[4], f[5]}
+      cancel_now(P, id, f.st, now, nil, read(P, id))
+    elseif f.st == 'pending' or f.st == 'running' then
+      local from = f.st
+      f.at = ts((tonumber(f.at) or 0) + 1)
+      f.tk = ts((tonumber(f.tk) or 0) + 1)
+      f.st, f.la, f.up, f.lu = 'running', nows, nows, untilv
+      save(P, id, f)
+      move_status(P, id, from, 'running')
+      zadd(P .. 'leases', untilv, id)
+      claimed[#claimed + 1] = {id, f.tk, f.at, v[2], f.eta, v[3] or ''}
     end
   end
 end
-local msg = publish()
+local msg = finalize()
 return {claimed, ended, peeked, msg}

@@ -9,7 +9,7 @@ for i = 1, n do
   local b = A + (i - 1) * K
   local id, token = ARGV[b + 2], ARGV[b + 3]
   local P, q = locate(id, ARGV[b + 1])
-  local code = fence(P, id, token)
+  local code, f = fence(P, id, token)
   if not code then
     code = 'o'
     touched[P] = true
@@ -17,19 +17,16 @@ for i = 1, n do
     local payload = false
     if ARGV[b + 5] == '1' then payload = ARGV[b + 6] end
     local next_run = ARGV[b + 7]
-    local tk = P .. 't:' .. id
-    local f = redis.call('HMGET', tk, 'at', 'la', 'cr')
-    store_result(P, id, 'success', payload, false, now, f[1], f[2])
-    redis.call('HDEL', tk, 'er')
-    if next_run ~= '' and f[3] ~= '1' then
-      requeue(P, q, id, 'running', tonumber(next_run), now, '0')
+    store_result(P, id, 'success', payload, false, now, f.at, f.la)
+    if next_run ~= '' and f.cr ~= '1' then
+      requeue(P, q, id, 'running', tonumber(next_run), now, '0', f, {'er', ''})
     else
-      finish(P, id, 'running', 'success', now)
+      finish(P, id, 'running', 'success', now, f, {'er', ''})
     end
     wake_fin(id)
   end
   out[i] = code
 end
 for P, _ in pairs(touched) do trim(P, 100) end
-local msg = publish()
+local msg = finalize()
 return {table.concat(out), ended, msg}

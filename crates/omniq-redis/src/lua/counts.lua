@@ -2,6 +2,7 @@
 -- returns the number of pending, running, success, failed and cancelled tasks.
 local P = NS .. ARGV[A] .. '}:'
 trim(P, 1000)
+finalize()
 return {
   redis.call('ZCARD', P .. 's:pending'),
   redis.call('ZCARD', P .. 's:running'),

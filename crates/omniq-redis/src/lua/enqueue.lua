@@ -13,8 +13,20 @@ for i = 1, n do
   local b = A + (i - 1) * K
   local q, id, st, uk = ARGV[b + 1], ARGV[b + 2], ARGV[b + 4], ARGV[b + 13]
   local P = NS .. q .. '}:'
-  if seen_id[id] or redis.call('EXISTS', P .. 't:' .. id) == 1
-      or (INLINE and redis.call('EXISTS', LOC .. id) == 1) then
+  -- On one server the locator exists exactly while the task does: taking it (SET NX)
+  -- is the existence check; a conflict gives back the locators taken so far.
+  local taken
+  if seen_id[id] then
+    taken = false
+  elseif INLINE then
+    taken = redis.call('SET', LOC .. id, q, 'NX')
+  else
+    taken = redis.call('EXISTS', P .. 't:' .. id) == 0
+  end
+  if not taken then
+    if INLINE then
+      for prev, _ in pairs(seen_id) do redis.call('DEL', LOC .. prev) end
+    end
     return {'conflict', id}
   end
   seen_id[id] = true
@@ -26,12 +38,13 @@ for i = 1, n do
     else
       local holder = redis.call('HGET', P .. 'uniq', uk)
       if holder then
-        local hs = redis.call('HGET', P .. 't:' .. holder, 'st')
+        local hs = status_of(P .. 't:' .. holder)
         if hs == 'pending' or hs == 'running' then dup = holder end
       end
       if dup == '' then seen_uk[sk] = id end
     end
   end
+  if dup ~= '' and INLINE then redis.call('DEL', LOC .. id) end
   out[i + 3] = dup
 end
 for i = 1, n do
@@ -42,23 +55,27 @@ for i = 1, n do
     local at, up, la, er, uk = ARGV[b + 9], ARGV[b + 10], ARGV[b + 11], ARGV[b + 12], ARGV[b + 13]
     local P = NS .. q .. '}:'
     local tk = P .. 't:' .. id
-    redis.call('HSET', tk, 'd', rec, 'st', st, 'due', due, 'pr', pr, 'sq', sq, 'at', at, 'up', up, 'tk', '0')
-    if eta ~= '' then redis.call('HSET', tk, 'eta', eta) end
-    if la ~= '' then redis.call('HSET', tk, 'la', la) end
-    if er ~= '' then redis.call('HSET', tk, 'er', er) end
-    if uk ~= '' then redis.call('HSET', tk, 'uk', uk) end
-    redis.call('ZADD', P .. 's:' .. st, 0, id)
-    if INLINE then redis.call('SET', LOC .. id, q) end
+    local rk = rkey(tonumber(pr), tonumber(due), tonumber(sq), id)
+    local m = table.concat({st, '0', at, up, la, '', '', due, pr, sq, eta}, '|')
+    if uk ~= '' and er ~= '' then
+      redis.call('HSET', tk, 'd', rec, 'm', m, 'er', er, 'uk', uk)
+    elseif uk ~= '' then
+      redis.call('HSET', tk, 'd', rec, 'm', m, 'uk', uk)
+    elseif er ~= '' then
+      redis.call('HSET', tk, 'd', rec, 'm', m, 'er', er)
+    else
+      redis.call('HSET', tk, 'd', rec, 'm', m)
+    end
+    zadd(P .. 's:' .. st, 0, id)
     if st == 'pending' then
-      redis.call('ZADD', P .. 'sched', due, id)
+      zadd(P .. 'sched', due, rk)
       if uk ~= '' then redis.call('HSET', P .. 'uniq', uk, id) end
       wake_work(q)
     else
       -- Stored already finished, as given: it expires like any finished task.
-      local upn = tonumber(up)
-      local exp = upn + TTL
+      local exp = tonumber(up) + TTL
       local ms = math.floor(exp / 1000)
-      redis.call('ZADD', P .. 'done', up, id)
+      zadd(P .. 'done', up, id)
       bump(P .. 'done', exp)
       bump(P .. 's:' .. st, exp)
       if INLINE then redis.call('PEXPIREAT', LOC .. id, ms) end
@@ -68,6 +85,6 @@ for i = 1, n do
     end
   end
 end
-out[2] = publish()
+out[2] = finalize()
 out[3] = ended
 return out

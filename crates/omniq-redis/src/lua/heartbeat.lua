@@ -8,20 +8,17 @@ for i = 1, n do
   local b = A + 1 + (i - 1) * 3
   local id, token = ARGV[b + 2], ARGV[b + 3]
   local P = locate(id, ARGV[b + 1])
-  local code = fence(P, id, token)
+  local code, f = fence(P, id, token)
   if not code then
-    local tk = P .. 't:' .. id
     -- A lease that ran out but was not re-claimed still holds the current token: its
     -- task may wait in the ready set, so take it back from there.
-    local rk = redis.call('HGET', tk, 'rk')
-    if rk then
-      redis.call('ZREM', P .. 'ready', rk)
-      redis.call('HDEL', tk, 'rk')
-    end
-    redis.call('HSET', tk, 'lu', untilv)
-    redis.call('ZADD', P .. 'leases', untilv, id)
-    if redis.call('HGET', tk, 'cr') == '1' then code = 'c' else code = 'o' end
+    zrem(P .. 'ready', f.rk)
+    f.lu = untilv
+    save(P, id, f)
+    zadd(P .. 'leases', untilv, id)
+    if f.cr == '1' then code = 'c' else code = 'o' end
   end
   out[i] = code
 end
+finalize()
 return table.concat(out)

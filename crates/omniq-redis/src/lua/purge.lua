@@ -15,7 +15,7 @@ local out = {removed, '0'}
 local ids = redis.call('ZRANGEBYSCORE', P .. 'done', '-inf', cutoff, 'LIMIT', 0, max)
 for _, id in ipairs(ids) do
   local tk = P .. 't:' .. id
-  local st = redis.call('HGET', tk, 'st')
+  local st = status_of(tk)
   if (not st) or st == 'success' or st == 'failed' or st == 'cancelled' then
     redis.call('DEL', tk)
     redis.call('ZREM', P .. 's:success', id)

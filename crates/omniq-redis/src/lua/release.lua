@@ -9,26 +9,23 @@ for i = 1, n do
   local b = A + 1 + (i - 1) * 3
   local id, token = ARGV[b + 2], ARGV[b + 3]
   local P, q = locate(id, ARGV[b + 1])
-  local code = fence(P, id, token)
+  local code, f = fence(P, id, token)
   if not code then
     code = 'o'
-    local tk = P .. 't:' .. id
-    local f = redis.call('HMGET', tk, 'cr', 'at', 'pr', 'due', 'sq')
-    if f[1] == '1' then
-      cancel_now(P, id, 'running', now, nil)
+    if f.cr == '1' then
+      cancel_now(P, id, 'running', now, nil, f)
     else
-      unqueue(P, id)
+      unqueue(P, id, f.rk)
       move_status(P, id, 'running', 'pending')
-      local at = tonumber(f[2]) - 1
+      local at = (tonumber(f.at) or 1) - 1
       if at < 0 then at = 0 end
-      local rk = rkey(tonumber(f[3]), tonumber(f[4]), tonumber(f[5]), id)
-      redis.call('HSET', tk, 'st', 'pending', 'at', ts(at), 'up', ts(now), 'rk', rk)
-      redis.call('HDEL', tk, 'lu')
-      redis.call('ZADD', P .. 'ready', 0, rk)
+      f.st, f.at, f.up, f.lu = 'pending', ts(at), ts(now), ''
+      save(P, id, f)
+      zadd(P .. 'ready', 0, f.rk)
       wake_work(q)
     end
   end
   out[i] = code
 end
-local msg = publish()
+local msg = finalize()
 return {table.concat(out), ended, msg}

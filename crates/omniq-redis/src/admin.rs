@@ -59,9 +59,10 @@ impl RedisStorage {
         let Some(route) = routes.into_iter().next() else {
             return Err(Error::NotFound(*id));
         };
+        let queue = route.items.first().map(|(_, q)| q.clone()).unwrap_or_default();
         let mut args = self.common_args(4);
         args.extend([
-            arg(route.queue.as_str()),
+            arg(queue.as_str()),
             arg(id.to_string()),
             us_arg(new_eta),
             us_arg(now),
@@ -113,8 +114,9 @@ impl RedisStorage {
         let Some(route) = routes.into_iter().next() else {
             return Err(Error::NotFound(*id));
         };
+        let queue = route.items.first().map(|(_, q)| q.clone()).unwrap_or_default();
         let mut args = self.common_args(3);
-        args.extend([arg(route.queue.as_str()), arg(id.to_string()), us_arg(now)]);
+        args.extend([arg(queue.as_str()), arg(id.to_string()), us_arg(now)]);
         let reply = array(self.eval(&self.inner.scripts.cancel, route.key, args).await?);
         let mut it = reply.into_iter();
         let code = it.next().map(|v| text(&v)).unwrap_or_default();

@@ -394,6 +394,11 @@ impl RedisStorage {
                 Err(e) => corrupt_tasks.push((row.id, lease.token, e.to_string())),
             }
         }
+        let held: Vec<(TaskId, std::sync::Arc<str>)> = out
+            .iter()
+            .map(|c| (c.task.id, std::sync::Arc::from(c.task.queue.as_str())))
+            .collect();
+        self.remember(&held);
         // Claim order (several queues on a cluster are claimed separately); stable, so
         // enqueue order among equals stays.
         out.sort_by_key(|c| (std::cmp::Reverse(c.task.priority), c.task.effective_eta()));

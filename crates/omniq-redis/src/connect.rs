@@ -112,6 +112,7 @@ impl RedisStorage {
                     .unwrap_or(i64::MAX / 4),
                 instance,
                 closed: AtomicBool::new(false),
+                held: std::sync::Mutex::new(std::collections::HashMap::new()),
                 wake,
                 subscriber,
                 listener: std::sync::Mutex::new(vec![listener, resubscriber]),

@@ -13,29 +13,46 @@ use omniq_core::{Completion, FailAction, Failure, LeaseRef, Outcome, TaskId};
 use std::collections::BTreeMap;
 use time::OffsetDateTime;
 
-/// Where one script call goes: its routing key, the queue argument of its items ('' =
-/// the script reads each task's locator), and the positions of its items.
+/// Where one script call goes: its routing key, and its items' positions with their
+/// queue arguments ('' = the script reads the task's locator).
 pub(crate) struct Route {
     pub(crate) key: String,
-    pub(crate) queue: String,
-    pub(crate) positions: Vec<usize>,
+    pub(crate) items: Vec<(usize, String)>,
 }
 
 impl RedisStorage {
     /// Groups tasks into script calls: all in one on a single server; on a cluster one
-    /// per queue, found from the locators (positions without one are unknown tasks).
+    /// per queue. A task's queue comes from this instance's claims when it holds the
+    /// task, else from its locator (read here on a cluster, by the script on a single
+    /// server). Positions without a locator are unknown tasks.
     pub(crate) async fn route(&self, ids: &[TaskId]) -> Result<(Vec<Route>, Vec<usize>)> {
+        let known: Vec<Option<String>> = ids
+            .iter()
+            .map(|id| self.held_queue(id).map(|q| q.to_string()))
+            .collect();
         if !self.cluster() {
+            let items = known
+                .into_iter()
+                .enumerate()
+                .map(|(i, q)| (i, q.unwrap_or_default()))
+                .collect();
             let all = Route {
                 key: self.inner.keys.queues.clone(),
-                queue: String::new(),
-                positions: (0..ids.len()).collect(),
+                items,
             };
             return Ok((vec![all], Vec::new()));
         }
+        let unknown: Vec<usize> = (0..ids.len()).filter(|i| known[*i].is_none()).collect();
+        let mut queues = known;
+        if !unknown.is_empty() {
+            let look: Vec<TaskId> = unknown.iter().map(|i| ids[*i]).collect();
+            for (i, q) in unknown.into_iter().zip(self.locate(&look).await?) {
+                queues[i] = q;
+            }
+        }
         let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
         let mut missing = Vec::new();
-        for (i, q) in self.locate(ids).await?.into_iter().enumerate() {
+        for (i, q) in queues.into_iter().enumerate() {
             match q {
                 Some(q) => groups.entry(q).or_default().push(i),
                 None => missing.push(i),
@@ -45,8 +62,7 @@ impl RedisStorage {
             .into_iter()
             .map(|(queue, positions)| Route {
                 key: self.inner.keys.of(&queue, "ready"),
-                queue,
-                positions,
+                items: positions.into_iter().map(|p| (p, queue.clone())).collect(),
             })
             .collect();
         Ok((routes, missing))
@@ -68,16 +84,17 @@ impl RedisStorage {
         let (routes, missing) = self.route(ids).await?;
         let mut out = vec![Outcome::NotFound; ids.len()];
         let calls = routes.into_iter().map(|route| {
-            let mut args = self.common_args(head.len() + 1 + route.positions.len() * 7);
+            let mut args = self.common_args(head.len() + 1 + route.items.len() * 7);
             args.extend_from_slice(head);
-            args.push(arg(route.positions.len().to_string()));
-            for &p in &route.positions {
-                args.push(arg(route.queue.as_str()));
-                item(p, &mut args);
+            args.push(arg(route.items.len().to_string()));
+            for (p, queue) in &route.items {
+                args.push(arg(queue.as_str()));
+                item(*p, &mut args);
             }
+            let positions: Vec<usize> = route.items.iter().map(|(p, _)| *p).collect();
             async move {
                 let reply = self.eval(script, route.key, args).await?;
-                Ok::<_, crate::error::Error>((route.positions, reply))
+                Ok::<_, crate::error::Error>((positions, reply))
             }
         });
         for (positions, reply) in futures::future::try_join_all(calls).await? {
@@ -135,16 +152,19 @@ impl RedisStorage {
         now: OffsetDateTime,
     ) -> Result<Vec<Outcome>> {
         let ids: Vec<TaskId> = leases.iter().map(|l| l.task_id).collect();
-        self.lease_script(&self.inner.scripts.release, &ids, &[us_arg(now)], |i, a| {
-            a.push(arg(leases[i].task_id.to_string()));
-            a.push(arg(leases[i].token.0.to_string()));
-        })
-        .await
+        let out = self
+            .lease_script(&self.inner.scripts.release, &ids, &[us_arg(now)], |i, a| {
+                a.push(arg(leases[i].task_id.to_string()));
+                a.push(arg(leases[i].token.0.to_string()));
+            })
+            .await;
+        self.forget(&ids);
+        out
     }
 
     pub(crate) async fn complete_runs(&self, items: Vec<Completion>) -> Result<Vec<Outcome>> {
         let ids: Vec<TaskId> = items.iter().map(|c| c.lease.task_id).collect();
-        self.lease_script(&self.inner.scripts.complete, &ids, &[], |i, a| {
+        let out = self.lease_script(&self.inner.scripts.complete, &ids, &[], |i, a| {
             let c = &items[i];
             a.extend([
                 arg(c.lease.task_id.to_string()),
@@ -158,7 +178,9 @@ impl RedisStorage {
                 c.next_run.map(us_arg).unwrap_or_else(|| arg("")),
             ]);
         })
-        .await
+        .await;
+        self.forget(&ids);
+        out
     }
 
     pub(crate) async fn fail_runs(&self, items: Vec<Failure>) -> Result<Vec<Outcome>> {
@@ -168,7 +190,7 @@ impl RedisStorage {
             .map(|f| format.encode(&f.error))
             .collect::<Result<Vec<_>, _>>()?;
         let ids: Vec<TaskId> = items.iter().map(|f| f.lease.task_id).collect();
-        self.lease_script(&self.inner.scripts.fail, &ids, &[], |i, a| {
+        let out = self.lease_script(&self.inner.scripts.fail, &ids, &[], |i, a| {
             let f = &items[i];
             let (action, at) = match f.action {
                 FailAction::Retry { at } => ("r", us_arg(at)),
@@ -184,6 +206,8 @@ impl RedisStorage {
                 at,
             ]);
         })
-        .await
+        .await;
+        self.forget(&ids);
+        out
     }
 }

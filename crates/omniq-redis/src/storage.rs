@@ -23,6 +23,9 @@ use tokio::sync::broadcast;
 /// work is bounded by its batch, never by the backlog.
 pub const MAX_BATCH: usize = 1000;
 
+/// Most held tasks whose queue an instance remembers.
+const HELD_LIMIT: usize = 100_000;
+
 /// The Redis [`Storage`]. Cheap to clone (clones share the connections); `Debug`
 /// shows the namespace and topology, never a password.
 #[derive(Clone)]
@@ -45,6 +48,9 @@ pub(crate) struct Inner {
     /// delivered locally at once).
     pub(crate) instance: String,
     pub(crate) closed: AtomicBool,
+    /// The queue of each task this instance holds a lease on (from its claim), so lease
+    /// writes skip the locator read. A task's queue never changes while it is leased.
+    pub(crate) held: std::sync::Mutex<std::collections::HashMap<TaskId, Arc<str>>>,
     pub(crate) wake: broadcast::Sender<Wake>,
     pub(crate) subscriber: SubscriberClient,
     pub(crate) listener: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -113,6 +119,31 @@ impl RedisStorage {
     pub(crate) fn wake(&self, wake: Wake) {
         // No receivers is fine: wake-ups are hints.
         let _ = self.inner.wake.send(wake);
+    }
+
+    /// Remembers the queues of claimed tasks (bounded: a full map is dropped, it only
+    /// saves locator reads).
+    pub(crate) fn remember(&self, claimed: &[(TaskId, Arc<str>)]) {
+        if let Ok(mut held) = self.inner.held.lock() {
+            if held.len() + claimed.len() > HELD_LIMIT {
+                held.clear();
+            }
+            held.extend(claimed.iter().cloned());
+        }
+    }
+
+    /// The remembered queue of a held task.
+    pub(crate) fn held_queue(&self, id: &TaskId) -> Option<Arc<str>> {
+        self.inner.held.lock().ok()?.get(id).cloned()
+    }
+
+    /// Forgets tasks whose lease was written for the last time.
+    pub(crate) fn forget(&self, ids: &[TaskId]) {
+        if let Ok(mut held) = self.inner.held.lock() {
+            for id in ids {
+                held.remove(id);
+            }
+        }
     }
 
     pub(crate) fn format(&self) -> Format {

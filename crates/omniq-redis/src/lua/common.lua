@@ -127,8 +127,9 @@ local function locate(id, q)
   return NS .. found .. '}:', found
 end
 
--- A task hash holds `d` (the encoded record), `m` (its changing state, below), and,
--- when set, `er` (the encoded last error) and `uk` (its unique key). `m` is one
+-- A task hash holds `d` (the encoded record), `m` (its changing state, below), `rk`
+-- (its schedule member) and, when set, `er` (the encoded last error) and `uk` (its
+-- unique key). `m` is one
 -- string, 'st|tk|at|up|la|lu|cr|due|pr|sq|eta': status, token, attempts, updated_at,
 -- last_attempt_at, lease until, cancel requested ('1'), due (eta or created_at),
 -- priority, enqueue sequence, eta ('' = none) — one field to read and write per change.
@@ -140,18 +141,19 @@ local function unpack_m(m)
           pr = pr, sq = sq, eta = eta}
 end
 local function pack_m(f)
-  return table.concat({f.st, f.tk, f.at, f.up, f.la, f.lu, f.cr, f.due, f.pr, f.sq, f.eta}, '|')
+  return f.st .. '|' .. f.tk .. '|' .. f.at .. '|' .. f.up .. '|' .. f.la .. '|' .. f.lu .. '|'
+    .. f.cr .. '|' .. f.due .. '|' .. f.pr .. '|' .. f.sq .. '|' .. f.eta
 end
 
 -- A task's state (nil when missing), with `uk`, `er` and its schedule member `rk`.
 local function read(P, id)
-  local v = redis.call('HMGET', P .. 't:' .. id, 'm', 'uk', 'er')
+  local v = redis.call('HMGET', P .. 't:' .. id, 'm', 'uk', 'er', 'rk')
   if not v[1] then return nil end
   local f = unpack_m(v[1])
   if not f then return nil end
   f.uk = v[2] or ''
   f.er = v[3] or ''
-  f.rk = rkey(tonumber(f.pr), tonumber(f.due), tonumber(f.sq), id)
+  f.rk = v[4] or rkey(tonumber(f.pr), tonumber(f.due), tonumber(f.sq), id)
   return f
 end
 
@@ -246,7 +248,11 @@ local function requeue(P, q, id, from, eta, now, at, f, extra)
   f.st, f.eta, f.due, f.up, f.lu, f.cr = 'pending', ts(eta), ts(eta), ts(now), '', ''
   if at then f.at = at end
   f.rk = rkey(tonumber(f.pr), eta, tonumber(f.sq), id)
-  save(P, id, f, extra)
+  local x = {'rk', f.rk}
+  if extra then
+    for i = 1, #extra do x[#x + 1] = extra[i] end
+  end
+  save(P, id, f, x)
   zadd(P .. 'sched', ts(eta), f.rk)
   wake_work(q)
 end

@@ -56,15 +56,15 @@ for i = 1, n do
     local P = NS .. q .. '}:'
     local tk = P .. 't:' .. id
     local rk = rkey(tonumber(pr), tonumber(due), tonumber(sq), id)
-    local m = table.concat({st, '0', at, up, la, '', '', due, pr, sq, eta}, '|')
+    local m = st .. '|0|' .. at .. '|' .. up .. '|' .. la .. '||' .. '|' .. due .. '|' .. pr .. '|' .. sq .. '|' .. eta
     if uk ~= '' and er ~= '' then
-      redis.call('HSET', tk, 'd', rec, 'm', m, 'er', er, 'uk', uk)
+      redis.call('HSET', tk, 'd', rec, 'm', m, 'rk', rk, 'er', er, 'uk', uk)
     elseif uk ~= '' then
-      redis.call('HSET', tk, 'd', rec, 'm', m, 'uk', uk)
+      redis.call('HSET', tk, 'd', rec, 'm', m, 'rk', rk, 'uk', uk)
     elseif er ~= '' then
-      redis.call('HSET', tk, 'd', rec, 'm', m, 'er', er)
+      redis.call('HSET', tk, 'd', rec, 'm', m, 'rk', rk, 'er', er)
     else
-      redis.call('HSET', tk, 'd', rec, 'm', m)
+      redis.call('HSET', tk, 'd', rec, 'm', m, 'rk', rk)
     end
     zadd(P .. 's:' .. st, 0, id)
     if st == 'pending' then

@@ -3,9 +3,7 @@
 //! (`purge_results`). Namespace-wide calls iterate the namespace's queues.
 
 use crate::claim::ended_pairs;
-use crate::convert::{
-    self, TASK_FIELDS, arg, array, int, now_micros, text,
-};
+use crate::convert::{self, TASK_FIELDS, arg, array, int, now_micros, text};
 use crate::error::{Error, Result, corrupt};
 use crate::storage::{RedisStorage, us_arg, validate_queue};
 use fred::prelude::{ClientLike, HashesInterface, KeysInterface, SetsInterface};
@@ -39,7 +37,8 @@ impl RedisStorage {
         let client = self.client()?;
         let keys = &self.inner.keys;
         let reads = ids.iter().map(|id| {
-            client.hmget::<Vec<Value>, _, _>(keys.of(queue, &format!("t:{id}")), TASK_FIELDS.to_vec())
+            client
+                .hmget::<Vec<Value>, _, _>(keys.of(queue, &format!("t:{id}")), TASK_FIELDS.to_vec())
         });
         let format = self.format();
         futures::future::try_join_all(reads)
@@ -59,7 +58,11 @@ impl RedisStorage {
         let Some(route) = routes.into_iter().next() else {
             return Err(Error::NotFound(*id));
         };
-        let queue = route.items.first().map(|(_, q)| q.clone()).unwrap_or_default();
+        let queue = route
+            .items
+            .first()
+            .map(|(_, q)| q.clone())
+            .unwrap_or_default();
         let mut args = self.common_args(4);
         args.extend([
             arg(queue.as_str()),
@@ -114,10 +117,17 @@ impl RedisStorage {
         let Some(route) = routes.into_iter().next() else {
             return Err(Error::NotFound(*id));
         };
-        let queue = route.items.first().map(|(_, q)| q.clone()).unwrap_or_default();
+        let queue = route
+            .items
+            .first()
+            .map(|(_, q)| q.clone())
+            .unwrap_or_default();
         let mut args = self.common_args(3);
         args.extend([arg(queue.as_str()), arg(id.to_string()), us_arg(now)]);
-        let reply = array(self.eval(&self.inner.scripts.cancel, route.key, args).await?);
+        let reply = array(
+            self.eval(&self.inner.scripts.cancel, route.key, args)
+                .await?,
+        );
         let mut it = reply.into_iter();
         let code = it.next().map(|v| text(&v)).unwrap_or_default();
         let ended = ended_pairs(it.next().map(array).unwrap_or_default())?;
@@ -189,7 +199,11 @@ impl RedisStorage {
             }
         }
         let mut candidates: Vec<(String, &str)> = Vec::new();
-        for (reply, q) in futures::future::try_join_all(reads).await?.into_iter().zip(owners) {
+        for (reply, q) in futures::future::try_join_all(reads)
+            .await?
+            .into_iter()
+            .zip(owners)
+        {
             candidates.extend(array(reply).iter().map(|v| (text(v), q)));
         }
         candidates.sort();
@@ -235,10 +249,17 @@ impl RedisStorage {
         let calls = queues.iter().map(|q| {
             let mut args = self.common_args(1);
             args.push(arg(q.as_str()));
-            self.eval(&self.inner.scripts.counts, self.inner.keys.of(q, "ready"), args)
+            self.eval(
+                &self.inner.scripts.counts,
+                self.inner.keys.of(q, "ready"),
+                args,
+            )
         });
         let mut out = Vec::with_capacity(queues.len());
-        for (q, reply) in queues.iter().zip(futures::future::try_join_all(calls).await?) {
+        for (q, reply) in queues
+            .iter()
+            .zip(futures::future::try_join_all(calls).await?)
+        {
             let n = array(reply)
                 .iter()
                 .map(|v| int(v, "count").map(|n| u64::try_from(n).unwrap_or(0)))
@@ -274,11 +295,19 @@ impl RedisStorage {
                     arg(PURGE_BATCH.to_string()),
                 ]);
                 let reply = array(
-                    self.eval(&self.inner.scripts.purge, self.inner.keys.of(&q, "ready"), args)
-                        .await?,
+                    self.eval(
+                        &self.inner.scripts.purge,
+                        self.inner.keys.of(&q, "ready"),
+                        args,
+                    )
+                    .await?,
                 );
                 let mut it = reply.into_iter();
-                let n = it.next().map(|v| int(&v, "removed")).transpose()?.unwrap_or(0);
+                let n = it
+                    .next()
+                    .map(|v| int(&v, "removed"))
+                    .transpose()?
+                    .unwrap_or(0);
                 removed += u64::try_from(n).unwrap_or(0);
                 let more = it.next().map(|v| text(&v)).unwrap_or_default() == "1";
                 if self.cluster() {

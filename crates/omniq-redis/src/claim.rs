@@ -129,7 +129,9 @@ impl RedisStorage {
         match it.next().map(|v| text(&v)).as_deref() {
             Some("ok") => {}
             Some("conflict") => {
-                return Err(Error::Exists(it.next().map(|v| text(&v)).unwrap_or_default()));
+                return Err(Error::Exists(
+                    it.next().map(|v| text(&v)).unwrap_or_default(),
+                ));
             }
             other => return Err(corrupt(format!("enqueue script replied {other:?}"))),
         }
@@ -345,8 +347,7 @@ impl RedisStorage {
         for group in array(peeked) {
             let mut it = array(group).into_iter();
             let queue = it.next().map(|v| text(&v)).unwrap_or_default();
-            out.peeked
-                .extend(it.map(|m| (queue.clone(), text(&m))));
+            out.peeked.extend(it.map(|m| (queue.clone(), text(&m))));
         }
         self.expire_locators(&ended_pairs(array(ended))?).await;
         self.deliver(&text(&wake));
@@ -430,12 +431,8 @@ impl RedisStorage {
         let mut heads = Vec::with_capacity(queues.len() * 3);
         for q in &queues {
             for set in ["sched", "leases", "ready"] {
-                let args: Vec<Value> = vec![
-                    arg(keys.of(q, set)),
-                    arg("0"),
-                    arg("0"),
-                    arg("WITHSCORES"),
-                ];
+                let args: Vec<Value> =
+                    vec![arg(keys.of(q, set)), arg("0"), arg("0"), arg("WITHSCORES")];
                 heads.push(client.custom::<Value, _>(zrange.clone(), args));
             }
         }

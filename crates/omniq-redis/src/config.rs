@@ -206,7 +206,10 @@ impl fmt::Debug for RedisStorageBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStorageBuilder")
             .field("config", &self.config)
-            .field("existing_client", &matches!(self.source, Source::Clients(_)))
+            .field(
+                "existing_client",
+                &matches!(self.source, Source::Clients(_)),
+            )
             .finish()
     }
 }
@@ -316,7 +319,10 @@ mod tests {
             kind(url().namespace("no spaces")),
             Some(StorageErrorKind::Config)
         );
-        assert_eq!(kind(RedisStorageBuilder::new()), Some(StorageErrorKind::Config));
+        assert_eq!(
+            kind(RedisStorageBuilder::new()),
+            Some(StorageErrorKind::Config)
+        );
         assert_eq!(
             kind(url().result_ttl(time::Duration::ZERO)),
             Some(StorageErrorKind::Config)

@@ -9,8 +9,8 @@ use crate::scripts::{Keys, Scripts};
 use crate::storage::{Inner, RedisStorage};
 use fred::clients::Pool;
 use fred::prelude::{
-    Builder, ClientLike, Config as FredConfig, EventInterface, KeysInterface, LuaInterface, Options,
-    PubsubInterface, ReconnectPolicy,
+    Builder, ClientLike, Config as FredConfig, EventInterface, KeysInterface, LuaInterface,
+    Options, PubsubInterface, ReconnectPolicy,
 };
 use fred::types::Value;
 use fred::types::scripts::Script;
@@ -123,7 +123,12 @@ impl RedisStorage {
     /// Calls a script by SHA; after `NOSCRIPT` (the server lost its script cache: a
     /// restart or failover) loads it again and retries once. `key` routes the call to
     /// the slot every key of the script shares.
-    pub(crate) async fn eval(&self, script: &Script, key: String, args: Vec<Value>) -> Result<Value> {
+    pub(crate) async fn eval(
+        &self,
+        script: &Script,
+        key: String,
+        args: Vec<Value>,
+    ) -> Result<Value> {
         self.check_open()?;
         let client = self.inner.pool.next();
         let with = client.with_options(&self.inner.options);
@@ -232,9 +237,12 @@ pub(crate) fn parse_wake(message: &str, instance: &str) -> Vec<Wake> {
     if from == instance {
         return Vec::new();
     }
-    let work = queues.split(',').filter(|q| !q.is_empty()).map(|q| Wake::Work {
-        queue: q.to_string(),
-    });
+    let work = queues
+        .split(',')
+        .filter(|q| !q.is_empty())
+        .map(|q| Wake::Work {
+            queue: q.to_string(),
+        });
     let finished = ids
         .split(',')
         .filter_map(|id| id.parse::<TaskId>().ok())

@@ -3,9 +3,7 @@
 
 use crate::error::{Result, corrupt};
 use fred::types::Value;
-use omniq_core::{
-    ErrorType, Format, Payload, Task, TaskError, TaskId, TaskResult, TaskStatus,
-};
+use omniq_core::{ErrorType, Format, Payload, Task, TaskError, TaskId, TaskResult, TaskStatus};
 use time::OffsetDateTime;
 
 /// Unix microseconds (floor) of a time, clamped to what a Redis score holds exactly.
@@ -236,7 +234,9 @@ pub(crate) fn result_from_bytes(id: TaskId, b: &[u8], format: Format) -> Result<
     let payload = match fields[5] {
         b"-" => None,
         n => {
-            let plen = String::from_utf8_lossy(n).parse::<usize>().map_err(|_| bad())?;
+            let plen = String::from_utf8_lossy(n)
+                .parse::<usize>()
+                .map_err(|_| bad())?;
             if plen != payload.len() {
                 return Err(bad());
             }
@@ -297,7 +297,10 @@ mod tests {
         assert_eq!(r.error.map(|e| e.message), Some("a|b".to_string()));
         assert_eq!((r.attempts, r.last_attempt_at.is_some()), (2, true));
         let none = result_from_bytes(id, b"success|5|1||0|-|", Format::MessagePack).unwrap();
-        assert_eq!((none.result, none.error, none.last_attempt_at), (None, None, None));
+        assert_eq!(
+            (none.result, none.error, none.last_attempt_at),
+            (None, None, None)
+        );
         assert!(result_from_bytes(id, b"success|5|1", Format::MessagePack).is_err());
     }
 
@@ -309,6 +312,9 @@ mod tests {
             Value::Null,
         ];
         let err = task_from_fields(&fields, Format::MessagePack).err();
-        assert!(matches!(err, Some(crate::error::Error::Codec(_))), "{err:?}");
+        assert!(
+            matches!(err, Some(crate::error::Error::Codec(_))),
+            "{err:?}"
+        );
     }
 }

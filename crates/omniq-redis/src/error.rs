@@ -151,7 +151,10 @@ mod tests {
             StorageErrorKind::Unavailable
         );
         assert_eq!(
-            kind(FredError::new(ErrorKind::Unknown, "LOADING Redis is loading")),
+            kind(FredError::new(
+                ErrorKind::Unknown,
+                "LOADING Redis is loading"
+            )),
             StorageErrorKind::Unavailable
         );
     }
@@ -163,7 +166,10 @@ mod tests {
             StorageErrorKind::Config
         );
         assert_eq!(
-            kind(FredError::new(ErrorKind::Unknown, "ERR user_script:1: boom")),
+            kind(FredError::new(
+                ErrorKind::Unknown,
+                "ERR user_script:1: boom"
+            )),
             StorageErrorKind::Backend
         );
     }

@@ -139,10 +139,15 @@ impl RedisStorage {
         until: OffsetDateTime,
     ) -> Result<Vec<Outcome>> {
         let ids: Vec<TaskId> = leases.iter().map(|l| l.task_id).collect();
-        self.lease_script(&self.inner.scripts.heartbeat, &ids, &[us_arg(until)], |i, a| {
-            a.push(arg(leases[i].task_id.to_string()));
-            a.push(arg(leases[i].token.0.to_string()));
-        })
+        self.lease_script(
+            &self.inner.scripts.heartbeat,
+            &ids,
+            &[us_arg(until)],
+            |i, a| {
+                a.push(arg(leases[i].task_id.to_string()));
+                a.push(arg(leases[i].token.0.to_string()));
+            },
+        )
         .await
     }
 
@@ -164,21 +169,22 @@ impl RedisStorage {
 
     pub(crate) async fn complete_runs(&self, items: Vec<Completion>) -> Result<Vec<Outcome>> {
         let ids: Vec<TaskId> = items.iter().map(|c| c.lease.task_id).collect();
-        let out = self.lease_script(&self.inner.scripts.complete, &ids, &[], |i, a| {
-            let c = &items[i];
-            a.extend([
-                arg(c.lease.task_id.to_string()),
-                arg(c.lease.token.0.to_string()),
-                us_arg(c.now),
-                arg(if c.result.is_some() { "1" } else { "0" }),
-                c.result
-                    .as_ref()
-                    .map(|p| bytes(p.as_bytes()))
-                    .unwrap_or_else(|| arg("")),
-                c.next_run.map(us_arg).unwrap_or_else(|| arg("")),
-            ]);
-        })
-        .await;
+        let out = self
+            .lease_script(&self.inner.scripts.complete, &ids, &[], |i, a| {
+                let c = &items[i];
+                a.extend([
+                    arg(c.lease.task_id.to_string()),
+                    arg(c.lease.token.0.to_string()),
+                    us_arg(c.now),
+                    arg(if c.result.is_some() { "1" } else { "0" }),
+                    c.result
+                        .as_ref()
+                        .map(|p| bytes(p.as_bytes()))
+                        .unwrap_or_else(|| arg("")),
+                    c.next_run.map(us_arg).unwrap_or_else(|| arg("")),
+                ]);
+            })
+            .await;
         self.forget(&ids);
         out
     }
@@ -190,23 +196,24 @@ impl RedisStorage {
             .map(|f| format.encode(&f.error))
             .collect::<Result<Vec<_>, _>>()?;
         let ids: Vec<TaskId> = items.iter().map(|f| f.lease.task_id).collect();
-        let out = self.lease_script(&self.inner.scripts.fail, &ids, &[], |i, a| {
-            let f = &items[i];
-            let (action, at) = match f.action {
-                FailAction::Retry { at } => ("r", us_arg(at)),
-                FailAction::NextRun { at } => ("n", us_arg(at)),
-                FailAction::Fail => ("f", arg("")),
-            };
-            a.extend([
-                arg(f.lease.task_id.to_string()),
-                arg(f.lease.token.0.to_string()),
-                us_arg(f.now),
-                bytes(&errors[i]),
-                arg(action),
-                at,
-            ]);
-        })
-        .await;
+        let out = self
+            .lease_script(&self.inner.scripts.fail, &ids, &[], |i, a| {
+                let f = &items[i];
+                let (action, at) = match f.action {
+                    FailAction::Retry { at } => ("r", us_arg(at)),
+                    FailAction::NextRun { at } => ("n", us_arg(at)),
+                    FailAction::Fail => ("f", arg("")),
+                };
+                a.extend([
+                    arg(f.lease.task_id.to_string()),
+                    arg(f.lease.token.0.to_string()),
+                    us_arg(f.now),
+                    bytes(&errors[i]),
+                    arg(action),
+                    at,
+                ]);
+            })
+            .await;
         self.forget(&ids);
         out
     }

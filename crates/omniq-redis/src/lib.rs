@@ -70,8 +70,8 @@ mod scripts;
 mod storage;
 
 pub use config::{
-    DEFAULT_COMMAND_TIMEOUT, DEFAULT_NAMESPACE, DEFAULT_POOL_SIZE, DEFAULT_RESULT_TTL,
-    RedisConfig, RedisStorageBuilder, Topology,
+    DEFAULT_COMMAND_TIMEOUT, DEFAULT_NAMESPACE, DEFAULT_POOL_SIZE, DEFAULT_RESULT_TTL, RedisConfig,
+    RedisStorageBuilder, Topology,
 };
 pub use storage::{MAX_BATCH, RedisStorage};
 

@@ -116,7 +116,14 @@ mod tests {
     fn a_queues_keys_share_one_slot_and_queues_spread() {
         let k = Keys::new("app");
         let slot = redis_keyslot(k.of("emails", "ready").as_bytes());
-        for suffix in ["sched", "leases", "s:pending", "t:0190-x", "r:0190-x", "uniq"] {
+        for suffix in [
+            "sched",
+            "leases",
+            "s:pending",
+            "t:0190-x",
+            "r:0190-x",
+            "uniq",
+        ] {
             assert_eq!(redis_keyslot(k.of("emails", suffix).as_bytes()), slot);
         }
         let others: std::collections::HashSet<u16> = (0..32)

@@ -8,8 +8,8 @@ mod common;
 
 use common::{cluster_url, count_keys, delete_namespaces, redis_url, unique_namespace};
 use omniq_core::{
-    ClaimRequest, Completion, LeaseRef, Outcome, Payload, Storage, StorageErrorKind, Task,
-    TaskId, TaskStatus, Wake,
+    ClaimRequest, Completion, LeaseRef, Outcome, Payload, Storage, StorageErrorKind, Task, TaskId,
+    TaskStatus, Wake,
 };
 use omniq_redis::RedisStorage;
 use omniq_redis::fred::prelude::*;
@@ -56,8 +56,7 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         let (url, ns) = (self.0.clone(), self.1.clone());
         let _ = std::thread::spawn(move || {
-            tokio::runtime::Runtime::new()
-                .map(|rt| rt.block_on(delete_namespaces(&url, &ns)))
+            tokio::runtime::Runtime::new().map(|rt| rt.block_on(delete_namespaces(&url, &ns)))
         })
         .join();
     }
@@ -82,9 +81,14 @@ async fn finished_tasks_and_results_leave_no_keys_after_the_ttl() {
             continue;
         };
         let t0 = now();
-        let tasks: Vec<Task> = (0..20).map(|i| task(if i % 2 == 0 { "a" } else { "b" }, t0)).collect();
+        let tasks: Vec<Task> = (0..20)
+            .map(|i| task(if i % 2 == 0 { "a" } else { "b" }, t0))
+            .collect();
         s.enqueue(tasks).await.expect("enqueue");
-        let claimed = s.claim(claim_req(&["a", "b"], 20, t0)).await.expect("claim");
+        let claimed = s
+            .claim(claim_req(&["a", "b"], 20, t0))
+            .await
+            .expect("claim");
         assert_eq!(claimed.len(), 20);
         let done: Vec<Completion> = claimed
             .iter()
@@ -130,13 +134,21 @@ async fn survives_a_server_restart_and_reloads_its_scripts() {
         .await
         .expect("connect");
     let t0 = now();
-    s.enqueue(vec![task("q", t0)]).await.expect("enqueue before");
+    s.enqueue(vec![task("q", t0)])
+        .await
+        .expect("enqueue before");
     let mut rx = s.subscribe().expect("push wake-ups");
 
     server.stop();
-    let err = s.enqueue(vec![task("q", t0)]).await.expect_err("server down");
+    let err = s
+        .enqueue(vec![task("q", t0)])
+        .await
+        .expect_err("server down");
     assert_eq!(err.kind(), StorageErrorKind::Unavailable, "{err}");
-    let err = s.claim(claim_req(&["q"], 1, t0)).await.expect_err("server down");
+    let err = s
+        .claim(claim_req(&["q"], 1, t0))
+        .await
+        .expect_err("server down");
     assert!(err.is_temporary(), "{err}");
 
     server.restart().expect("restart");
@@ -155,7 +167,10 @@ async fn survives_a_server_restart_and_reloads_its_scripts() {
         }
     }
     assert!(ok.is_some(), "enqueue works again after the restart");
-    let got = s.claim(claim_req(&["q"], 10, t0)).await.expect("claim after restart");
+    let got = s
+        .claim(claim_req(&["q"], 10, t0))
+        .await
+        .expect("claim after restart");
     assert_eq!(got.len(), 1, "the task enqueued after the restart");
     // Wake-ups flow again: the subscriber re-subscribed by itself.
     let other = storage(&server.url(), "restart").await;
@@ -176,7 +191,10 @@ async fn survives_a_server_restart_and_reloads_its_scripts() {
             break;
         }
     }
-    assert!(woke, "another instance's enqueue wakes this one after the restart");
+    assert!(
+        woke,
+        "another instance's enqueue wakes this one after the restart"
+    );
     s.close().await.expect("close");
     other.close().await.expect("close");
 }
@@ -188,7 +206,12 @@ async fn independent_instances_never_double_claim() {
     for url in [redis_url(), cluster_url()] {
         let ns = unique_namespace("race");
         let _cleanup = Cleanup(url.clone(), ns.clone());
-        let Ok(first) = RedisStorage::builder().url(&url).namespace(&ns).build().await else {
+        let Ok(first) = RedisStorage::builder()
+            .url(&url)
+            .namespace(&ns)
+            .build()
+            .await
+        else {
             assert!(!url.starts_with("redis://"), "standalone Redis must be up");
             continue;
         };
@@ -253,7 +276,12 @@ async fn wake_ups_reach_other_instances() {
     for url in [redis_url(), cluster_url()] {
         let ns = unique_namespace("wake");
         let _cleanup = Cleanup(url.clone(), ns.clone());
-        let Ok(a) = RedisStorage::builder().url(&url).namespace(&ns).build().await else {
+        let Ok(a) = RedisStorage::builder()
+            .url(&url)
+            .namespace(&ns)
+            .build()
+            .await
+        else {
             assert!(!url.starts_with("redis://"), "standalone Redis must be up");
             continue;
         };
@@ -309,13 +337,23 @@ async fn a_corrupt_record_fails_its_task_and_the_queue_goes_on() {
         .expect("client");
     raw.init().await.expect("connect");
     let _: () = raw
-        .hset(format!("omniq:{{{ns}:q}}:t:{bad_id}"), ("d", "\u{c1}garbage"))
+        .hset(
+            format!("omniq:{{{ns}:q}}:t:{bad_id}"),
+            ("d", "\u{c1}garbage"),
+        )
         .await
         .expect("corrupt the record");
 
-    let got = s.claim(claim_req(&["q"], 10, t0)).await.expect("claim goes on");
+    let got = s
+        .claim(claim_req(&["q"], 10, t0))
+        .await
+        .expect("claim goes on");
     let ids: Vec<TaskId> = got.iter().map(|c| c.task.id).collect();
-    assert_eq!(ids, vec![good.id], "the good task is claimed, the bad one is not");
+    assert_eq!(
+        ids,
+        vec![good.id],
+        "the good task is claimed, the bad one is not"
+    );
     let r = s.get_result(&bad_id).await.expect("get_result");
     let r = r.expect("the corrupt task has a result");
     assert_eq!(r.status, TaskStatus::Failed);
@@ -344,7 +382,10 @@ async fn a_200k_backlog_is_claimed_and_completed() {
     for b in 0..n / 1000 {
         let tasks: Vec<Task> = (0..1000)
             .map(|i| {
-                let mut t = task("bulk", t0 - Duration::seconds(((b * 1000 + i) % 600) as i64));
+                let mut t = task(
+                    "bulk",
+                    t0 - Duration::seconds(((b * 1000 + i) % 600) as i64),
+                );
                 t.priority = (i % 3) as i32;
                 t
             })
@@ -355,7 +396,10 @@ async fn a_200k_backlog_is_claimed_and_completed() {
     let mut done = 0;
     let started = std::time::Instant::now();
     loop {
-        let got = s.claim(claim_req(&["bulk"], 1000, t0)).await.expect("claim");
+        let got = s
+            .claim(claim_req(&["bulk"], 1000, t0))
+            .await
+            .expect("claim");
         if got.is_empty() {
             break;
         }
@@ -376,7 +420,10 @@ async fn a_200k_backlog_is_claimed_and_completed() {
             .iter()
             .map(|c| (std::cmp::Reverse(c.task.priority), c.task.effective_eta()))
             .collect();
-        assert!(order.is_sorted(), "a claim returns its tasks in claim order");
+        assert!(
+            order.is_sorted(),
+            "a claim returns its tasks in claim order"
+        );
         done += got.len();
     }
     eprintln!(
@@ -425,7 +472,12 @@ async fn cluster_claims_over_queues_in_different_slots_keep_global_order() {
     let url = cluster_url();
     let ns = unique_namespace("spread");
     let _cleanup = Cleanup(url.clone(), ns.clone());
-    let Ok(s) = RedisStorage::builder().url(&url).namespace(&ns).build().await else {
+    let Ok(s) = RedisStorage::builder()
+        .url(&url)
+        .namespace(&ns)
+        .build()
+        .await
+    else {
         eprintln!("skipping: no cluster at {url}");
         return;
     };
@@ -484,7 +536,10 @@ async fn an_existing_fred_client_can_be_used() {
     assert!(s.get_task(&id).await.expect("get").is_some());
     s.close().await.expect("close");
     // The caller's client is not closed with the storage.
-    let pong: String = client.ping(None).await.expect("the caller's client still works");
+    let pong: String = client
+        .ping(None)
+        .await
+        .expect("the caller's client still works");
     assert_eq!(pong, "PONG");
     let _ = client.quit().await;
     let arc: Arc<dyn Storage> = Arc::new(storage(&url, &ns).await);

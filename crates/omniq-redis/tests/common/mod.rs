@@ -1,14 +1,14 @@
 //! Test helpers: server URLs, unique namespaces, key cleanup and private servers.
 #![allow(dead_code, unreachable_pub)]
 
-use omniq_redis::RedisStorage;
 use omniq_conformance::{StorageFactory, async_trait};
 use omniq_core::{Storage, StorageError};
+use omniq_redis::RedisStorage;
+use omniq_redis::fred::prelude::*;
 use std::process::ExitCode;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use omniq_redis::fred::prelude::*;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// The standalone server the tests use.
@@ -39,8 +39,10 @@ pub async fn delete_namespaces(url: &str, prefix: &str) -> Result<usize, Error> 
     } else {
         collect(client.scan_buffered(pattern, Some(1000), None)).await?
     };
-    for k in &keys {
-        let _: () = client.del(k.clone()).await?;
+    // One key per DEL (a cluster refuses cross-slot DELs), many in flight at once.
+    for chunk in keys.chunks(1000) {
+        let dels = chunk.iter().map(|k| client.del::<(), _>(k.clone()));
+        futures::future::try_join_all(dels).await?;
     }
     let _ = client.quit().await;
     Ok(keys.len())
@@ -59,7 +61,11 @@ pub async fn count_keys(url: &str, namespace: &str) -> Result<usize, Error> {
     let client = Builder::from_config(config).build()?;
     client.init().await?;
     let mut n = 0;
-    for pattern in [format!("omniq:{{{namespace}:*"), format!("omniq:{namespace}:*"), format!("omniq:{{{namespace}}}:*")] {
+    for pattern in [
+        format!("omniq:{{{namespace}:*"),
+        format!("omniq:{namespace}:*"),
+        format!("omniq:{{{namespace}}}:*"),
+    ] {
         let keys: Vec<Key> = if client.is_clustered() {
             collect(client.scan_cluster_buffered(pattern, Some(1000), None)).await?
         } else {
@@ -211,4 +217,3 @@ pub fn run_conformance(url: String, backend: &'static str) -> ExitCode {
     }
     code
 }
-

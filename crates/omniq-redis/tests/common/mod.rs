@@ -16,7 +16,7 @@ pub fn redis_url() -> String {
     std::env::var("OMNIQ_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
-/// The cluster the cluster tests use (`.ci/redis-cluster.sh` starts it).
+/// The cluster the cluster tests use (`.ci/services/redis-cluster.sh` starts it).
 pub fn cluster_url() -> String {
     std::env::var("OMNIQ_TEST_REDIS_CLUSTER_URL").unwrap_or_else(|_| {
         "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002".into()

@@ -3,9 +3,9 @@
 //! a steady low rate. Prints rates and p50/p99.
 //!
 //! ```text
-//! cargo run --release -p omniq-redis --example burndown -- --tasks 100000
-//! cargo run --release -p omniq-redis --example burndown -- --url redis-cluster://127.0.0.1:7000
-//! cargo run --release -p omniq-redis --example burndown -- --tasks 100000 --enqueue-only
+//! cargo run --release -p omniq-redis --example redis_burndown -- --tasks 100000
+//! cargo run --release -p omniq-redis --example redis_burndown -- --url redis-cluster://127.0.0.1:7000
+//! cargo run --release -p omniq-redis --example redis_burndown -- --tasks 100000 --enqueue-only
 //! ```
 //!
 //! A probe, not the benchmark: `cargo xtask bench` is where figures are reported.

@@ -1,0 +1,89 @@
+-- claim: ARGV[A..] = now, until, limit, promote (max promotions / redeliveries per
+-- queue), mode ('claim' | 'peek'), nq, queue names…
+-- Per queue: expired leases are redelivered (into the ready set) or, when their
+-- cancellation was requested, end Cancelled; due scheduled tasks are promoted into the
+-- ready set; both bounded by `promote`. Then 'claim' takes the `limit` best ready tasks
+-- over all the queues (global order), 'peek' only returns each queue's `limit` best
+-- ready members (a cluster client merges them, then claims per queue).
+-- Returns {claimed, ended, peeked, wake}: claimed = {{id, token, attempts, record, eta,
+-- error}…}, ended = {id, expire_ms, …}, peeked = {{queue, member…}…}.
+local now = tonumber(ARGV[A])
+local untilv = ARGV[A + 1]
+local limit = tonumber(ARGV[A + 2])
+local pmax = tonumber(ARGV[A + 3])
+local mode = ARGV[A + 4]
+local nq = tonumber(ARGV[A + 5])
+local nows = ts(now)
+local queues = {}
+for j = 1, nq do
+  local q = ARGV[A + 5 + j]
+  local P = NS .. q .. '}:'
+  queues[j] = {q, P}
+  local ex = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', nows, 'LIMIT', 0, pmax)
+  local back = 0
+  for _, id in ipairs(ex) do
+    local f = read(P, id)
+    zrem(P .. 'leases', id)
+    if f and f.st == 'running' then
+      if f.cr == '1' then
+        cancel_now(P, id, 'running', now, nil, f)
+      else
+        zadd(P .. 'ready', 0, f.rk)
+        back = back + 1
+      end
+    end
+  end
+  if back > 0 then wake_work(q) end
+  -- `sched` members are the ready members: promotion moves strings, reads nothing.
+  local due = redis.call('ZRANGEBYSCORE', P .. 'sched', '-inf', nows, 'LIMIT', 0, pmax)
+  if #due > 0 then
+    for _, m in ipairs(due) do zadd(P .. 'ready', 0, m) end
+    redis.call('ZREMRANGEBYRANK', P .. 'sched', 0, #due - 1)
+  end
+end
+flush()
+
+local claimed, peeked = {}, {}
+if limit > 0 and mode == 'peek' then
+  for j = 1, nq do
+    local m = redis.call('ZRANGE', queues[j][2] .. 'ready', 0, limit - 1)
+    table.insert(m, 1, queues[j][1])
+    peeked[j] = m
+  end
+elseif limit > 0 then
+  -- The best `limit` members over all queues.
+  local picks = {}
+  for j = 1, nq do
+    local m = redis.call('ZRANGE', queues[j][2] .. 'ready', 0, limit - 1)
+    for _, member in ipairs(m) do picks[#picks + 1] = {member, j} end
+  end
+  if nq > 1 then
+    table.sort(picks, function(a, b) return a[1] < b[1] end)
+  end
+  for i = 1, math.min(limit, #picks) do
+    local member, j = picks[i][1], picks[i][2]
+    local q, P = queues[j][1], queues[j][2]
+    local id = string.sub(member, RK_ID)
+    local tk = P .. 't:' .. id
+    zrem(P .. 'ready', member)
+    local v = redis.call('HMGET', tk, 'm', 'd', 'er')
+    local f = v[1] and unpack_m(v[1])
+    if not f then
+      -- A ready member without its record (expired or deleted): dropped.
+    elseif f.cr == '1' then
+      -- Flagged while its expired lease waited here: its worker is gone.
+      cancel_now(P, id, f.st, now, nil, read(P, id))
+    elseif f.st == 'pending' or f.st == 'running' then
+      local from = f.st
+      f.at = ts((tonumber(f.at) or 0) + 1)
+      f.tk = ts((tonumber(f.tk) or 0) + 1)
+      f.st, f.la, f.up, f.lu = 'running', nows, nows, untilv
+      save(P, id, f)
+      move_status(P, id, from, 'running')
+      zadd(P .. 'leases', untilv, id)
+      claimed[#claimed + 1] = {id, f.tk, f.at, v[2], f.eta, v[3] or ''}
+    end
+  end
+end
+local msg = finalize()
+return {claimed, ended, peeked, msg}

@@ -84,6 +84,12 @@ impl RedisStorage {
         if code == "n" {
             return Err(Error::NotFound(*id));
         }
+        if let Some(holder) = code.strip_prefix("k:") {
+            return Err(Error::KeyHeld {
+                id: *id,
+                holder: holder.to_string(),
+            });
+        }
         if code == "o:failed" && self.cluster() {
             // Live again: its locator must not expire with the failed run.
             self.client()?

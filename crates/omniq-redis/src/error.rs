@@ -46,6 +46,14 @@ pub(crate) enum Error {
     /// An enqueued task id that is already stored.
     #[error("task {0} already exists; enqueue never overwrites a task")]
     Exists(String),
+    /// Rescheduling would make a second live task hold one unique key.
+    #[error("task {id}'s unique key is held by another live task ({holder}); it cannot be rescheduled")]
+    KeyHeld {
+        /// The task.
+        id: TaskId,
+        /// The live task holding its key.
+        holder: String,
+    },
 }
 
 /// The kind of a fred error: connection trouble, timeouts, cluster redirections and
@@ -90,7 +98,9 @@ impl Error {
             Self::Config(_) => StorageErrorKind::Config,
             Self::Closed => StorageErrorKind::Closed,
             Self::NotFound(_) => StorageErrorKind::NotFound,
-            Self::Finished { .. } | Self::Exists(_) => StorageErrorKind::Conflict,
+            Self::Finished { .. } | Self::Exists(_) | Self::KeyHeld { .. } => {
+                StorageErrorKind::Conflict
+            }
         }
     }
 }

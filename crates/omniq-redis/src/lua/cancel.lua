@@ -12,6 +12,7 @@ if st == 'success' or st == 'cancelled' then return {'x:' .. st, ended, ''} end
 local code = 'c'
 if st == 'running' and tonumber(f.lu) and tonumber(f.lu) > now then
   f.cr = '1'
+  f.up = ts(now)
   save(P, id, f)
   code = 'r'
 else

@@ -12,13 +12,15 @@ for i = 1, n do
   local code, f = fence(P, id, token)
   if not code then
     code = 'o'
+    local at = (tonumber(f.at) or 1) - 1
+    if at < 0 then at = 0 end
     if f.cr == '1' then
+      -- Ends Cancelled, the claim's attempt still not counted (on the result too).
+      f.at = ts(at)
       cancel_now(P, id, 'running', now, nil, f)
     else
       unqueue(P, id, f.rk)
       move_status(P, id, 'running', 'pending')
-      local at = (tonumber(f.at) or 1) - 1
-      if at < 0 then at = 0 end
       f.st, f.at, f.up, f.lu = 'pending', ts(at), ts(now), ''
       save(P, id, f)
       zadd(P .. 'ready', 0, f.rk)

@@ -1,5 +1,6 @@
 -- reschedule: ARGV[A..] = queue ('' = locator), id, new_eta, now.
--- Returns {code, wake}: code 'n' (not found), 'x:<status>' (finished: unchanged), or
+-- Returns {code, wake}: code 'n' (not found), 'x:<status>' (finished: unchanged),
+-- 'k:<holder id>' (a Failed task whose unique key another live task holds: unchanged), or
 -- 'o:<old status>'.
 local id = ARGV[A + 1]
 local P, q = locate(id, ARGV[A])
@@ -10,21 +11,21 @@ local f = read(P, id)
 if not f then return {'n', ''} end
 local st = f.st
 if st == 'success' or st == 'cancelled' then return {'x:' .. st, ''} end
+if st == 'failed' and f.uk ~= '' then
+  -- Live again only if its unique key is free: two live tasks never share one.
+  local holder = redis.call('HGET', P .. 'uniq', f.uk)
+  if holder and holder ~= id then
+    local hs = status_of(P .. 't:' .. holder)
+    if hs == 'pending' or hs == 'running' then return {'k:' .. holder, ''} end
+  end
+end
 requeue(P, q, id, st, eta, now, nil, f, nil)
 if st == 'failed' then
-  -- Live again: keep the record, its locator and (if free) its unique key.
+  -- Live again: keep the record, its locator and its unique key.
   redis.call('PERSIST', tk)
   if INLINE then redis.call('PERSIST', LOC .. id) end
   zrem(P .. 'done', id)
-  if f.uk ~= '' then
-    local holder = redis.call('HGET', P .. 'uniq', f.uk)
-    local live = false
-    if holder and holder ~= id then
-      local hs = status_of(P .. 't:' .. holder)
-      live = hs == 'pending' or hs == 'running'
-    end
-    if not live then redis.call('HSET', P .. 'uniq', f.uk, id) end
-  end
+  if f.uk ~= '' then redis.call('HSET', P .. 'uniq', f.uk, id) end
 end
 local msg = finalize()
 return {'o:' .. st, msg}

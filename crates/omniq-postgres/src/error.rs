@@ -51,6 +51,9 @@ pub(crate) enum Error {
         /// Its final status.
         status: TaskStatus,
     },
+    /// The server answered something the statement cannot produce.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
     /// An insert that neither stored the task nor found the live duplicate holding its key.
     #[error("task {0} was not inserted and no live task holds its unique key")]
     NotInserted(TaskId),
@@ -112,6 +115,7 @@ impl Error {
             Self::Codec(_) | Self::Corrupt(_) => StorageErrorKind::Serialization,
             Self::Config(_) => StorageErrorKind::Config,
             Self::Closed => StorageErrorKind::Closed,
+            Self::Unexpected(_) => StorageErrorKind::Backend,
             Self::NotFound(_) => StorageErrorKind::NotFound,
             Self::Finished { .. } | Self::NotInserted(_) => StorageErrorKind::Conflict,
         }

@@ -9,7 +9,7 @@
 //! call would.
 
 use crate::convert::{PgTime, encode_error};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::storage::{MAX_BATCH, PostgresStorage};
 use omniq_core::{Completion, FailAction, Failure, LeaseRef, Outcome, TaskId, TaskStatus, Wake};
 use sqlx::postgres::PgRow;
@@ -80,8 +80,21 @@ struct Applied {
     now: Option<(TaskId, String, String)>,
 }
 
+/// Checks a statement answered one row per item.
+fn one_row_each(rows: &[PgRow], items: usize) -> Result<()> {
+    if rows.len() == items {
+        Ok(())
+    } else {
+        Err(Error::Unexpected(format!(
+            "a lease write answered {} rows for {items} items",
+            rows.len()
+        )))
+    }
+}
+
 /// Reads `ord, status, queue, known, …` rows of complete, fail and release.
 fn applied_rows(rows: &[PgRow], ids: &[TaskId]) -> Result<Vec<Applied>> {
+    one_row_each(rows, ids.len())?;
     let mut out = Vec::with_capacity(rows.len());
     for (row, id) in rows.iter().zip(ids) {
         let status: Option<String> = row.try_get(1)?;
@@ -128,6 +141,7 @@ impl PostgresStorage {
                     .bind(until)
                     .fetch_all(conn)
                     .await?;
+                one_row_each(&rows, ids.len())?;
                 rows.iter()
                     .map(|row| {
                         let cancel: Option<bool> = row.try_get(1)?;

@@ -60,6 +60,8 @@ mod lease;
 mod notify;
 mod schema;
 mod storage;
+#[cfg(test)]
+mod test_support;
 
 pub use config::{
     Connection, DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_NAMESPACE,

@@ -52,8 +52,6 @@ CREATE TABLE IF NOT EXISTS {s}.tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_claim
     ON {s}.tasks (queue, priority DESC, run_at, seq) WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS tasks_due
-    ON {s}.tasks (queue, run_at) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS tasks_lease
     ON {s}.tasks (queue, lease_until) WHERE lease_until IS NOT NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_unique
@@ -183,13 +181,13 @@ fn notify_sql(chan: &str, origin: &str, work: Option<&str>, finished: Option<&st
     let mut parts = Vec::new();
     if let Some(work) = work {
         parts.push(format!(
-            "(SELECT count(*) FROM (SELECT pg_notify({chan}, {origin} || ' w ' || w.queue) \
+            "(SELECT count(*) FROM (SELECT pg_notify({chan}::text, {origin}::text || ' w ' || w.queue) \
              FROM (SELECT DISTINCT queue FROM ({work}) w0) w) wn)"
         ));
     }
     if let Some(finished) = finished {
         parts.push(format!(
-            "(SELECT count(*) FROM (SELECT pg_notify({chan}, {origin} || ' f ' || \
+            "(SELECT count(*) FROM (SELECT pg_notify({chan}::text, {origin}::text || ' f ' || \
              string_agg(replace(f.id::text, '-', ''), ',')) \
              FROM (SELECT f0.id, (row_number() OVER ()) / {FINISHED_PER_NOTIFY} AS g \
              FROM ({finished}) f0) f GROUP BY f.g) fn)"
@@ -202,10 +200,15 @@ fn notify_sql(chan: &str, origin: &str, work: Option<&str>, finished: Option<&st
     }
 }
 
-/// `CASE` answering, for an input row `i` no UPDATE matched, whether the task exists
-/// (LeaseLost) or not (NotFound). Evaluated only for misses.
-fn exists_sql(t: &str) -> String {
-    format!("CASE WHEN u.ord IS NULL THEN EXISTS (SELECT 1 FROM {t} x WHERE x.id = i.id) END")
+/// A join answering `k.known`, for an input row `i` the update did not apply to,
+/// whether the task exists (LeaseLost) or not (NotFound): a primary-key probe, skipped
+/// (one-time filter) for applied rows; `OFFSET 0` keeps it a per-row probe instead of
+/// a join the planner could turn into a scan.
+fn known_sql(t: &str) -> String {
+    format!(
+        "LEFT JOIN LATERAL (SELECT true AS known FROM {t} x \
+         WHERE x.id = i.id AND u.ord IS NULL OFFSET 0) k ON true"
+    )
 }
 
 /// All SQL text of one namespace, built once.
@@ -251,7 +254,7 @@ impl Sql {
         let r = format!("{s}.results");
         let cols = task_columns("");
         let t_cols = task_columns("t.");
-        let exists = exists_sql(&t);
+        let known = known_sql(&t);
 
         let insert = format!(
             "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], \
@@ -283,8 +286,8 @@ impl Sql {
                SELECT c.* FROM unnest($1::text[]) AS q(queue) CROSS JOIN LATERAL ( \
                  SELECT * FROM (SELECT t.id, t.priority, t.run_at, t.seq, false AS cancel \
                    FROM {t} t WHERE t.status = 'pending' AND t.queue = q.queue \
-                   AND t.run_at <= $2 ORDER BY t.priority DESC, t.run_at, t.seq \
-                   LIMIT $3 FOR UPDATE SKIP LOCKED) p \
+                   AND t.run_at <= $2::timestamptz ORDER BY t.priority DESC, t.run_at, t.seq \
+                   LIMIT $3::int8 FOR UPDATE SKIP LOCKED) p \
                  UNION ALL \
                  SELECT * FROM (SELECT t.id, t.priority, t.run_at, t.seq, t.cancel_requested \
                    FROM {t} t WHERE t.queue = q.queue AND t.lease_until <= $2 \
@@ -302,7 +305,7 @@ impl Sql {
                  lease_token = CASE WHEN t.status = 'running' AND t.cancel_requested \
                    THEN t.lease_token ELSE t.lease_token + 1 END, \
                  lease_until = CASE WHEN t.status = 'running' AND t.cancel_requested \
-                   THEN NULL ELSE $4 END, \
+                   THEN NULL ELSE $4::timestamptz END, \
                  last_attempt_at = CASE WHEN t.status = 'running' AND t.cancel_requested \
                    THEN t.last_attempt_at ELSE $2 END, \
                  updated_at = $2 \
@@ -320,47 +323,74 @@ impl Sql {
             )
         );
 
+        // The earliest pending eta without an index of its own: a loose walk of the
+        // claim index, one probe per distinct priority of the queue (the first entry
+        // of each priority is its earliest), plus the first entry of the lease index.
         let next_due = format!(
             "SELECT min(x.at) FROM unnest($1::text[]) AS q(queue) CROSS JOIN LATERAL ( \
-               SELECT * FROM (SELECT run_at AS at FROM {t} WHERE status = 'pending' \
-                 AND queue = q.queue ORDER BY run_at LIMIT 1) p \
+               SELECT (WITH RECURSIVE p(priority) AS ( \
+                   (SELECT t.priority FROM {t} t WHERE t.status = 'pending' \
+                     AND t.queue = q.queue ORDER BY t.priority DESC LIMIT 1) \
+                   UNION ALL \
+                   SELECT (SELECT t.priority FROM {t} t WHERE t.status = 'pending' \
+                     AND t.queue = q.queue AND t.priority < p.priority \
+                     ORDER BY t.priority DESC LIMIT 1) FROM p WHERE p.priority IS NOT NULL) \
+                 SELECT min((SELECT t.run_at FROM {t} t WHERE t.status = 'pending' \
+                   AND t.queue = q.queue AND t.priority = p.priority \
+                   ORDER BY t.run_at LIMIT 1)) FROM p WHERE p.priority IS NOT NULL) AS at \
                UNION ALL \
-               SELECT * FROM (SELECT lease_until FROM {t} WHERE lease_until IS NOT NULL \
-                 AND queue = q.queue ORDER BY lease_until LIMIT 1) l \
+               SELECT * FROM (SELECT t.lease_until FROM {t} t WHERE t.lease_until IS NOT NULL \
+                 AND t.queue = q.queue ORDER BY t.lease_until LIMIT 1) l \
              ) x"
         );
 
-        let fenced = "t.id = i.id AND t.status = 'running' AND t.lease_token = i.token";
+        // Lease writes: lock the items' rows first, each by a primary-key probe under the
+        // fencing condition (`l`: a LATERAL with FOR UPDATE is never flattened into a
+        // join, so it stays an index lookup whatever the statistics say), then update
+        // exactly those rows. `l` also keeps what the run looked like before the update
+        // (attempts, start) for its result row.
+        let locked = |cols: &str| {
+            format!(
+                "l AS MATERIALIZED (SELECT i.*, x.* FROM i CROSS JOIN LATERAL ( \
+                   SELECT t.attempts AS run_attempts, t.last_attempt_at AS run_started{cols} \
+                   FROM {t} t WHERE t.id = i.id AND t.status = 'running' \
+                   AND t.lease_token = i.token FOR UPDATE) x)"
+            )
+        };
+        let targets = "t.id = ANY (ARRAY(SELECT id FROM l)) AND t.id = l.id";
+
         let heartbeat = format!(
             "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::int8[]) \
                  WITH ORDINALITY AS i(id, token, ord)), \
-             u AS (UPDATE {t} t SET lease_until = $3 FROM i WHERE {fenced} \
-                 RETURNING i.ord, t.cancel_requested) \
-             SELECT i.ord, u.cancel_requested, {exists} AS known \
-             FROM i LEFT JOIN u ON u.ord = i.ord ORDER BY i.ord"
+             {}, \
+             u AS (UPDATE {t} t SET lease_until = $3::timestamptz FROM l WHERE {targets} \
+                 RETURNING l.ord, t.cancel_requested) \
+             SELECT i.ord, u.cancel_requested, k.known \
+             FROM i LEFT JOIN u ON u.ord = i.ord {known} ORDER BY i.ord",
+            locked("")
         );
 
-        // The result row records the run: its attempts and start come from the task as
-        // it was (`o`), before an interval re-arm resets them.
-        let again = "i.next_run IS NOT NULL AND NOT t.cancel_requested";
+        let again = "l.next_run IS NOT NULL AND NOT t.cancel_requested";
         let complete = format!(
             "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bytea[], \
                  $4::timestamptz[], $5::timestamptz[]) \
                  WITH ORDINALITY AS i(id, token, result, now, next_run, ord)), \
+             {}, \
              u AS (UPDATE {t} t SET \
                  status = CASE WHEN {again} THEN 'pending' ELSE 'success' END, \
-                 eta = CASE WHEN {again} THEN i.next_run ELSE t.eta END, \
-                 run_at = CASE WHEN {again} THEN i.next_run ELSE t.run_at END, \
+                 eta = CASE WHEN {again} THEN l.next_run ELSE t.eta END, \
+                 run_at = CASE WHEN {again} THEN l.next_run ELSE t.run_at END, \
                  attempts = CASE WHEN {again} THEN 0 ELSE t.attempts END, \
-                 error = NULL, lease_until = NULL, updated_at = i.now \
-               FROM i JOIN {t} o ON o.id = i.id WHERE {fenced} \
-               RETURNING i.ord, t.id, t.queue, t.status, i.result, i.now, \
-                 o.attempts AS run_attempts, o.last_attempt_at AS run_started), \
+                 error = NULL, lease_until = NULL, updated_at = l.now \
+               FROM l WHERE {targets} \
+               RETURNING l.ord, t.id, t.queue, t.status, l.result, l.now, l.run_attempts, \
+                 l.run_started), \
              res AS (INSERT INTO {r} ({RESULT_COLUMNS}) \
                SELECT id, 'success', result, NULL, now, run_attempts, run_started FROM u \
                {UPSERT_RESULT}) \
-             SELECT i.ord, u.status, u.queue, {exists} AS known, {} AS notified \
-             FROM i LEFT JOIN u ON u.ord = i.ord ORDER BY i.ord",
+             SELECT i.ord, u.status, u.queue, k.known, {} AS notified \
+             FROM i LEFT JOIN u ON u.ord = i.ord {known} ORDER BY i.ord",
+            locked(""),
             notify_sql(
                 "$6",
                 "$7",
@@ -375,25 +405,27 @@ impl Sql {
             "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bytea[], \
                  $4::timestamptz[], $5::int2[], $6::timestamptz[]) \
                  WITH ORDINALITY AS i(id, token, error, now, action, at, ord)), \
+             {}, \
              u AS (UPDATE {t} t SET \
                  status = CASE WHEN t.cancel_requested THEN 'cancelled' \
-                   WHEN i.action = 2 THEN 'failed' ELSE 'pending' END, \
-                 eta = CASE WHEN NOT t.cancel_requested AND i.action <> 2 \
-                   THEN i.at ELSE t.eta END, \
-                 run_at = CASE WHEN NOT t.cancel_requested AND i.action <> 2 \
-                   THEN i.at ELSE t.run_at END, \
-                 attempts = CASE WHEN NOT t.cancel_requested AND i.action = 1 \
+                   WHEN l.action = 2 THEN 'failed' ELSE 'pending' END, \
+                 eta = CASE WHEN NOT t.cancel_requested AND l.action <> 2 \
+                   THEN l.at ELSE t.eta END, \
+                 run_at = CASE WHEN NOT t.cancel_requested AND l.action <> 2 \
+                   THEN l.at ELSE t.run_at END, \
+                 attempts = CASE WHEN NOT t.cancel_requested AND l.action = 1 \
                    THEN 0 ELSE t.attempts END, \
-                 error = i.error, lease_until = NULL, updated_at = i.now \
-               FROM i JOIN {t} o ON o.id = i.id WHERE {fenced} \
-               RETURNING i.ord, t.id, t.queue, t.status, i.error, i.now, i.action, \
-                 o.attempts AS run_attempts, o.last_attempt_at AS run_started), \
+                 error = l.error, lease_until = NULL, updated_at = l.now \
+               FROM l WHERE {targets} \
+               RETURNING l.ord, t.id, t.queue, t.status, l.error, l.now, l.action, \
+                 l.run_attempts, l.run_started), \
              res AS (INSERT INTO {r} ({RESULT_COLUMNS}) \
                SELECT id, CASE WHEN status = 'cancelled' THEN 'cancelled' ELSE 'failed' END, \
                  NULL, error, now, run_attempts, run_started FROM u \
                WHERE status = 'cancelled' OR action <> 0 {UPSERT_RESULT}) \
-             SELECT i.ord, u.status, u.queue, {exists} AS known, {} AS notified \
-             FROM i LEFT JOIN u ON u.ord = i.ord ORDER BY i.ord",
+             SELECT i.ord, u.status, u.queue, k.known, {} AS notified \
+             FROM i LEFT JOIN u ON u.ord = i.ord {known} ORDER BY i.ord",
+            locked(""),
             notify_sql(
                 "$7",
                 "$8",
@@ -406,17 +438,19 @@ impl Sql {
         let release = format!(
             "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::int8[]) \
                  WITH ORDINALITY AS i(id, token, ord)), \
+             {}, \
              u AS (UPDATE {t} t SET \
                  status = CASE WHEN t.cancel_requested THEN 'cancelled' ELSE 'pending' END, \
-                 lease_until = NULL, attempts = greatest(t.attempts - 1, 0), updated_at = $3 \
-               FROM i WHERE {fenced} \
-               RETURNING i.ord, t.id, t.queue, t.status, t.error, t.attempts, \
+                 lease_until = NULL, attempts = greatest(t.attempts - 1, 0), updated_at = $3::timestamptz \
+               FROM l WHERE {targets} \
+               RETURNING l.ord, t.id, t.queue, t.status, t.error, t.attempts, \
                  t.last_attempt_at), \
              res AS (INSERT INTO {r} ({RESULT_COLUMNS}) \
                SELECT id, 'cancelled', NULL, error, $3, attempts, last_attempt_at FROM u \
                WHERE status = 'cancelled' {UPSERT_RESULT}) \
-             SELECT i.ord, u.status, u.queue, {exists} AS known, {} AS notified \
-             FROM i LEFT JOIN u ON u.ord = i.ord ORDER BY i.ord",
+             SELECT i.ord, u.status, u.queue, k.known, {} AS notified \
+             FROM i LEFT JOIN u ON u.ord = i.ord {known} ORDER BY i.ord",
+            locked(""),
             notify_sql(
                 "$4",
                 "$5",
@@ -465,23 +499,23 @@ impl Sql {
                 "UPDATE {t} SET cancel_requested = true, updated_at = $2 WHERE id = $1"
             ),
             purge_results: format!(
-                "DELETE FROM {r} WHERE task_id IN (SELECT task_id FROM {r} \
-                 WHERE finished_at < $1 ORDER BY finished_at LIMIT $2)"
+                "DELETE FROM {r} WHERE task_id = ANY (ARRAY(SELECT task_id FROM {r} \
+                 WHERE finished_at < $1 ORDER BY finished_at LIMIT $2))"
             ),
             purge_tasks: format!(
-                "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} \
+                "DELETE FROM {t} WHERE id = ANY (ARRAY(SELECT id FROM {t} \
                  WHERE status IN ('success', 'failed', 'cancelled') AND updated_at < $1 \
-                 ORDER BY updated_at LIMIT $2)"
+                 ORDER BY updated_at LIMIT $2))"
             ),
             // The background sweep skips rows another process is deleting right now.
             sweep_results: format!(
-                "DELETE FROM {r} WHERE task_id IN (SELECT task_id FROM {r} \
-                 WHERE finished_at < $1 ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                "DELETE FROM {r} WHERE task_id = ANY (ARRAY(SELECT task_id FROM {r} \
+                 WHERE finished_at < $1 ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED))"
             ),
             sweep_tasks: format!(
-                "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} \
+                "DELETE FROM {t} WHERE id = ANY (ARRAY(SELECT id FROM {t} \
                  WHERE status IN ('success', 'failed', 'cancelled') AND updated_at < $1 \
-                 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+                 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED))"
             ),
             tasks: t,
         }
@@ -538,5 +572,281 @@ mod tests {
     fn finished_notifications_fit_the_payload_limit() {
         // origin (16 hex) + " f " + 200 ids of 32 hex digits and a comma.
         assert!(16 + 3 + FINISHED_PER_NOTIFY * 33 < 8000);
+    }
+
+    // The query plans of the hot statements, on a table large enough for the planner
+    // to care, with fresh statistics: each must walk its index, none may scan a table.
+    use crate::convert::PgTime;
+    use crate::test_support::Fresh;
+    use omniq_core::{ClaimRequest, Completion, Payload, Storage, Task};
+    use sqlx::Row;
+    use time::{Duration, OffsetDateTime};
+
+    fn assert_uses(what: &str, plan: &str, indexes: &[&str]) {
+        for index in indexes {
+            assert!(
+                plan.contains(&format!("using {index}"))
+                    || plan.contains(&format!("Bitmap Index Scan on {index}")),
+                "{what} does not use {index}:\n{plan}"
+            );
+        }
+        for table in ["tasks", "results"] {
+            assert!(
+                !plan.contains(&format!("Seq Scan on {table}")),
+                "{what} scans the {table} table:\n{plan}"
+            );
+        }
+    }
+
+    async fn explain(
+        conn: &mut sqlx::PgConnection,
+        q: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> String {
+        let rows = q.fetch_all(&mut *conn).await.expect("explain");
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The generic plan (what a prepared statement settles on after five runs).
+    async fn generic(conn: &mut sqlx::PgConnection, sql: &str, params: usize) -> String {
+        sqlx::Executor::execute(&mut *conn, "DEALLOCATE ALL")
+            .await
+            .expect("deallocate");
+        sqlx::Executor::execute(&mut *conn, format!("PREPARE probe AS {sql}").as_str())
+            .await
+            .expect("prepare");
+        sqlx::Executor::execute(&mut *conn, "SET plan_cache_mode = force_generic_plan")
+            .await
+            .expect("set");
+        let nulls = vec!["NULL"; params].join(", ");
+        let text = format!("EXPLAIN EXECUTE probe({nulls})");
+        let plan = explain(conn, sqlx::query(&text)).await;
+        sqlx::Executor::execute(&mut *conn, "RESET plan_cache_mode; DEALLOCATE probe")
+            .await
+            .expect("reset");
+        plan
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hot_statements_use_their_indexes() {
+        let fresh = Fresh::new("explain").await;
+        let s = &fresh.storage;
+        let now = OffsetDateTime::now_utc();
+        for queue in ["q0", "q1", "q2"] {
+            let mut rest: Vec<Task> = (0..10_000)
+                .map(|i| {
+                    let mut t = Task::new("f", Payload(b"[]".to_vec()));
+                    t.queue = queue.into();
+                    t.priority = i % 3;
+                    t
+                })
+                .collect();
+            while !rest.is_empty() {
+                let tail = rest.split_off(rest.len().min(crate::MAX_BATCH));
+                s.enqueue(rest).await.expect("enqueue");
+                rest = tail;
+            }
+        }
+        let req = ClaimRequest {
+            queues: vec!["q0".into()],
+            limit: 3000,
+            now: now + Duration::seconds(1),
+            lease: Duration::seconds(30),
+        };
+        let claimed = s.claim(req).await.expect("claim");
+        assert_eq!(claimed.len(), 3000);
+        let done: Vec<Completion> = claimed[..2000]
+            .iter()
+            .map(|c| Completion {
+                lease: c.lease_ref(),
+                result: None,
+                now,
+                next_run: None,
+            })
+            .collect();
+        s.complete(done).await.expect("complete");
+        let mut conn = s.pool().acquire().await.expect("connection");
+        let ns = &fresh.ns;
+        sqlx::Executor::execute(
+            &mut *conn,
+            format!(r#"ANALYZE "{ns}".tasks, "{ns}".results"#).as_str(),
+        )
+        .await
+        .expect("analyze");
+
+        let sql = Sql::new(ns);
+        let running: Vec<uuid::Uuid> = claimed[2000..2256].iter().map(|c| c.task.id.0).collect();
+        let tokens: Vec<i64> = claimed[2000..2256]
+            .iter()
+            .map(|c| c.lease.token.0)
+            .collect();
+        let t = PgTime::of(now + Duration::minutes(1));
+        let ts: Vec<PgTime> = vec![t; running.len()];
+        let none_t: Vec<Option<PgTime>> = vec![None; running.len()];
+        let none_b: Vec<Option<Vec<u8>>> = vec![None; running.len()];
+        let errs: Vec<Vec<u8>> = vec![b"e".to_vec(); running.len()];
+        let acts: Vec<i16> = vec![0; running.len()];
+        let queues = vec!["q0".to_string(), "q1".to_string()];
+
+        let custom = [
+            (
+                "claim",
+                explain(
+                    &mut conn,
+                    sqlx::query(&format!("EXPLAIN {}", sql.claim))
+                        .bind(&queues)
+                        .bind(t)
+                        .bind(100_i64)
+                        .bind(t)
+                        .bind("c")
+                        .bind("o"),
+                )
+                .await,
+                &["tasks_claim", "tasks_lease", "tasks_pkey"][..],
+            ),
+            (
+                "complete",
+                explain(
+                    &mut conn,
+                    sqlx::query(&format!("EXPLAIN {}", sql.complete))
+                        .bind(&running)
+                        .bind(&tokens)
+                        .bind(&none_b)
+                        .bind(&ts)
+                        .bind(&none_t)
+                        .bind("c")
+                        .bind("o"),
+                )
+                .await,
+                &["tasks_pkey"][..],
+            ),
+            (
+                "fail",
+                explain(
+                    &mut conn,
+                    sqlx::query(&format!("EXPLAIN {}", sql.fail))
+                        .bind(&running)
+                        .bind(&tokens)
+                        .bind(&errs)
+                        .bind(&ts)
+                        .bind(&acts)
+                        .bind(&none_t)
+                        .bind("c")
+                        .bind("o"),
+                )
+                .await,
+                &["tasks_pkey"][..],
+            ),
+            (
+                "heartbeat",
+                explain(
+                    &mut conn,
+                    sqlx::query(&format!("EXPLAIN {}", sql.heartbeat))
+                        .bind(&running)
+                        .bind(&tokens)
+                        .bind(t),
+                )
+                .await,
+                &["tasks_pkey"][..],
+            ),
+            (
+                "release",
+                explain(
+                    &mut conn,
+                    sqlx::query(&format!("EXPLAIN {}", sql.release))
+                        .bind(&running)
+                        .bind(&tokens)
+                        .bind(t)
+                        .bind("c")
+                        .bind("o"),
+                )
+                .await,
+                &["tasks_pkey"][..],
+            ),
+            (
+                "next_due",
+                explain(
+                    &mut conn,
+                    sqlx::query(&format!("EXPLAIN {}", sql.next_due)).bind(&queues),
+                )
+                .await,
+                &["tasks_claim", "tasks_lease"][..],
+            ),
+            (
+                "find_unique",
+                explain(
+                    &mut conn,
+                    sqlx::query(&format!("EXPLAIN {}", sql.find_unique))
+                        .bind(&queues)
+                        .bind(&queues),
+                )
+                .await,
+                &["tasks_unique"][..],
+            ),
+            (
+                "sweep results",
+                explain(
+                    &mut conn,
+                    sqlx::query(&format!("EXPLAIN {}", sql.sweep_results))
+                        .bind(t)
+                        .bind(10_000_i64),
+                )
+                .await,
+                &["results_finished", "results_pkey"][..],
+            ),
+            (
+                "sweep tasks",
+                explain(
+                    &mut conn,
+                    sqlx::query(&format!("EXPLAIN {}", sql.sweep_tasks))
+                        .bind(t)
+                        .bind(10_000_i64),
+                )
+                .await,
+                &["tasks_finished", "tasks_pkey"][..],
+            ),
+        ];
+        for (what, plan, indexes) in &custom {
+            eprintln!("{what} (custom plan):\n{plan}\n");
+            assert_uses(what, plan, indexes);
+        }
+        let generic_plans = [
+            (
+                "claim",
+                generic(&mut conn, &sql.claim, 6).await,
+                &["tasks_claim", "tasks_lease", "tasks_pkey"][..],
+            ),
+            (
+                "complete",
+                generic(&mut conn, &sql.complete, 7).await,
+                &["tasks_pkey"][..],
+            ),
+            (
+                "fail",
+                generic(&mut conn, &sql.fail, 8).await,
+                &["tasks_pkey"][..],
+            ),
+            (
+                "heartbeat",
+                generic(&mut conn, &sql.heartbeat, 3).await,
+                &["tasks_pkey"][..],
+            ),
+            (
+                "release",
+                generic(&mut conn, &sql.release, 5).await,
+                &["tasks_pkey"][..],
+            ),
+            (
+                "next_due",
+                generic(&mut conn, &sql.next_due, 1).await,
+                &["tasks_claim", "tasks_lease"][..],
+            ),
+        ];
+        for (what, plan, indexes) in &generic_plans {
+            eprintln!("{what} (generic plan):\n{plan}\n");
+            assert_uses(what, plan, indexes);
+        }
     }
 }

@@ -17,7 +17,8 @@ use time::OffsetDateTime;
 
 impl PostgresStorage {
     pub(crate) async fn read_task(&self, id: &TaskId) -> Result<Option<Task>> {
-        let row = sqlx::query(&self.inner.sql.get_task)
+        let row = self
+            .query(&self.inner.sql.get_task)
             .bind(id.0)
             .fetch_optional(self.db()?)
             .await?;
@@ -33,11 +34,11 @@ impl PostgresStorage {
     ) -> Result<()> {
         let sql = &self.inner.sql;
         let mut tx = self.db()?.begin().await?;
-        let (status, queue, _) = lock_task(&mut tx, &sql.lock_task, id, now).await?;
+        let (status, queue, _) = self.lock_task(&mut tx, id, now).await?;
         if status.is_terminal() {
             return Err(Error::Finished { id: *id, status });
         }
-        sqlx::query(&sql.reschedule)
+        self.query(&sql.reschedule)
             .bind(id.0)
             .bind(PgTime::of(new_eta))
             .bind(PgTime::of(now))
@@ -52,7 +53,8 @@ impl PostgresStorage {
     pub(crate) async fn read_result(&self, id: &TaskId) -> Result<Option<TaskResult>> {
         // TTL bookkeeping may read the wall clock (never scheduling decisions).
         let cutoff = wall_clock() - self.inner.result_ttl;
-        let row = sqlx::query(&self.inner.sql.get_result)
+        let row = self
+            .query(&self.inner.sql.get_result)
             .bind(id.0)
             .bind(PgTime::of(cutoff))
             .fetch_optional(self.db()?)
@@ -68,7 +70,7 @@ impl PostgresStorage {
     ) -> Result<CancelOutcome> {
         let sql = &self.inner.sql;
         let mut tx = self.db()?.begin().await?;
-        let (status, _, expired) = lock_task(&mut tx, &sql.lock_task, id, now).await?;
+        let (status, _, expired) = self.lock_task(&mut tx, id, now).await?;
         let outcome = match status {
             TaskStatus::Pending | TaskStatus::Failed => CancelOutcome::Cancelled,
             // A Running task whose lease expired has no worker left to act on a request.
@@ -83,7 +85,7 @@ impl PostgresStorage {
             CancelOutcome::AlreadyFinished(_) => &[],
         };
         for text in statements {
-            sqlx::query(text)
+            self.query(text)
                 .bind(id.0)
                 .bind(PgTime::of(now))
                 .execute(&mut *tx)
@@ -104,7 +106,7 @@ impl PostgresStorage {
     /// transaction.
     async fn notify(&self, conn: &mut PgConnection, hint: &str) -> Result<()> {
         let n = &self.inner.notifier;
-        sqlx::query("SELECT pg_notify($1, $2)")
+        self.query("SELECT pg_notify($1, $2)")
             .bind(&n.channel)
             .bind(format!("{} {hint}", n.origin))
             .execute(conn)
@@ -131,7 +133,8 @@ impl PostgresStorage {
         let fetch = i64::try_from(filter.limit)
             .unwrap_or(i64::MAX - 1)
             .saturating_add(1);
-        let rows = sqlx::query(&text)
+        let rows = self
+            .query(&text)
             .bind(filter.cursor.as_ref().map(|c| c.0.0))
             .bind(filter.status.map(TaskStatus::as_str))
             .bind(filter.queue.as_deref())
@@ -157,7 +160,7 @@ impl PostgresStorage {
             validate_queue(q)?;
         }
         let text = self.inner.sql.counts(queue.is_some());
-        let rows = sqlx::query(&text).bind(queue).fetch_all(self.db()?).await?;
+        let rows = self.query(&text).bind(queue).fetch_all(self.db()?).await?;
         let mut by_queue: BTreeMap<String, QueueCounts> = BTreeMap::new();
         if let Some(q) = queue {
             // One entry for the queue asked about, zeros when it has no tasks.
@@ -192,7 +195,8 @@ impl PostgresStorage {
         let mut removed = 0;
         for (text, count) in [(&sql.purge_results, true), (&sql.purge_tasks, false)] {
             loop {
-                let n = sqlx::query(text)
+                let n = self
+                    .query(text)
                     .bind(cutoff)
                     .bind(batch)
                     .execute(pool)
@@ -241,7 +245,8 @@ impl PostgresStorage {
         let mut removed = 0;
         for text in [&sql.sweep_results, &sql.sweep_tasks] {
             loop {
-                let n = sqlx::query(text)
+                let n = self
+                    .query(text)
                     .bind(cutoff)
                     .bind(batch)
                     .execute(self.db()?)
@@ -262,22 +267,25 @@ pub(crate) fn now_millis() -> i64 {
     i64::try_from(wall_clock().unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// Locks a task row for a single-task change: its status, queue, and whether it is
-/// Running under an expired lease; `NotFound` if missing.
-async fn lock_task(
-    conn: &mut PgConnection,
-    sql: &str,
-    id: &TaskId,
-    now: OffsetDateTime,
-) -> Result<(TaskStatus, String, bool)> {
-    let row = sqlx::query(sql)
-        .bind(id.0)
-        .bind(PgTime::of(now))
-        .fetch_optional(conn)
-        .await?
-        .ok_or(Error::NotFound(*id))?;
-    let status = convert::status(row.try_get(0)?)?;
-    let queue: String = row.try_get(1)?;
-    let expired: Option<bool> = row.try_get(2)?;
-    Ok((status, queue, expired == Some(true)))
+impl PostgresStorage {
+    /// Locks a task row for a single-task change: its status, queue, and whether it is
+    /// Running under an expired lease; `NotFound` if missing.
+    async fn lock_task(
+        &self,
+        conn: &mut PgConnection,
+        id: &TaskId,
+        now: OffsetDateTime,
+    ) -> Result<(TaskStatus, String, bool)> {
+        let row = self
+            .query(&self.inner.sql.lock_task)
+            .bind(id.0)
+            .bind(PgTime::of(now))
+            .fetch_optional(conn)
+            .await?
+            .ok_or(Error::NotFound(*id))?;
+        let status = convert::status(row.try_get(0)?)?;
+        let queue: String = row.try_get(1)?;
+        let expired: Option<bool> = row.try_get(2)?;
+        Ok((status, queue, expired == Some(true)))
+    }
 }

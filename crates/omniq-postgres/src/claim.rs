@@ -75,7 +75,8 @@ impl PostgresStorage {
         while start < tasks.len() {
             let end = (start + MAX_BATCH).min(tasks.len());
             let c = columns.slice(start..end);
-            let rows = sqlx::query(&sql.insert)
+            let rows = self
+                .query(&sql.insert)
                 .bind(c.id)
                 .bind(c.func_path)
                 .bind(c.args)
@@ -117,7 +118,8 @@ impl PostgresStorage {
                 queues.push(t.queue.as_str());
                 keys.push(key);
             }
-            let rows = sqlx::query(&sql.find_unique)
+            let rows = self
+                .query(&sql.find_unique)
                 .bind(&queues)
                 .bind(&keys)
                 .fetch_all(&mut *conn)
@@ -162,7 +164,8 @@ impl PostgresStorage {
         notifier.note_queues(&queues);
         let limit = i64::try_from(req.limit.min(MAX_BATCH)).unwrap_or(1);
         let until = req.now + req.lease;
-        let rows = sqlx::query(&self.inner.sql.claim)
+        let rows = self
+            .query(&self.inner.sql.claim)
             .bind(&queues)
             .bind(PgTime::of(req.now))
             .bind(limit)
@@ -256,7 +259,8 @@ impl PostgresStorage {
             return Ok(None);
         }
         self.inner.notifier.note_queues(&queues);
-        let at: Option<PgTime> = sqlx::query_scalar(&self.inner.sql.next_due)
+        let at: Option<PgTime> = self
+            .query_scalar(&self.inner.sql.next_due)
             .bind(&queues)
             .fetch_one(self.db()?)
             .await?;

@@ -172,10 +172,13 @@ impl PostgresConfig {
         Ok(())
     }
 
-    /// The connect options with OmniQ's application name when the URL set none, so
-    /// `pg_stat_activity` shows whose connections these are.
-    pub(crate) fn named(options: &PgConnectOptions) -> PgConnectOptions {
-        let options = options.clone();
+    /// The own pool's connect options: OmniQ's application name when the URL set none
+    /// (so `pg_stat_activity` shows whose connections these are), and plans made for
+    /// every execution (see `PostgresStorage::query`).
+    pub(crate) fn for_own_pool(options: &PgConnectOptions) -> PgConnectOptions {
+        let options = options
+            .clone()
+            .options([("plan_cache_mode", "force_custom_plan")]);
         if options.get_application_name().is_some() {
             options
         } else {

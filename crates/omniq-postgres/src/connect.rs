@@ -23,7 +23,7 @@ impl PostgresStorage {
         let ns = cfg.namespace.clone();
         let (pool, owns_pool, options) = match connection {
             Connection::Options(options) => {
-                let options = PostgresConfig::named(&options);
+                let options = PostgresConfig::for_own_pool(&options);
                 let mut conn = first_connection(&options, cfg.acquire_timeout).await?;
                 let migrated = schema::migrate(&mut conn, &ns).await;
                 let _ = sqlx::Connection::close(conn).await;

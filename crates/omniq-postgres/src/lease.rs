@@ -135,7 +135,8 @@ impl PostgresStorage {
             segments(leases.iter().map(|l| l.task_id)),
             |conn, range| {
                 let (ids, tokens) = lease_columns(&leases[range]);
-                let rows = sqlx::query(sql)
+                let rows = self
+                    .query(sql)
                     .bind(&ids)
                     .bind(&tokens)
                     .bind(until)
@@ -178,7 +179,8 @@ impl PostgresStorage {
                 let nows: Vec<PgTime> = part.iter().map(|c| PgTime::of(c.now)).collect();
                 let next: Vec<Option<PgTime>> =
                     part.iter().map(|c| c.next_run.map(PgTime::of)).collect();
-                let rows = sqlx::query(sql)
+                let rows = self
+                    .query(sql)
                     .bind(&ids)
                     .bind(&tokens)
                     .bind(&results)
@@ -226,7 +228,8 @@ impl PostgresStorage {
                         FailAction::Fail => (2, None),
                     })
                     .unzip();
-                let rows = sqlx::query(sql)
+                let rows = self
+                    .query(sql)
                     .bind(&ids)
                     .bind(&tokens)
                     .bind(&errs)
@@ -264,7 +267,8 @@ impl PostgresStorage {
             |conn, range| {
                 let part = &leases[range];
                 let (ids, tokens) = lease_columns(part);
-                let rows = sqlx::query(sql)
+                let rows = self
+                    .query(sql)
                     .bind(&ids)
                     .bind(&tokens)
                     .bind(now)

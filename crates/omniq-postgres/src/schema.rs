@@ -347,14 +347,17 @@ impl Sql {
         // Lease writes: lock the items' rows first, each by a primary-key probe under the
         // fencing condition (`l`: a LATERAL with FOR UPDATE is never flattened into a
         // join, so it stays an index lookup whatever the statistics say), then update
-        // exactly those rows. `l` also keeps what the run looked like before the update
-        // (attempts, start) for its result row.
+        // exactly those rows. Rows are locked in id order, so concurrent lease writes
+        // over overlapping tasks (a heartbeat and a completion) queue behind each other
+        // instead of deadlocking. `l` also keeps what the run looked like before the
+        // update (attempts, start) for its result row.
         let locked = |cols: &str| {
             format!(
-                "l AS MATERIALIZED (SELECT i.*, x.* FROM i CROSS JOIN LATERAL ( \
+                "l AS MATERIALIZED (SELECT s.*, x.* \
+                   FROM (SELECT * FROM i ORDER BY id) s CROSS JOIN LATERAL ( \
                    SELECT t.attempts AS run_attempts, t.last_attempt_at AS run_started{cols} \
-                   FROM {t} t WHERE t.id = i.id AND t.status = 'running' \
-                   AND t.lease_token = i.token FOR UPDATE) x)"
+                   FROM {t} t WHERE t.id = s.id AND t.status = 'running' \
+                   AND t.lease_token = s.token FOR UPDATE) x)"
             )
         };
         let targets = "t.id = ANY (ARRAY(SELECT id FROM l)) AND t.id = l.id";

@@ -10,6 +10,7 @@ use omniq_core::{
     LeaseRef, OperationExt, Outcome, Page, QueueCounts, Storage, StorageError, Task, TaskFilter,
     TaskId, TaskResult, Wake, async_trait, validate_name,
 };
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::{PgPool, Postgres, Transaction};
 use std::collections::HashSet;
 use std::fmt;
@@ -31,7 +32,8 @@ pub struct PostgresStorage {
 
 pub(crate) struct Inner {
     pub(crate) pool: PgPool,
-    /// False for an application's pool: `close()` leaves it open.
+    /// False for an application's pool: `close()` leaves it open, and statements are
+    /// not kept prepared on its connections (see [`PostgresStorage::query`]).
     pub(crate) owns_pool: bool,
     pub(crate) sql: Sql,
     pub(crate) namespace: String,
@@ -128,6 +130,25 @@ impl PostgresStorage {
         Ok(&self.inner.pool)
     }
 
+    /// A statement of this backend. Every plan must be made for the tables as they are
+    /// now: a generic plan cached while a table was nearly empty (a fresh deployment)
+    /// may scan it sequentially once it holds millions of rows. The own pool's
+    /// connections plan every execution (`plan_cache_mode = force_custom_plan`, set when
+    /// they connect); on an application's pool, whose settings are its own, statements
+    /// are sent unprepared instead, which plans them each time too.
+    pub(crate) fn query<'q>(&self, sql: &'q str) -> Query<'q> {
+        sqlx::query(sql).persistent(self.inner.owns_pool)
+    }
+
+    /// [`PostgresStorage::query`] for a one-column answer.
+    pub(crate) fn query_scalar<'q, T>(&self, sql: &'q str) -> QueryScalar<'q, T>
+    where
+        T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>,
+        (T,): for<'r> sqlx::FromRow<'r, PgRow>,
+    {
+        sqlx::query_scalar(sql).persistent(self.inner.owns_pool)
+    }
+
     pub(crate) fn wake(&self, wake: Wake) {
         self.inner.notifier.local(wake);
     }
@@ -144,6 +165,12 @@ impl PostgresStorage {
         }
     }
 }
+
+/// A statement with its arguments.
+pub(crate) type Query<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
+/// A one-column statement with its arguments.
+pub(crate) type QueryScalar<'q, T> = sqlx::query::QueryScalar<'q, Postgres, T, PgArguments>;
 
 /// A queue name checked like every other name: a `Config` error otherwise.
 pub(crate) fn validate_queue(queue: &str) -> Result<()> {

@@ -289,3 +289,65 @@ impl PostgresStorage {
         Ok((status, queue, expired == Some(true)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::Fresh;
+    use omniq_core::{ClaimRequest, Completion, Payload, Storage, Task};
+    use std::sync::atomic::Ordering;
+    use time::Duration;
+
+    /// The sweep deletes in statements of at most `sweep_batch` rows, until none is left.
+    #[tokio::test]
+    async fn the_sweep_deletes_in_bounded_batches() {
+        let fresh = Fresh::new("sweep").await;
+        let s = &fresh.storage;
+        s.inner.sweep_batch.store(100, Ordering::Relaxed);
+        let long_ago = crate::convert::wall_clock() - Duration::days(30);
+        let tasks: Vec<Task> = (0..250)
+            .map(|_| {
+                let mut t = Task::new("f", Payload(b"0".to_vec()));
+                t.created_at = long_ago;
+                t
+            })
+            .collect();
+        s.enqueue(tasks).await.expect("enqueue");
+        let claimed = s
+            .claim(ClaimRequest {
+                queues: vec!["default".into()],
+                limit: 250,
+                now: long_ago,
+                lease: Duration::seconds(30),
+            })
+            .await
+            .expect("claim");
+        let done = claimed
+            .iter()
+            .map(|c| Completion {
+                lease: c.lease_ref(),
+                result: None,
+                now: long_ago,
+                next_run: None,
+            })
+            .collect();
+        s.complete(done).await.expect("complete");
+        // 250 results and 250 finished tasks, 100 rows per statement.
+        assert_eq!(s.sweep_expired().await.expect("sweep"), 500);
+        assert_eq!(s.sweep_expired().await.expect("sweep"), 0);
+        let left: i64 = sqlx::query_scalar(&format!(
+            r#"SELECT (SELECT count(*) FROM "{0}".tasks) + (SELECT count(*) FROM "{0}".results)"#,
+            fresh.ns
+        ))
+        .fetch_one(s.pool())
+        .await
+        .expect("count");
+        assert_eq!(left, 0);
+        // purge_results answers the results it removed, also in bounded statements.
+        assert_eq!(
+            s.purge_results(crate::convert::wall_clock())
+                .await
+                .expect("purge"),
+            0
+        );
+    }
+}

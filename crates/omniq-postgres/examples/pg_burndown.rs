@@ -43,11 +43,6 @@ async fn drained(storage: &dyn Storage) -> Result<(), Box<dyn std::error::Error>
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let _log = if std::env::var_os("OMNIQ_LOG_LEVEL").is_some() {
-        Some(omniq::logging::configure_from_env()?)
-    } else {
-        None
-    };
     let tasks = num("--tasks", 50_000)?;
     let concurrency = num("--concurrency", 64)?;
     let prefetch = num("--prefetch", 512)?;

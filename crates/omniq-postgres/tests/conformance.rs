@@ -1,18 +1,18 @@
-//! The OmniQ conformance suite against the PostgreSQL backend
-//! (`OMNIQ_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
+//! The OmniQ conformance suite against the PostgreSQL backend (`OMNIQ_CONFORMANCE_URL`,
+//! else `OMNIQ_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`).
 //! Every case gets a fresh namespace — its own schema — in one database, so namespace
-//! isolation is checked where it matters; every schema this run created is dropped
-//! when it ends.
+//! isolation is checked where it matters; `cleanup` drops every schema this run created.
 
 use omniq_conformance::{StorageFactory, async_trait};
-use omniq_core::{Storage, StorageError};
+use omniq_core::{Storage, StorageError, StorageErrorKind};
 use omniq_postgres::PostgresStorage;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn url() -> String {
-    std::env::var("OMNIQ_TEST_POSTGRES_URL")
+    std::env::var("OMNIQ_CONFORMANCE_URL")
+        .or_else(|_| std::env::var("OMNIQ_TEST_POSTGRES_URL"))
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
@@ -66,43 +66,33 @@ impl StorageFactory for PostgresFactory {
             .unwrap_or_else(|e| panic!("dropping the broken instance's schema: {e}"));
         Some(Arc::new(storage))
     }
-}
 
-/// Drops every schema this run created.
-fn drop_schemas() {
-    let run = async {
-        let pool = sqlx::PgPool::connect(&url()).await?;
+    /// Drops every schema this run created.
+    async fn cleanup(&self) -> Result<(), StorageError> {
+        let fail = |e: sqlx::Error| {
+            StorageError::new(StorageErrorKind::Unavailable, "postgres", e.to_string())
+        };
+        let pool = sqlx::PgPool::connect(&url()).await.map_err(fail)?;
         let names: Vec<String> = sqlx::query_scalar(
             "SELECT nspname::text FROM pg_namespace WHERE starts_with(nspname, $1)",
         )
         .bind(prefix())
         .fetch_all(&pool)
-        .await?;
+        .await
+        .map_err(fail)?;
         for name in names {
             sqlx::query(&format!(r#"DROP SCHEMA IF EXISTS "{name}" CASCADE"#))
                 .execute(&pool)
-                .await?;
+                .await
+                .map_err(fail)?;
         }
         pool.close().await;
-        Ok::<_, sqlx::Error>(())
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build();
-    match rt {
-        Ok(rt) => {
-            if let Err(e) = rt.block_on(run) {
-                eprintln!("conformance: could not drop this run's schemas: {e}");
-            }
-        }
-        Err(e) => eprintln!("conformance: no runtime to drop this run's schemas: {e}"),
+        Ok(())
     }
 }
 
 fn main() -> ExitCode {
-    let code = omniq_conformance::run(PostgresFactory {
+    omniq_conformance::run(PostgresFactory {
         next: AtomicUsize::new(0),
-    });
-    drop_schemas();
-    code
+    })
 }

@@ -565,10 +565,7 @@ async fn quickstart_path_through_the_worker_pool() {
         .await
         .expect("stop");
     assert_eq!(r.status, TaskStatus::Success);
-    let value: i64 = queue
-        .format()
-        .decode(r.result.expect("payload").as_bytes())
-        .expect("decode");
+    let value: i64 = r.output().expect("decode");
     assert_eq!(value, 42);
     // Pushed wake-ups, not the 5 s poll, moved this along.
     assert!(

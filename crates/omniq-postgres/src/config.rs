@@ -29,7 +29,7 @@ pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub enum Connection {
     /// Its own pool, connected with these options (from a `postgres://` URL).
-    Options(PgConnectOptions),
+    Options(Box<PgConnectOptions>),
     /// The application's pool, shared; `close()` leaves it open.
     Pool(PgPool),
 }
@@ -115,17 +115,17 @@ impl PostgresConfig {
         let scheme_ok = url.starts_with("postgres://") || url.starts_with("postgresql://");
         if !scheme_ok {
             return Err(config(format!(
-                "PostgreSQL URL {shown:?} is not valid: use postgres://user:password@host:port/database"
+                "PostgreSQL URL {shown:?} is not valid: use a postgres:// or postgresql:// URL naming user, password, host, port and database"
             )));
         }
         let options = PgConnectOptions::from_str(url).map_err(|e| {
             config(format!(
-                "PostgreSQL URL {shown:?} is not valid ({}): use postgres://user:password@host:port/database",
+                "PostgreSQL URL {shown:?} is not valid ({}): use a postgres:// or postgresql:// URL naming user, password, host, port and database",
                 redact_credentials(&e.to_string())
             ))
         })?;
         Ok(Self {
-            connection: Some(Connection::Options(options)),
+            connection: Some(Connection::Options(Box::new(options))),
             ..Self::default()
         })
     }

@@ -166,6 +166,9 @@ pub(crate) const RESULT_COLUMNS: &str =
 /// payload limit.
 pub(crate) const FINISHED_PER_NOTIFY: usize = 200;
 
+// origin (16 hex digits) + " f " + the ids (32 hex digits and a comma each).
+const _: () = assert!(16 + 3 + FINISHED_PER_NOTIFY * 33 < 8000);
+
 /// `ON CONFLICT` clause that replaces a task's previous result.
 const UPSERT_RESULT: &str = "ON CONFLICT (task_id) DO UPDATE SET status = EXCLUDED.status, \
      result = EXCLUDED.result, error = EXCLUDED.error, finished_at = EXCLUDED.finished_at, \
@@ -571,11 +574,6 @@ mod tests {
         assert_eq!(LATEST_VERSION as usize, MIGRATIONS.len());
     }
 
-    #[test]
-    fn finished_notifications_fit_the_payload_limit() {
-        // origin (16 hex) + " f " + 200 ids of 32 hex digits and a comma.
-        assert!(16 + 3 + FINISHED_PER_NOTIFY * 33 < 8000);
-    }
 
     // The query plans of the hot statements, on a table large enough for the planner
     // to care, with fresh statistics: each must walk its index, none may scan a table.

@@ -230,8 +230,12 @@ impl PostgresStorage {
         }
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.sweep_expired().await {
-                tracing::warn!(target: "omniq::storage", backend = BACKEND, "expired-result sweep failed: {e}");
+            match this.sweep_expired().await {
+                Ok(_) | Err(Error::Closed) => {}
+                Err(Error::Sqlx(sqlx::Error::PoolClosed)) => {}
+                Err(e) => {
+                    tracing::warn!(target: "omniq::storage", backend = BACKEND, "expired-result sweep failed: {e}");
+                }
             }
         });
     }

@@ -111,7 +111,11 @@ impl PostgresConfig {
     }
 
     fn parse_url(url: &str) -> Result<Self> {
-        let shown = redact_credentials(url);
+        // Query parameters may carry a password too (`?password=…`): never shown.
+        let shown = match url.split_once('?') {
+            Some((base, _)) => format!("{}?…", redact_credentials(base)),
+            None => redact_credentials(url),
+        };
         let scheme_ok = url.starts_with("postgres://") || url.starts_with("postgresql://");
         if !scheme_ok {
             return Err(config(format!(
@@ -348,6 +352,7 @@ mod tests {
         for bad in [
             "mysql://u:topsecret@h/db",
             "postgres://u:topsecret@h:notaport/db",
+            "postgres://u@h:notaport/db?password=topsecret",
         ] {
             let e = PostgresConfig::from_url(bad).expect_err(bad);
             assert_eq!(e.kind(), StorageErrorKind::Config);

@@ -574,7 +574,6 @@ mod tests {
         assert_eq!(LATEST_VERSION as usize, MIGRATIONS.len());
     }
 
-
     // The query plans of the hot statements, on a table large enough for the planner
     // to care, with fresh statistics: each must walk its index, none may scan a table.
     use crate::convert::PgTime;

@@ -11,8 +11,9 @@
 //!
 //! A probe, not the benchmark: `cargo xtask bench` is where figures are reported.
 
-use omniq::{AsyncTaskQueue, AsyncWorkerPool, HandlerError, Storage};
+use omniq_core::Storage;
 use omniq_postgres::PostgresStorage;
+use omniq_runtime::{AsyncTaskQueue, AsyncWorkerPool, HandlerError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

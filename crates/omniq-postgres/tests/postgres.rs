@@ -544,15 +544,15 @@ async fn quickstart_path_through_the_worker_pool() {
     };
     let worker_side: Arc<dyn Storage> = Arc::new(build().await.expect("worker storage"));
     let client_side: Arc<dyn Storage> = Arc::new(build().await.expect("client storage"));
-    let queue = omniq::AsyncTaskQueue::new(Arc::clone(&client_side));
-    let mut pool = omniq::AsyncWorkerPool::builder()
-        .queue(omniq::AsyncTaskQueue::new(Arc::clone(&worker_side)))
+    let queue = omniq_runtime::AsyncTaskQueue::new(Arc::clone(&client_side));
+    let mut pool = omniq_runtime::AsyncWorkerPool::builder()
+        .queue(omniq_runtime::AsyncTaskQueue::new(Arc::clone(&worker_side)))
         .concurrency(4)
         .poll_interval(std::time::Duration::from_secs(5))
         .build()
         .expect("pool");
     pool.register("math.add", |(a, b): (i64, i64)| async move {
-        Ok::<_, omniq::HandlerError>(a + b)
+        Ok::<_, omniq_runtime::HandlerError>(a + b)
     });
     pool.start().expect("start");
     let id = queue.enqueue("math.add", &(2, 40)).await.expect("enqueue");

@@ -83,7 +83,10 @@ impl PostgresStorage {
         &self.inner.namespace
     }
 
-    /// The pool this storage runs its statements on.
+    /// The pool this storage runs its statements on: the application's (given to
+    /// [`PostgresStorageBuilder::pool`]) or its own, whose connections plan every
+    /// statement afresh (`plan_cache_mode = force_custom_plan`). Use it to open the
+    /// transactions [`PostgresStorage::enqueue_tx`] takes.
     pub fn pool(&self) -> &PgPool {
         &self.inner.pool
     }

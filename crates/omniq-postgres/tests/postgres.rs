@@ -738,3 +738,70 @@ async fn time_is_passed_in() {
         "the lease expiry is next"
     );
 }
+
+/// S3 through the runtime: a worker pool whose connections are all killed in the middle
+/// of a run backs off, reconnects and finishes every task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_pool_survives_its_connections_being_killed() {
+    let ns = Namespace::new("pool_kill");
+    let app = format!("omniq_pool_kill_{}", std::process::id());
+    let storage: Arc<dyn Storage> = Arc::new(
+        PostgresStorage::builder()
+            .url(&url_with(&format!("application_name={app}")))
+            .namespace(&ns.name)
+            .build()
+            .await
+            .expect("storage"),
+    );
+    let queue = omniq_runtime::AsyncTaskQueue::new(Arc::clone(&storage));
+    let specs: Vec<_> = (0..3000).map(|i| queue.task("slowish", &i)).collect();
+    queue.enqueue_many(specs).await.expect("enqueue");
+    let mut pool = omniq_runtime::AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .concurrency(16)
+        .poll_interval(std::time::Duration::from_millis(100))
+        .build()
+        .expect("pool");
+    pool.register("slowish", |_: u32| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        Ok::<_, omniq_runtime::HandlerError>(())
+    });
+    pool.start().expect("start");
+    let success = |s: Arc<dyn Storage>| async move {
+        s.counts(Some("default"))
+            .await
+            .map(|c| c[0].success)
+            .unwrap_or(0)
+    };
+    while success(Arc::clone(&storage)).await < 500 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let admin = sqlx::PgPool::connect(&url()).await.expect("admin");
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&app)
+    .fetch_all(&admin)
+    .await
+    .expect("terminate");
+    assert!(!killed.is_empty());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while success(Arc::clone(&storage)).await < 3000 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pool did not finish after its connections were killed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    pool.stop(std::time::Duration::from_secs(10))
+        .await
+        .expect("stop");
+    let counts = storage.counts(Some("default")).await.expect("counts");
+    assert_eq!(counts[0].success, 3000, "{counts:?}");
+    assert_eq!(
+        counts[0].total(),
+        3000,
+        "nothing lost, nothing failed: {counts:?}"
+    );
+    admin.close().await;
+}

@@ -115,6 +115,7 @@ impl PostgresStorage {
     }
 
     pub(crate) async fn list_page(&self, filter: TaskFilter) -> Result<Page<Task>> {
+        self.check_open()?;
         if let Some(q) = &filter.queue {
             validate_queue(q)?;
         }
@@ -156,6 +157,7 @@ impl PostgresStorage {
     }
 
     pub(crate) async fn count_tasks(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>> {
+        self.check_open()?;
         if let Some(q) = queue {
             validate_queue(q)?;
         }

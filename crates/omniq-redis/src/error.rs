@@ -47,7 +47,9 @@ pub(crate) enum Error {
     #[error("task {0} already exists; enqueue never overwrites a task")]
     Exists(String),
     /// Rescheduling would make a second live task hold one unique key.
-    #[error("task {id}'s unique key is held by another live task ({holder}); it cannot be rescheduled")]
+    #[error(
+        "task {id}'s unique key is held by another live task ({holder}); it cannot be rescheduled"
+    )]
     KeyHeld {
         /// The task.
         id: TaskId,

@@ -62,3 +62,11 @@ pub struct ReadmeDoctests;
 /// The SQLite backend (feature `sqlite`, on by default).
 #[cfg(feature = "sqlite")]
 pub use omniq_sqlite as sqlite;
+
+/// The PostgreSQL backend (feature `postgres`).
+#[cfg(feature = "postgres")]
+pub use omniq_postgres as postgres;
+
+/// The Redis backend, standalone and Cluster (feature `redis`).
+#[cfg(feature = "redis")]
+pub use omniq_redis as redis;

@@ -1,7 +1,7 @@
 //! [`AsyncOmniQ`]: one object that builds storage, queue and workers from [`Settings`].
 
 use omniq_core::{CancelOutcome, Storage, Task, TaskError, TaskId};
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
 use omniq_runtime::Backend;
 use omniq_runtime::{
     AsyncTaskQueue, AsyncWorkerPool, EnqueueBuilder, Error, IntoDuration, QueueDefaults, Result,
@@ -159,6 +159,32 @@ pub async fn build_storage(settings: &Settings) -> Result<Arc<dyn Storage>> {
                 },
             };
             sqlite(config, settings).await
+        }
+        #[cfg(feature = "postgres")]
+        Backend::Postgres => {
+            // validate() ensures the URL is set.
+            let url = settings.url.as_deref().unwrap_or_default();
+            let config =
+                omniq_postgres::PostgresConfig::from_url(url).map_err(|e| url_error(&e))?;
+            let storage = omniq_postgres::PostgresStorageBuilder::from_config(config)
+                .namespace(&settings.namespace)
+                .serializer(settings.serializer)
+                .result_ttl(settings.result_ttl)
+                .build()
+                .await?;
+            Ok(Arc::new(storage))
+        }
+        #[cfg(feature = "redis")]
+        Backend::Redis => {
+            let url = settings.url.as_deref().unwrap_or_default();
+            let config = omniq_redis::RedisConfig::from_url(url).map_err(|e| url_error(&e))?;
+            let storage = omniq_redis::RedisStorageBuilder::from_config(config)
+                .namespace(&settings.namespace)
+                .serializer(settings.serializer)
+                .result_ttl(settings.result_ttl)
+                .build()
+                .await?;
+            Ok(Arc::new(storage))
         }
         #[allow(unreachable_patterns)]
         other => Err(Error::Config(format!(

@@ -23,6 +23,11 @@ pub(super) fn cases() -> Vec<Case> {
         GROUP,
         vec![
             case!(
+                fail_defer_gives_back_the_attempt,
+                "fail() with Defer puts the task back at `at` without counting the claim's attempt and stores no result; a flagged task ends Cancelled, its attempt not counted",
+                ["T5", "R6", "T9"]
+            ),
+            case!(
                 release_hands_back_unstarted_claim,
                 "A released claim is Pending again at once, its attempt not counted, and its token fenced off",
                 ["R6", "T2", "S2"]
@@ -837,5 +842,73 @@ async fn heartbeat_extends_an_expired_lease_not_yet_reclaimed(
         Outcome::Ok,
         "complete within the extended lease"
     );
+    Ok(())
+}
+
+async fn fail_defer_gives_back_the_attempt(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let id = enqueue_one(&*s, task("m.unknown", now)).await?;
+    let c = claim_one(&*s, id, now).await?;
+    ensure_eq!(c.task.attempts, 1, "attempts of the claim");
+    let later = now + Duration::seconds(10);
+    ensure_eq!(
+        fail_with(
+            &*s,
+            c.lease_ref(),
+            FailAction::Defer { at: later },
+            now,
+            "no handler"
+        )
+        .await?,
+        Outcome::Ok,
+        "defer with the current token"
+    );
+    let t = get(&*s, id).await?;
+    ensure_eq!(t.status, TaskStatus::Pending, "status after defer");
+    ensure_eq!(t.attempts, 0, "the deferred claim's attempt is not counted");
+    ensure_eq!(t.schedule.eta, Some(later), "eta after defer");
+    ensure!(
+        t.error.is_some(),
+        "the deferral's error is stored on the task"
+    );
+    ensure!(
+        s.get_result(&id).await.ctx("get_result")?.is_none(),
+        "a deferral stores no result"
+    );
+    claim_none(&*s, later - Duration::seconds(1), "deferred until later").await?;
+    let again = claim_one(&*s, id, later).await?;
+    ensure_eq!(
+        again.task.attempts,
+        1,
+        "the next claim is the first counted attempt"
+    );
+
+    // A flagged task that is deferred ends Cancelled, its attempt still not counted.
+    let (flagged, c) = claimed_and_flagged(&*s, task("m.flagged", now), now).await?;
+    ensure_eq!(
+        fail_with(
+            &*s,
+            c.lease_ref(),
+            FailAction::Defer { at: later },
+            now,
+            "no handler"
+        )
+        .await?,
+        Outcome::Ok,
+        "defer of a flagged task"
+    );
+    let t = get(&*s, flagged).await?;
+    ensure_eq!(
+        t.status,
+        TaskStatus::Cancelled,
+        "a flagged deferral ends Cancelled"
+    );
+    ensure_eq!(t.attempts, 0, "its attempt is not counted");
+    let r = some!(
+        s.get_result(&flagged).await.ctx("get_result")?,
+        "the Cancelled result"
+    );
+    ensure_eq!(r.status, TaskStatus::Cancelled, "result status");
+    ensure_eq!(r.attempts, 0, "the result's attempts");
     Ok(())
 }

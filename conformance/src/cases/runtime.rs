@@ -435,13 +435,25 @@ mod imp {
         Ok(())
     }
 
-    /// The worker turns a handler error, a panic, a timeout, an unknown handler
-    /// and an undecodable payload into TaskErrors of the right type — and keeps running.
+    /// The worker turns a handler error, a panic, a timeout, an unknown handler (after a
+    /// grace period of deferrals that do not count as attempts) and an undecodable
+    /// payload into TaskErrors of the right type — and keeps running.
     pub(super) async fn worker_creates_task_error_on_exceptions(
         storage: Arc<dyn Storage>,
     ) -> CaseResult {
         let queue = AsyncTaskQueue::new(Arc::clone(&storage));
-        let mut p = pool(&queue)?;
+        // A task without a handler is handed back (deferred, its attempt not counted) for
+        // a short grace period here, then fails: both sides of a rolling deploy.
+        let mut p = rt(
+            AsyncWorkerPool::builder()
+                .queue(queue.clone())
+                .concurrency(4)
+                .poll_interval(Duration::from_millis(25))
+                .unknown_handler_grace(Duration::from_millis(300))
+                .unknown_handler_delay(Duration::from_millis(50))
+                .build(),
+            "building the worker pool",
+        )?;
         p.register("io_error", |_: ()| async move {
             Err::<(), _>(std::io::Error::new(
                 std::io::ErrorKind::ConnectionRefused,
@@ -491,6 +503,12 @@ mod imp {
             match queue.wait_result(&id, WAIT).await {
                 Ok(r) => match (&r.status, &r.error) {
                     (TaskStatus::Failed, Some(e)) if e.error_type == ty => {
+                        if id == unknown && r.attempts != 1 {
+                            problems.push(format!(
+                                "the unhandled task's deferrals were counted: attempts {}",
+                                r.attempts
+                            ));
+                        }
                         let names_io = e
                             .exception_type
                             .as_deref()

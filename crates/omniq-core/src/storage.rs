@@ -130,6 +130,13 @@ pub enum FailAction {
     },
     /// Final failure: status Failed, result stored.
     Fail,
+    /// The run did not happen (this worker cannot run the task — e.g. it has no handler
+    /// for it during a rolling deploy): back to Pending at `at` with the claim's attempt
+    /// not counted, so the task costs nothing until a worker that can run it takes it.
+    Defer {
+        /// When to offer it again.
+        at: OffsetDateTime,
+    },
 }
 
 /// A failed run to record.
@@ -502,13 +509,18 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///     previous result, if any, stays);
     ///   - `NextRun { at }`: a Failed result carrying the error is stored, and the task is
     ///     Pending at `at` with attempts reset to 0;
-    ///   - `Fail`: a Failed result carrying the error is stored and the task is Failed.
+    ///   - `Fail`: a Failed result carrying the error is stored and the task is Failed;
+    ///   - `Defer { at }`: Pending at eta `at`, the claim's attempt not counted
+    ///     (`attempts -= 1`, never below 0), no result stored (case:
+    ///     `fail_defer_gives_back_the_attempt`).
     ///
     ///   (cases: `retry_fail_reschedules_with_attempts_kept`,
     ///   `interval_final_failure_moves_to_next_run`, `task_error_persisted_on_task_and_result`,
     ///   `task_error_context_persisted`, `task_error_retry_count_survives_retries`).
     /// - A task whose cancellation was requested ends Cancelled whatever the action, with
-    ///   a Cancelled result carrying the error (case: `fail_on_cancel_requested_ends_cancelled`).
+    ///   a Cancelled result carrying the error (case: `fail_on_cancel_requested_ends_cancelled`);
+    ///   after `Defer` its attempt is still not counted, on the task and the result
+    ///   (case: `fail_defer_gives_back_the_attempt`).
     /// - Stale items: see the fencing rule (cases: `fenced_fail_ignores_stale_worker`,
     ///   `batch_fail_reports_per_item_outcomes`).
     /// - After commit, sends [`Wake::Finished`] per applied item (also for a retry: waiters

@@ -226,6 +226,7 @@ impl PostgresStorage {
                         FailAction::Retry { at } => (0, Some(PgTime::of(at))),
                         FailAction::NextRun { at } => (1, Some(PgTime::of(at))),
                         FailAction::Fail => (2, None),
+                        FailAction::Defer { at } => (3, Some(PgTime::of(at))),
                     })
                     .unzip();
                 let rows = self

@@ -405,8 +405,9 @@ impl Sql {
             )
         );
 
-        // Actions: 0 retry at, 1 next run at, 2 fail. A task whose cancellation was
-        // requested ends Cancelled whatever the action.
+        // Actions: 0 retry at, 1 next run at, 2 fail, 3 defer at (the claim's attempt not
+        // counted). A task whose cancellation was requested ends Cancelled whatever the
+        // action.
         let fail = format!(
             "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bytea[], \
                  $4::timestamptz[], $5::int2[], $6::timestamptz[]) \
@@ -419,16 +420,18 @@ impl Sql {
                    THEN l.at ELSE t.eta END, \
                  run_at = CASE WHEN NOT t.cancel_requested AND l.action <> 2 \
                    THEN l.at ELSE t.run_at END, \
-                 attempts = CASE WHEN NOT t.cancel_requested AND l.action = 1 \
-                   THEN 0 ELSE t.attempts END, \
+                 attempts = CASE WHEN l.action = 3 THEN greatest(t.attempts - 1, 0) \
+                   WHEN NOT t.cancel_requested AND l.action = 1 THEN 0 ELSE t.attempts END, \
                  error = l.error, lease_until = NULL, updated_at = l.now \
                FROM l WHERE {targets} \
                RETURNING l.ord, t.id, t.queue, t.status, l.error, l.now, l.action, \
                  l.run_attempts, l.run_started), \
              res AS (INSERT INTO {r} ({RESULT_COLUMNS}) \
                SELECT id, CASE WHEN status = 'cancelled' THEN 'cancelled' ELSE 'failed' END, \
-                 NULL, error, now, run_attempts, run_started FROM u \
-               WHERE status = 'cancelled' OR action <> 0 {UPSERT_RESULT}) \
+                 NULL, error, now, \
+                 CASE WHEN action = 3 THEN greatest(run_attempts - 1, 0) ELSE run_attempts END, \
+                 run_started FROM u \
+               WHERE status = 'cancelled' OR action IN (1, 2) {UPSERT_RESULT}) \
              SELECT i.ord, u.status, u.queue, k.known, {} AS notified \
              FROM i LEFT JOIN u ON u.ord = i.ord {known} ORDER BY i.ord",
             locked(""),

@@ -203,6 +203,7 @@ impl RedisStorage {
                     FailAction::Retry { at } => ("r", us_arg(at)),
                     FailAction::NextRun { at } => ("n", us_arg(at)),
                     FailAction::Fail => ("f", arg("")),
+                    FailAction::Defer { at } => ("d", us_arg(at)),
                 };
                 a.extend([
                     arg(f.lease.task_id.to_string()),

@@ -126,6 +126,7 @@ impl SqliteStorage {
                 FailAction::Retry { at } => (0, Some(micros(at))),
                 FailAction::NextRun { at } => (1, Some(micros(at))),
                 FailAction::Fail => (2, None),
+                FailAction::Defer { at } => (3, Some(micros(at))),
             })
             .collect();
         let dup = has_duplicate_ids(items.iter().map(|f| &f.lease.task_id));

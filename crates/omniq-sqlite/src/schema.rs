@@ -253,17 +253,19 @@ impl Sql {
             })
             .collect();
 
-        // fail: (id, token, error, now, action: 0 retry | 1 next run | 2 fail, at)
+        // fail: (id, token, error, now, action: 0 retry | 1 next run | 2 fail | 3 defer, at)
         let fail_results = SHAPES
             .iter()
             .map(|n| {
                 format!(
                     "INSERT OR REPLACE INTO {r} ({RESULT_COLUMNS}) \
                      SELECT t.id, CASE WHEN t.cancel_requested = 1 THEN 'cancelled' ELSE 'failed' END, \
-                     NULL, v.column3, v.column4, t.attempts, t.last_attempt_at \
+                     NULL, v.column3, v.column4, \
+                     CASE WHEN v.column5 = 3 THEN max(t.attempts - 1, 0) ELSE t.attempts END, \
+                     t.last_attempt_at \
                      FROM (VALUES {}) AS v JOIN {t} AS t ON t.id = v.column1 \
                      WHERE t.status = 'running' AND t.lease_token = v.column2 \
-                     AND (v.column5 <> 0 OR t.cancel_requested = 1)",
+                     AND (v.column5 IN (1, 2) OR t.cancel_requested = 1)",
                     values_list(*n, 6)
                 )
             })
@@ -278,7 +280,9 @@ impl Sql {
                                    WHEN v.column5 = 2 THEN 'failed' ELSE 'pending' END, \
                      eta = CASE WHEN {again} THEN v.column6 ELSE t.eta END, \
                      run_at = CASE WHEN {again} THEN v.column6 ELSE t.run_at END, \
-                     attempts = CASE WHEN t.cancel_requested = 0 AND v.column5 = 1 THEN 0 ELSE t.attempts END, \
+                     attempts = CASE WHEN v.column5 = 3 THEN max(t.attempts - 1, 0) \
+                                     WHEN t.cancel_requested = 0 AND v.column5 = 1 THEN 0 \
+                                     ELSE t.attempts END, \
                      error = v.column3, lease_until = NULL, updated_at = v.column4 \
                      FROM (VALUES {}) AS v \
                      WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2 \

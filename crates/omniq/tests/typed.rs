@@ -186,3 +186,64 @@ async fn a_cancelled_task_outputs_a_cancellation_error() {
     assert_eq!(outcome.status, TaskStatus::Cancelled);
     drop(pool);
 }
+
+/// A rolling deploy: the first worker up does not know the task yet. It hands the task
+/// back without counting an attempt; the worker that knows it runs it on attempt 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_no_worker_knows_yet_waits_for_one_that_does() {
+    let storage: Arc<dyn omniq::Storage> =
+        Arc::new(SqliteStorage::in_memory().await.expect("sqlite"));
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let old = AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .poll_interval(Duration::from_millis(20))
+        .unknown_handler_delay(Duration::from_millis(50))
+        .build()
+        .expect("old pool");
+    old.start().expect("start the old worker");
+    let id = queue
+        .enqueue_typed::<Checkout>(&Order {
+            id: 1,
+            items: vec!["tea".into()],
+        })
+        .await
+        .expect("enqueue");
+    // Let the old worker see (and hand back) it a few times.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = queue.get_task(&id).await.expect("get").expect("task");
+        let seen = t
+            .error
+            .as_ref()
+            .is_some_and(|e| e.context.contains_key("unhandled_since"));
+        if seen && t.status == TaskStatus::Pending {
+            assert_eq!(t.attempts, 0, "a hand-back is not an attempt");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never handed back: {t:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut new = AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .poll_interval(Duration::from_millis(20))
+        .build()
+        .expect("new pool");
+    new.handle::<Checkout>(|o: Order| async move {
+        Ok::<_, HandlerError>(Receipt {
+            order: o.id,
+            count: o.items.len(),
+        })
+    });
+    new.start().expect("start the new worker");
+    let out = queue
+        .wait_result(&id, Duration::from_secs(20))
+        .await
+        .expect("wait");
+    old.stop(Duration::from_secs(5)).await.expect("stop");
+    new.stop(Duration::from_secs(5)).await.expect("stop");
+    assert_eq!(out.status, TaskStatus::Success, "{:?}", out.error);
+    assert_eq!(out.attempts, 1, "only the real run counts");
+}

@@ -110,6 +110,10 @@ impl MemoryStorage {
                             e.task.error = Some(f.error.clone());
                             e.task.updated_at = now;
                             e.lease = None;
+                            if matches!(f.action, FailAction::Defer { .. }) {
+                                // The run did not happen: its claim's attempt is not counted.
+                                e.task.attempts = e.task.attempts.saturating_sub(1);
+                            }
                             if e.cancel_requested {
                                 return (Some(e.end_cancelled(now)), None);
                             }
@@ -117,7 +121,7 @@ impl MemoryStorage {
                                 e.result(TaskStatus::Failed, None, Some(f.error.clone()), now)
                             };
                             match f.action {
-                                FailAction::Retry { at } => {
+                                FailAction::Retry { at } | FailAction::Defer { at } => {
                                     e.task.status = TaskStatus::Pending;
                                     e.task.schedule.eta = Some(at);
                                     (None, Some(e.task.queue.clone()))

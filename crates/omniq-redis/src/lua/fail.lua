@@ -1,5 +1,6 @@
 -- fail: ARGV[A..] = n, then per item: queue ('' = locator), id, token, now, error,
--- action ('r' retry, 'n' next run, 'f' fail), at ('' for fail).
+-- action ('r' retry, 'n' next run, 'f' fail, 'd' defer: the claim's attempt not
+-- counted), at ('' for fail).
 -- Returns {codes, ended, wake}: one code per item ('o', 'l', 'n').
 local n = tonumber(ARGV[A])
 local K = 7
@@ -15,9 +16,14 @@ for i = 1, n do
     touched[P] = true
     local now = tonumber(ARGV[b + 4])
     local err, action, at = ARGV[b + 5], ARGV[b + 6], ARGV[b + 7]
+    if action == 'd' then
+      local left = (tonumber(f.at) or 1) - 1
+      if left < 0 then left = 0 end
+      f.at = ts(left)
+    end
     if f.cr == '1' then
       cancel_now(P, id, 'running', now, err, f)
-    elseif action == 'r' then
+    elseif action == 'r' or action == 'd' then
       requeue(P, q, id, 'running', tonumber(at), now, nil, f, {'er', err})
       wake_fin(id)
     elseif action == 'n' then

@@ -41,6 +41,8 @@ enum RunOutcome {
     Ok(Option<Payload>),
     Err(TaskError),
     Interrupted(Interrupt),
+    /// This worker cannot run it (no handler): hand it back uncounted until `at`.
+    Defer(TaskError, time::OffsetDateTime),
 }
 
 /// Forgets a run's lease if the executor panics before handing its outcome to the
@@ -124,6 +126,15 @@ pub(super) async fn run(
                     now: shared.queue.clock.now(),
                 })
             }
+            RunOutcome::Defer(error, at) => {
+                tracing::info!(target: "omniq::worker", task_id = %task.id, func_path = %task.func_path, "Task handed back: no handler for '{}' here; offered again at {at}", task.func_path);
+                DoneKind::Fail(Failure {
+                    lease,
+                    error,
+                    action: FailAction::Defer { at },
+                    now: shared.queue.clock.now(),
+                })
+            }
             RunOutcome::Ok(result) => {
                 events::log_task_completed(task.id, task.attempts, elapsed);
                 metrics::finished(&task.queue, &task.func_path, MetricEnd::Succeeded, elapsed);
@@ -186,18 +197,7 @@ async fn execute(
         return RunOutcome::Err(err);
     }
     let Some(handler) = shared.registry.get(&task.func_path) else {
-        return RunOutcome::Err(
-            TaskError::new(
-                ErrorType::Validation,
-                format!(
-                    "no handler registered for '{}' (registered: {})",
-                    task.func_path,
-                    shared.registry.names().join(", ")
-                ),
-            )
-            .with_retryable(false)
-            .with_context("func_path", &task.func_path),
-        );
+        return unknown_handler(shared, task);
     };
     let ctx = TaskCtx {
         task_id: task.id,
@@ -288,6 +288,55 @@ async fn execute(
                 .unwrap_or(Interrupt::LeaseLost),
         ),
     }
+}
+
+/// The context key holding when a task was first found without a handler.
+const UNHANDLED_SINCE: &str = "unhandled_since";
+
+/// A task whose handler this worker does not have: handed back (its attempt not counted)
+/// while the grace period since it was first seen unhandled lasts — another worker, or
+/// this one after a deploy, may know it — and failed for good after that.
+fn unknown_handler(shared: &Shared, task: &Task) -> RunOutcome {
+    let now = shared.queue.clock.now();
+    let rfc = &time::format_description::well_known::Rfc3339;
+    let since = task
+        .error
+        .as_ref()
+        .and_then(|e| e.context.get(UNHANDLED_SINCE))
+        .and_then(|v| v.as_str())
+        .and_then(|s| time::OffsetDateTime::parse(s, rfc).ok())
+        .unwrap_or(now);
+    let grace = shared.opts.unknown_handler_grace;
+    let registered = shared.registry.names().join(", ");
+    if (now - since).unsigned_abs() >= grace {
+        return RunOutcome::Err(
+            TaskError::new(
+                ErrorType::Validation,
+                format!(
+                    "no worker ran '{}' within {grace:?} (this worker has: {registered})",
+                    task.func_path
+                ),
+            )
+            .with_retryable(false)
+            .with_context("func_path", &task.func_path),
+        );
+    }
+    let mut error = TaskError::new(
+        ErrorType::Validation,
+        format!(
+            "worker {} has no handler for '{}' (it has: {registered}); handed back",
+            shared.opts.name, task.func_path
+        ),
+    )
+    .with_context("func_path", &task.func_path);
+    if let Ok(s) = since.format(rfc) {
+        error
+            .context
+            .insert(UNHANDLED_SINCE.into(), serde_json::Value::String(s));
+    }
+    let delay = time::Duration::try_from(shared.opts.unknown_handler_delay)
+        .unwrap_or(time::Duration::seconds(2));
+    RunOutcome::Defer(error, now.checked_add(delay).unwrap_or(now))
 }
 
 /// A run past its timeout: timed out, unless it was interrupted meanwhile.

@@ -56,6 +56,11 @@ pub struct WorkerOptions {
     /// Lease-expiry redeliveries (worker crashed or lost its lease) a task may have on top
     /// of its `max_retries + 1` runs before it is failed as crash-looping. Default 3.
     pub max_redeliveries: u32,
+    /// How long a task whose handler no worker has may keep being handed back (a rolling
+    /// deploy: new tasks reach workers that do not know them yet) before it fails.
+    pub unknown_handler_grace: std::time::Duration,
+    /// How long a task this worker has no handler for waits before it is offered again.
+    pub unknown_handler_delay: std::time::Duration,
 }
 
 /// The default payload limit of queues and workers: 16 MiB.
@@ -80,6 +85,8 @@ impl Default for WorkerOptions {
             name: format!("worker-{}-{n}", std::process::id()),
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             max_redeliveries: 3,
+            unknown_handler_grace: std::time::Duration::from_secs(300),
+            unknown_handler_delay: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -179,6 +186,20 @@ impl WorkerPoolBuilder {
     /// its `max_retries + 1` runs before it is failed as crash-looping. Default 3.
     pub fn max_redeliveries(mut self, n: u32) -> Self {
         self.opts.max_redeliveries = n;
+        self
+    }
+    /// How long a task whose handler no worker has is handed back (without counting an
+    /// attempt, every `unknown_handler_delay`) before it fails for good: the window in
+    /// which a rolling deploy brings up workers that know it. Default 5 minutes; zero
+    /// fails it at once.
+    pub fn unknown_handler_grace(mut self, d: impl IntoDuration) -> Self {
+        self.opts.unknown_handler_grace = d.into_std();
+        self
+    }
+    /// How long a task this worker has no handler for waits before it is offered again
+    /// (so another worker can take it). Default 2 s.
+    pub fn unknown_handler_delay(mut self, d: impl IntoDuration) -> Self {
+        self.opts.unknown_handler_delay = d.into_std();
         self
     }
     /// Largest payload a task may carry; a larger one fails with a non-retryable

@@ -9,10 +9,6 @@ use common::*;
 use omniq::{AsyncOmniQ, TaskStatus};
 use std::time::Duration;
 
-fn required() -> bool {
-    std::env::var("OMNIQ_REQUIRE_SERVICES").is_ok_and(|v| v.trim() == "1")
-}
-
 /// Opens `url` in `namespace`, or says why this backend is skipped.
 async fn open(url: &str, namespace: &str) -> Result<AsyncOmniQ, String> {
     let settings = omniq_cli::Target::flag("--url", url, namespace)
@@ -23,7 +19,7 @@ async fn open(url: &str, namespace: &str) -> Result<AsyncOmniQ, String> {
         Err(e) if e.to_string().contains("not available in this build") => Err(format!(
             "the omniq facade in this build does not build it yet ({e})"
         )),
-        Err(e) if required() => panic!("{url} (OMNIQ_REQUIRE_SERVICES=1): {e}"),
+        Err(e) if services_required() => panic!("{url} (OMNIQ_REQUIRE_SERVICES=1): {e}"),
         Err(e) => Err(format!("unreachable: {e}")),
     }
 }

@@ -328,3 +328,97 @@ pub async fn seed(omniq: &AsyncOmniQ) -> Seeded {
     ids.insert("running", held);
     Seeded { ids }
 }
+
+/// `OMNIQ_TEST_POSTGRES_URL`, default the local server.
+pub fn pg_url() -> String {
+    std::env::var("OMNIQ_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// `OMNIQ_TEST_REDIS_URL`, default the local server.
+pub fn redis_url() -> String {
+    std::env::var("OMNIQ_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Whether a missing service fails the test instead of skipping it.
+pub fn services_required() -> bool {
+    std::env::var("OMNIQ_REQUIRE_SERVICES").is_ok_and(|v| v.trim() == "1")
+}
+
+/// A namespace of its own on the shared servers, removed from both when dropped (also
+/// when the test panics): the Postgres schema and the Redis keys.
+pub struct ServerNamespace {
+    pub name: String,
+}
+
+impl ServerNamespace {
+    pub fn new() -> Self {
+        Self {
+            name: format!(
+                "omniq_cli_{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            ),
+        }
+    }
+}
+
+impl Drop for ServerNamespace {
+    fn drop(&mut self) {
+        let ns = self.name.clone();
+        // Its own runtime: this may run inside (or after) the test's.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(pool) = sqlx::PgPool::connect(&pg_url()).await {
+                    let _ = sqlx::query(&format!(r#"DROP SCHEMA IF EXISTS "{ns}" CASCADE"#))
+                        .execute(&pool)
+                        .await;
+                    pool.close().await;
+                }
+                use futures::TryStreamExt;
+                use omniq::redis::fred::prelude::*;
+                let Ok(config) = Config::from_url(&redis_url()) else {
+                    return;
+                };
+                let Ok(client) = Builder::from_config(config).build() else {
+                    return;
+                };
+                if client.init().await.is_err() {
+                    return;
+                }
+                let keys: Vec<Key> = client
+                    .scan_buffered(format!("omniq:*{ns}*"), Some(1000), None)
+                    .try_collect()
+                    .await
+                    .unwrap_or_default();
+                for k in keys {
+                    let _: Result<i64, _> = client.del(k).await;
+                }
+                let _ = client.quit().await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Whether `url` opens in `namespace`; a server that is down is a visible skip (None),
+/// or a failure under `OMNIQ_REQUIRE_SERVICES=1`.
+pub async fn reachable(url: &str, namespace: &str) -> bool {
+    let target = omniq_cli::Target::flag("--url", url, namespace);
+    match target.open().await {
+        Ok(s) => {
+            let _ = s.close().await;
+            true
+        }
+        Err(e) if services_required() => panic!("{url} (OMNIQ_REQUIRE_SERVICES=1): {}", e.message),
+        Err(e) => {
+            eprintln!("SKIPPED {url}: {}", e.message);
+            false
+        }
+    }
+}

@@ -382,6 +382,22 @@ fn errors_name_the_flag_or_variable_and_the_valid_values_with_distinct_exit_code
             vec!["--url", "without query parameters"],
         ),
         (
+            vec![
+                "stats",
+                "--url",
+                "postgres://postgres:hunter2@127.0.0.1:1/x",
+            ],
+            vec![],
+            6,
+            vec!["--url postgres://postgres:***@127.0.0.1:1/x", "unavailable"],
+        ),
+        (
+            vec!["stats", "--url", "redis://:hunter2@127.0.0.1:1"],
+            vec![],
+            6,
+            vec!["--url redis://:***@127.0.0.1:1", "unavailable"],
+        ),
+        (
             vec!["stats"],
             vec![("OMNIQ_SERIALIZER", "xml")],
             3,

@@ -70,6 +70,15 @@ async fn text(c: &Client, css: &str) -> String {
         .expect("text")
 }
 
+/// `text`, once the element exists: a form post's redirect may still be loading.
+async fn text_when_there(c: &Client, css: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.find(Locator::Css(css)).await.is_err() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    text(c, css).await
+}
+
 async fn count(c: &Client, css: &str) -> u64 {
     text(c, css).await.trim().parse().expect("a number")
 }
@@ -266,7 +275,11 @@ async fn scenarios(
         .click()
         .await
         .map_err(|e| e.to_string())?;
-    assert!(text(c, "p.flash").await.contains("will run again"));
+    assert!(
+        text_when_there(c, "p.flash")
+            .await
+            .contains("will run again")
+    );
     assert_eq!(text(c, "#status").await, "pending");
     let t = storage.get_task(&failed).await.expect("get").expect("task");
     assert_eq!((t.status, t.attempts), (TaskStatus::Pending, 1));

@@ -346,6 +346,8 @@ pub(crate) fn simulate(plan: &Plan) -> Result<(Task, TaskResult), String> {
                         result = Some(stored);
                         t.status = TaskStatus::Failed;
                     }
+                    // Plans never defer: a deferral leaves no trace to reproduce.
+                    FailAction::Defer { .. } => return Err("a plan never defers".into()),
                 }
             }
             Step::Cancel { now } => {

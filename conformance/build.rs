@@ -15,6 +15,7 @@ const FILES: &[&str] = &[
     "cancel",
     "listing",
     "lifecycle",
+    "cron",
     "runtime",
 ];
 

@@ -7,6 +7,7 @@
 mod cancel;
 mod checklist;
 mod claim;
+mod cron;
 mod enqueue;
 mod lease;
 mod lifecycle;
@@ -144,6 +145,7 @@ pub fn cases() -> &'static [Case] {
             cancel::cases(),
             listing::cases(),
             lifecycle::cases(),
+            cron::cases(),
             runtime::cases(),
         ]
         .into_iter()

@@ -41,7 +41,8 @@ pub use storage::{
 };
 pub use storage_error::{OperationExt, StorageError, StorageErrorKind, redact_credentials};
 pub use task::{
-    DEFAULT_QUEUE, Payload, Schedule, Task, TaskId, TaskResult, TaskStatus, TransitionError,
+    CronSchedule, DEFAULT_QUEUE, Payload, Schedule, Task, TaskId, TaskResult, TaskStatus,
+    TransitionError,
 };
 
 /// Re-exported so a backend depends only on omniq-core (plus its driver) and agrees on

@@ -360,8 +360,9 @@ pub enum Wake {
 ///   A batch naming one task twice applies its items in order, as separate calls would.
 /// - **Round trips**: every field of a [`Task`] comes back from `get_task`, `claim` and
 ///   `list_tasks` as it was stored — intervals and timeouts to the microsecond, the
-///   [`TaskError`] with its context, old records decoded by the serializer included (cases:
-///   `interval_round_trips`, `old_records_with_int_interval_still_work`,
+///   [`TaskError`] with its context, a cron schedule's expression and zone, old records
+///   decoded by the serializer included (cases: `interval_round_trips`,
+///   `cron_schedule_round_trips`, `old_records_with_int_interval_still_work`,
 ///   `old_records_without_error_still_work`, `task_error_context_persisted`).
 /// - **Namespaces**: every instance works in a namespace of its own (a table prefix,
 ///   schema, key prefix, directory); two namespaces on one server or file never see each
@@ -377,7 +378,13 @@ pub enum Wake {
 /// `task_backoff_overrides_the_workers` (a task's own back-off round-trips),
 /// `non_retryable_error_stops_at_once`, `retries_exhaust_into_failed`,
 /// `interval_tasks_reschedule_without_drift`, `worker_creates_task_error_on_exceptions`,
-/// `both_worker_interfaces_process_tasks`, `get_result_waits_for_completion`.
+/// `both_worker_interfaces_process_tasks`, `get_result_waits_for_completion`; and for
+/// cron schedules (a cron task is stored like any other; the runtime computes its slots
+/// and hands each over as `next_run` / `NextRun`, and the task is Pending at its eta in
+/// between): `cron_task_runs_each_slot_under_one_id`,
+/// `cron_after_downtime_runs_once_then_resumes_on_schedule`,
+/// `cron_follows_daylight_saving_time`, `cron_retries_do_not_shift_the_series`,
+/// `cancel_ends_a_cron_series`, `two_pools_never_fire_one_cron_slot_twice`.
 #[async_trait]
 pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// The backend's short name (`sqlite`, `postgres`, …), used in errors and reports.

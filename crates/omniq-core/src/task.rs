@@ -196,7 +196,8 @@ impl FromStr for TaskStatus {
     }
 }
 
-/// When a task runs: `eta` (None = now) and an optional repeat `interval`.
+/// When a task runs: `eta` (None = now), and for a recurring task either a repeat
+/// `interval` or a `cron` expression.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Schedule {
     /// Earliest time the task may run (UTC).
@@ -205,6 +206,27 @@ pub struct Schedule {
     /// Repeat interval for recurring tasks.
     #[serde(default, with = "interval::option")]
     pub interval: Option<Duration>,
+    /// A cron expression in an IANA time zone, for tasks that recur on a calendar. Stored
+    /// as written; the runtime computes each next slot. Absent from records without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<CronSchedule>,
+}
+
+/// A cron expression (5 fields, or 6 with seconds first) and the IANA time zone its
+/// local times are read in, e.g. `0 9 * * 1-5` in `Europe/Berlin`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CronSchedule {
+    /// The expression, as written.
+    pub expr: String,
+    /// The IANA zone name (`UTC`, `Europe/Berlin`, …).
+    pub tz: String,
+}
+
+impl Schedule {
+    /// True for a recurring task (an interval or a cron expression).
+    pub fn is_recurring(&self) -> bool {
+        self.interval.is_some() || self.cron.is_some()
+    }
 }
 
 /// An opaque, serializer-encoded payload (task args or a result value).

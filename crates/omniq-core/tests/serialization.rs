@@ -211,3 +211,42 @@ fn corrupt_bytes_are_a_serialization_error_not_a_panic() {
         assert!(s.decode_task(b"").is_err());
     }
 }
+
+/// A record written with a cron schedule: the expression and zone survive both formats,
+/// and records without one (every fixture above) decode with `cron: None`.
+#[test]
+fn a_cron_schedule_round_trips_and_old_records_have_none() {
+    for f in [Format::MessagePack, Format::Json] {
+        let t = serializer(f)
+            .decode_task(&fixture("v1_cron", f))
+            .expect("decode");
+        let cron = t.schedule.cron.clone().expect("the cron schedule");
+        assert_eq!(
+            (cron.expr.as_str(), cron.tz.as_str()),
+            ("0 9 * * 1-5", "Europe/Berlin"),
+            "{f}"
+        );
+        assert!(t.schedule.is_recurring());
+        assert_eq!(t.schedule.eta, Some(datetime!(2026-12-01 08:00 UTC)));
+        let again = serializer(f)
+            .decode_task(&serializer(f).encode_task(&t).expect("encode"))
+            .expect("decode");
+        assert_eq!(again, t, "{f}");
+        let old = serializer(f)
+            .decode_task(&fixture("v0_no_error_field", f))
+            .expect("decode");
+        assert_eq!(old.schedule.cron, None, "{f}");
+    }
+    // A task without a cron schedule writes no `cron` key: older readers see no change.
+    let v: serde_json::Value =
+        serde_json::from_slice(&JsonSerializer.encode_task(&full_task()).expect("enc"))
+            .expect("json");
+    assert!(v["schedule"].get("cron").is_none(), "{v}");
+}
+
+fn serializer(f: Format) -> &'static dyn Serializer {
+    match f {
+        Format::MessagePack => &MsgPackSerializer,
+        Format::Json => &JsonSerializer,
+    }
+}

@@ -95,6 +95,7 @@ impl PostgresStorage {
                 .bind(c.error)
                 .bind(c.unique_key)
                 .bind(c.backoff)
+                .bind(c.cron)
                 .bind(&self.inner.notifier.channel)
                 .bind(origin)
                 .fetch_all(&mut *conn)
@@ -288,6 +289,7 @@ struct Columns<'a> {
     error: Vec<Option<Vec<u8>>>,
     unique_key: Vec<Option<&'a str>>,
     backoff: Vec<Option<String>>,
+    cron: Vec<Option<String>>,
 }
 
 /// One chunk of [`Columns`], borrowed.
@@ -310,6 +312,7 @@ struct ColumnSlice<'c, 'a> {
     error: &'c [Option<Vec<u8>>],
     unique_key: &'c [Option<&'a str>],
     backoff: &'c [Option<String>],
+    cron: &'c [Option<String>],
 }
 
 impl<'a> Columns<'a> {
@@ -339,6 +342,7 @@ impl<'a> Columns<'a> {
             error: Vec::with_capacity(n),
             unique_key: Vec::with_capacity(n),
             backoff: Vec::with_capacity(n),
+            cron: Vec::with_capacity(n),
         };
         for t in tasks {
             c.id.push(t.id.0);
@@ -364,6 +368,7 @@ impl<'a> Columns<'a> {
             );
             c.unique_key.push(t.unique_key.as_deref());
             c.backoff.push(encode_backoff(t.backoff.as_ref())?);
+            c.cron.push(convert::encode_cron(t.schedule.cron.as_ref())?);
         }
         Ok(c)
     }
@@ -387,7 +392,8 @@ impl<'a> Columns<'a> {
             last_attempt_at: &self.last_attempt_at[r.clone()],
             error: &self.error[r.clone()],
             unique_key: &self.unique_key[r.clone()],
-            backoff: &self.backoff[r],
+            backoff: &self.backoff[r.clone()],
+            cron: &self.cron[r],
         }
     }
 }

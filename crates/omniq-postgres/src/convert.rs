@@ -161,6 +161,23 @@ fn decode_backoff(text: Option<String>) -> Option<Backoff> {
     text.and_then(|t| Format::Json.decode(t.as_bytes()).ok())
 }
 
+/// A task's cron schedule, stored as readable JSON (`{"expr": …, "tz": …}`).
+pub(crate) fn encode_cron(c: Option<&omniq_core::CronSchedule>) -> Result<Option<String>> {
+    Ok(c.map(|c| {
+        Format::Json
+            .encode(c)
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    })
+    .transpose()?)
+}
+
+/// Reads a stored cron schedule; one that no longer parses is a corrupt row.
+fn decode_cron(text: Option<String>) -> Result<Option<omniq_core::CronSchedule>> {
+    Ok(text
+        .map(|t| Format::Json.decode(t.as_bytes()))
+        .transpose()?)
+}
+
 /// A task row read with [`crate::schema::TASK_COLUMNS`], plus its claim bookkeeping.
 pub(crate) struct TaskRow {
     pub(crate) task: Task,
@@ -192,6 +209,7 @@ pub(crate) fn task_from_row(row: &PgRow, format: Format) -> Result<TaskRow> {
             interval: row
                 .try_get::<Option<i64>, _>(7)?
                 .map(Duration::microseconds),
+            cron: decode_cron(row.try_get(21)?)?,
         },
         max_retries: u32_of(row.try_get(8)?, "max_retries")?,
         timeout: row

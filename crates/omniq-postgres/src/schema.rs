@@ -15,9 +15,10 @@ use crate::error::{Result, config};
 use sqlx::PgConnection;
 
 /// Ordered migrations: `(version, SQL with `{s}` for the quoted schema)`. Append only.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE IF NOT EXISTS {s}.tasks (
     id               uuid        PRIMARY KEY,
     seq              bigint      GENERATED ALWAYS AS IDENTITY,
@@ -73,10 +74,17 @@ CREATE TABLE IF NOT EXISTS {s}.results (
 );
 CREATE INDEX IF NOT EXISTS results_finished ON {s}.results (finished_at);
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+ALTER TABLE {s}.tasks ADD COLUMN IF NOT EXISTS cron text;
+"#,
+    ),
+];
 
 /// The latest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i32 = 1;
+pub(crate) const LATEST_VERSION: i32 = 2;
 
 /// The schema name as a quoted identifier.
 pub(crate) fn quoted(ns: &str) -> String {
@@ -151,6 +159,7 @@ fn task_columns(alias: &str) -> String {
         "run_at",
         "seq",
         "backoff",
+        "cron",
     ]
     .iter()
     .map(|c| format!("{alias}{c}"))
@@ -263,21 +272,21 @@ impl Sql {
             "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], \
                  $5::int4[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::int8[], \
                  $10::int8[], $11::int8[], $12::int8[], $13::timestamptz[], $14::timestamptz[], \
-                 $15::timestamptz[], $16::bytea[], $17::text[], $18::text[]) \
+                 $15::timestamptz[], $16::bytea[], $17::text[], $18::text[], $19::text[]) \
                WITH ORDINALITY AS i(id, func_path, args, queue, priority, status, eta, run_at, \
                  interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
-                 last_attempt_at, error, unique_key, backoff, ord)), \
+                 last_attempt_at, error, unique_key, backoff, cron, ord)), \
              ins AS (INSERT INTO {t} (id, func_path, args, queue, priority, status, eta, run_at, \
                  interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
-                 last_attempt_at, error, unique_key, backoff) \
+                 last_attempt_at, error, unique_key, backoff, cron) \
                SELECT id, func_path, args, queue, priority, status, eta, run_at, interval_us, \
                  max_retries, timeout_us, attempts, created_at, updated_at, last_attempt_at, \
-                 error, unique_key, backoff FROM i ORDER BY ord \
+                 error, unique_key, backoff, cron FROM i ORDER BY ord \
                ON CONFLICT (queue, unique_key) \
                  WHERE unique_key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING \
                RETURNING id, queue) \
              SELECT id, {} AS notified FROM ins",
-            notify_sql("$19", "$20", Some("SELECT queue FROM ins"), None)
+            notify_sql("$20", "$21", Some("SELECT queue FROM ins"), None)
         );
 
         // The claim: per queue, the due Pending tasks in claim order and the expired

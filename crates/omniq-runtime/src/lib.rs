@@ -29,6 +29,8 @@
 pub use omniq_core::async_trait;
 
 pub mod blocking;
+#[cfg(feature = "cron")]
+pub mod cron;
 mod duration;
 mod error;
 mod handler;

@@ -185,6 +185,26 @@ impl AsyncTaskQueue {
         self.wait_result(id, timeout).await?.into_output()
     }
 
+    /// Makes sure one live series of `func` runs on the cron schedule `expr` in `tz`, on
+    /// `queue`: idempotent across restarts and across processes, because the series
+    /// carries the unique key `periodic:<func>` — a second call finds the live series and
+    /// returns its id (`duplicate: true`). Cancel the task to end the series.
+    pub async fn ensure_periodic<A: Serialize + ?Sized>(
+        &self,
+        func: &str,
+        args: &A,
+        expr: &str,
+        tz: &str,
+        queue: &str,
+    ) -> Result<Enqueued> {
+        self.enqueue(func, args)
+            .cron(expr, tz)
+            .queue(queue)
+            .unique_key(format!("periodic:{func}"))
+            .send()
+            .await
+    }
+
     /// Build a [`TaskSpec`] (for [`AsyncTaskQueue::enqueue_many`]) with this queue's format.
     pub fn task<A: Serialize + ?Sized>(&self, func: &str, args: &A) -> TaskSpec {
         TaskSpec::new(func, args, self.format)
@@ -273,7 +293,7 @@ impl AsyncTaskQueue {
     }
 
     async fn settled_result(&self, task: &Task) -> Result<Option<TaskResult>> {
-        let settled = task.status.is_finished() || task.schedule.interval.is_some();
+        let settled = task.status.is_finished() || task.schedule.is_recurring();
         if !settled {
             return Ok(None);
         }
@@ -424,6 +444,7 @@ pub struct TaskSpec {
     priority: i32,
     unique_key: Option<String>,
     backoff: Option<omniq_core::Backoff>,
+    cron: Option<std::result::Result<omniq_core::CronSchedule, String>>,
 }
 
 impl TaskSpec {
@@ -442,6 +463,7 @@ impl TaskSpec {
             priority: 0,
             unique_key: None,
             backoff: None,
+            cron: None,
         }
     }
 
@@ -458,6 +480,14 @@ impl TaskSpec {
     /// Repeat every `interval`: a `time::Duration`, `std::time::Duration` or integer seconds.
     pub fn interval(mut self, interval: impl IntoInterval) -> Self {
         self.interval = Some(interval.into_interval());
+        self
+    }
+    /// Repeat on a calendar: a cron expression (5 fields, or 6 with seconds first) read
+    /// in the IANA time zone `tz`, e.g. `.cron("0 9 * * 1-5", "Europe/Berlin")`. The
+    /// task keeps its id across runs; without an explicit eta its first run is the first
+    /// slot after now. An invalid expression or zone is an error when it is enqueued.
+    pub fn cron(mut self, expr: &str, tz: &str) -> Self {
+        self.cron = Some(parse_cron(expr, tz));
         self
     }
     /// Retries after the first attempt.
@@ -534,6 +564,12 @@ impl TaskSpec {
         }
         task.backoff = self.backoff;
         task.schedule.interval = self.interval.transpose()?;
+        task.schedule.cron = self.cron.transpose().map_err(Error::Config)?;
+        if task.schedule.interval.is_some() && task.schedule.cron.is_some() {
+            return Err(Error::Config(
+                "a task repeats by interval or by cron, not both".into(),
+            ));
+        }
         let shifted = |t: OffsetDateTime, d: Duration| {
             t.checked_add(d)
                 .ok_or_else(|| Error::Config(format!("eta {t} + delay {d} is out of range")))
@@ -542,12 +578,48 @@ impl TaskSpec {
             (Some(eta), Some(d)) => Some(shifted(eta, d)?),
             (Some(eta), None) => Some(eta),
             (None, Some(d)) => Some(shifted(now, d)?),
-            // Recurring tasks keep an explicit anchor so slots never drift (R5).
-            (None, None) => task.schedule.interval.map(|_| now),
+            // Recurring tasks keep an explicit anchor so slots never drift (R5); a cron
+            // task starts at its first slot.
+            (None, None) => match &task.schedule.cron {
+                Some(c) => Some(first_cron_slot(c, now)?),
+                None => task.schedule.interval.map(|_| now),
+            },
         };
         task.status = TaskStatus::Pending;
         Ok(task)
     }
+}
+
+#[cfg(feature = "cron")]
+fn parse_cron(expr: &str, tz: &str) -> std::result::Result<omniq_core::CronSchedule, String> {
+    crate::cron::Cron::parse(expr, tz)
+        .map(|c| c.schedule().clone())
+        .map_err(|e| match e {
+            Error::Config(m) => m,
+            other => other.to_string(),
+        })
+}
+
+#[cfg(not(feature = "cron"))]
+fn parse_cron(_expr: &str, _tz: &str) -> std::result::Result<omniq_core::CronSchedule, String> {
+    Err("cron schedules need omniq's `cron` feature".into())
+}
+
+#[cfg(feature = "cron")]
+fn first_cron_slot(c: &omniq_core::CronSchedule, now: OffsetDateTime) -> Result<OffsetDateTime> {
+    crate::cron::Cron::of(c)?.next_after(now).ok_or_else(|| {
+        Error::Config(format!(
+            "cron expression {:?} never matches after {now}",
+            c.expr
+        ))
+    })
+}
+
+#[cfg(not(feature = "cron"))]
+fn first_cron_slot(_c: &omniq_core::CronSchedule, _now: OffsetDateTime) -> Result<OffsetDateTime> {
+    Err(Error::Config(
+        "cron schedules need omniq's `cron` feature".into(),
+    ))
 }
 
 /// Builder returned by [`AsyncTaskQueue::enqueue`]; `.await` it to enqueue and get the id.
@@ -600,6 +672,12 @@ macro_rules! task_options {
         /// seconds).
         pub fn interval(mut self, interval: impl IntoInterval) -> Self {
             self.$field = self.$field.interval(interval);
+            self
+        }
+        /// Repeat on a calendar: a cron expression in an IANA time zone
+        /// (`.cron("0 9 * * 1-5", "Europe/Berlin")`); see [`TaskSpec::cron`].
+        pub fn cron(mut self, expr: &str, tz: &str) -> Self {
+            self.$field = self.$field.cron(expr, tz);
             self
         }
         /// Queue name (default `"default"`).

@@ -124,6 +124,13 @@ pub(crate) fn task_from_row(row: &SqliteRow, format: Format) -> Result<TaskRow> 
         schedule: Schedule {
             eta: opt_from_micros(get(row, 6)?)?,
             interval: get::<Option<i64>>(row, 7)?.map(Duration::microseconds),
+            cron: match (
+                get::<Option<String>>(row, 21)?,
+                get::<Option<String>>(row, 22)?,
+            ) {
+                (Some(expr), Some(tz)) => Some(omniq_core::CronSchedule { expr, tz }),
+                _ => None,
+            },
         },
         max_retries: u32_of(get(row, 8)?, "max_retries")?,
         timeout: get::<Option<i64>>(row, 9)?.map(Duration::microseconds),

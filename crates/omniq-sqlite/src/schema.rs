@@ -71,10 +71,17 @@ CREATE INDEX IF NOT EXISTS "{ns}_tasks_lease_by_queue"
     ON "{ns}_tasks" (queue, lease_until) WHERE status = 'running';
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE "{ns}_tasks" ADD COLUMN cron_expr TEXT;
+ALTER TABLE "{ns}_tasks" ADD COLUMN cron_tz TEXT;
+"#,
+    ),
 ];
 
 /// The latest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i64 = 2;
+pub(crate) const LATEST_VERSION: i64 = 3;
 
 fn subst(template: &str, ns: &str) -> String {
     template.replace("{ns}", ns)
@@ -125,14 +132,15 @@ pub(crate) async fn migrate(pool: &SqlitePool, ns: &str) -> Result<()> {
 /// Columns of a task row, in the order [`crate::convert::task_from_row`] reads them.
 pub(crate) const TASK_COLUMNS: &str = "id, func_path, args, queue, priority, status, eta, \
      interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
-     last_attempt_at, error, unique_key, lease_token, lease_until, run_at, seq, backoff";
+     last_attempt_at, error, unique_key, lease_token, lease_until, run_at, seq, backoff, \
+     cron_expr, cron_tz";
 
 /// Columns of a result row, in the order [`crate::convert::result_from_row`] reads them.
 pub(crate) const RESULT_COLUMNS: &str =
     "task_id, status, result, error, finished_at, attempts, last_attempt_at";
 
 /// Bound values per enqueued row.
-pub(crate) const INSERT_ARITY: usize = 18;
+pub(crate) const INSERT_ARITY: usize = 20;
 
 /// Batched statements are built for these row counts (powers of two); a batch is split
 /// into them so each shape is prepared once and cached.
@@ -204,7 +212,7 @@ impl Sql {
         let insert_head = format!(
             "INSERT INTO {t} (id, func_path, args, queue, priority, status, eta, run_at, \
              interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
-             last_attempt_at, error, unique_key, backoff) VALUES "
+             last_attempt_at, error, unique_key, backoff, cron_expr, cron_tz) VALUES "
         );
         let insert = SHAPES
             .iter()

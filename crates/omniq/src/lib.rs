@@ -41,12 +41,18 @@ pub use omniq_runtime::{
     metrics, middleware, task_type,
 };
 
+/// Cron schedules: parsing an expression in a time zone and its next slot (feature `cron`,
+/// on by default).
+#[cfg(feature = "cron")]
+pub use omniq_runtime::cron;
+
 /// The task model and the storage handle, as users meet them.
 pub use omniq_core::{
-    Backoff, CancelOutcome, Capabilities, Clock, Cursor, DEFAULT_QUEUE, Enqueued, ErrorCategory,
-    ErrorType, Format, IntervalError, IntoInterval, ManualClock, Page, Payload, QueueCounts,
-    Schedule, SerializationError, Severity, Storage, StorageError, StorageErrorKind, SystemClock,
-    Task, TaskError, TaskFilter, TaskId, TaskResult, TaskStatus, Wake, async_trait, time,
+    Backoff, CancelOutcome, Capabilities, Clock, CronSchedule, Cursor, DEFAULT_QUEUE, Enqueued,
+    ErrorCategory, ErrorType, Format, IntervalError, IntoInterval, ManualClock, Page, Payload,
+    QueueCounts, Schedule, SerializationError, Severity, Storage, StorageError, StorageErrorKind,
+    SystemClock, Task, TaskError, TaskFilter, TaskId, TaskResult, TaskStatus, Wake, async_trait,
+    time,
 };
 
 /// Everything of `omniq-core`, including what backend authors implement

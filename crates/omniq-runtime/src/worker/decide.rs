@@ -74,6 +74,52 @@ fn backoff_for(shared: &Shared, task: &Task) -> Backoff {
         .unwrap_or(shared.opts.backoff)
 }
 
+/// A recurring task's next slot after a run that ends at `now`: for an interval, the
+/// first `anchor + k·interval` after now; for a cron schedule, the first match of the
+/// expression after now (so missed slots run once, never in a burst). `None` for a
+/// one-off task, or a cron expression that never matches again; an error for a stored
+/// cron schedule that no longer parses.
+pub(super) fn next_slot(
+    task: &Task,
+    now: OffsetDateTime,
+) -> Result<Option<OffsetDateTime>, TaskError> {
+    if let Some(interval) = task.schedule.interval {
+        return Ok(Some(next_interval_slot(slot_anchor(task), interval, now)));
+    }
+    let Some(schedule) = &task.schedule.cron else {
+        return Ok(None);
+    };
+    cron_next(schedule, now)
+}
+
+#[cfg(feature = "cron")]
+fn cron_next(
+    schedule: &omniq_core::CronSchedule,
+    now: OffsetDateTime,
+) -> Result<Option<OffsetDateTime>, TaskError> {
+    crate::cron::Cron::of(schedule)
+        .map(|c| c.next_after(now))
+        .map_err(|e| {
+            TaskError::new(
+                ErrorType::Validation,
+                format!("the task's cron schedule: {e}"),
+            )
+            .with_retryable(false)
+        })
+}
+
+#[cfg(not(feature = "cron"))]
+fn cron_next(
+    _schedule: &omniq_core::CronSchedule,
+    _now: OffsetDateTime,
+) -> Result<Option<OffsetDateTime>, TaskError> {
+    Err(TaskError::new(
+        ErrorType::Validation,
+        "a cron task reached a worker built without omniq's `cron` feature",
+    )
+    .with_retryable(false))
+}
+
 /// Decides retry / next run / fail for a failed run; also says whether it will retry.
 pub(super) fn failure_for(
     shared: &Shared,
@@ -99,12 +145,15 @@ pub(super) fn failure_for(
         FailAction::Retry {
             at: now.checked_add(delay).unwrap_or(now),
         }
-    } else if let Some(interval) = task.schedule.interval {
-        FailAction::NextRun {
-            at: next_interval_slot(anchor, interval, now),
-        }
     } else {
-        FailAction::Fail
+        match next_slot(task, now) {
+            Ok(Some(at)) => FailAction::NextRun { at },
+            Ok(None) => FailAction::Fail,
+            Err(why) => {
+                error = error.with_context("next_slot_error", why.message.as_str());
+                FailAction::Fail
+            }
+        }
     };
     let will_retry = matches!(action, FailAction::Retry { .. });
     (

@@ -3,7 +3,7 @@
 //! completer stores — the retry / next-run / fail decision is made here, once.
 
 use super::completer::{Done, DoneKind, Msg};
-use super::decide::{failure_for, refuse, slot_anchor, timeout_error};
+use super::decide::{failure_for, next_slot, refuse, timeout_error};
 use super::leases::Interrupt;
 use super::panics;
 use super::{Shared, log_storage_error};
@@ -15,7 +15,6 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use omniq_core::{
     Claimed, Completion, ErrorType, FailAction, Failure, LeaseRef, Payload, Task, TaskError,
-    next_interval_slot,
 };
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -139,16 +138,21 @@ pub(super) async fn run(
                 events::log_task_completed(task.id, task.attempts, elapsed);
                 metrics::finished(&task.queue, &task.func_path, MetricEnd::Succeeded, elapsed);
                 let now = shared.queue.clock.now();
-                let next_run = task
-                    .schedule
-                    .interval
-                    .map(|i| next_interval_slot(slot_anchor(&task), i, now));
-                DoneKind::Complete(Completion {
-                    lease,
-                    result,
-                    now,
-                    next_run,
-                })
+                match next_slot(&task, now) {
+                    Ok(next_run) => DoneKind::Complete(Completion {
+                        lease,
+                        result,
+                        now,
+                        next_run,
+                    }),
+                    // The run worked but its series cannot continue: end it, saying why.
+                    Err(error) => DoneKind::Fail(Failure {
+                        lease,
+                        error,
+                        action: FailAction::Fail,
+                        now,
+                    }),
+                }
             }
             RunOutcome::Err(err) => {
                 if err.error_type == ErrorType::Decode {

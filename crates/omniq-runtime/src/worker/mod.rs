@@ -102,7 +102,16 @@ pub struct AsyncWorkerPool {
     opts: WorkerOptions,
     registry: Registry,
     middleware: Vec<Arc<dyn Middleware>>,
+    periodic: Vec<Periodic>,
     state: Mutex<Option<Running>>,
+}
+
+/// A recurring series the pool makes sure exists when it starts.
+#[derive(Debug, Clone)]
+struct Periodic {
+    func: String,
+    expr: String,
+    tz: String,
 }
 
 impl std::fmt::Debug for AsyncWorkerPool {
@@ -184,6 +193,7 @@ impl AsyncWorkerPool {
             opts,
             registry: Registry::default(),
             middleware: Vec::new(),
+            periodic: Vec::new(),
             state: Mutex::new(None),
         }
     }
@@ -273,6 +283,28 @@ impl AsyncWorkerPool {
         self
     }
 
+    /// Runs handler `func` (with `()` arguments) on the cron schedule `expr` in the IANA
+    /// zone `tz`: when the pool starts it makes sure exactly one live series exists
+    /// ([`AsyncTaskQueue::ensure_periodic`] on the pool's first queue), so restarts and
+    /// several processes never add a second one. The expression is checked here.
+    ///
+    /// ```
+    /// # fn demo(pool: &mut omniq_runtime::AsyncWorkerPool) -> omniq_runtime::Result<()> {
+    /// pool.register("reports.daily", |(): ()| async move { Ok::<_, omniq_runtime::HandlerError>(()) });
+    /// pool.periodic("reports.daily", "0 9 * * 1-5", "Europe/Berlin")?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "cron")]
+    pub fn periodic(&mut self, func: &str, expr: &str, tz: &str) -> Result<&mut Self> {
+        crate::cron::Cron::parse(expr, tz)?;
+        self.periodic.push(Periodic {
+            func: func.to_string(),
+            expr: expr.to_string(),
+            tz: tz.to_string(),
+        });
+        Ok(self)
+    }
+
     /// Registered handler names.
     pub fn handler_names(&self) -> Vec<String> {
         self.registry.names()
@@ -313,7 +345,15 @@ impl AsyncWorkerPool {
         events::log_worker_started(&self.opts.name, self.opts.concurrency);
         let completer = tokio::spawn(completer::run(Arc::clone(&shared), done_rx));
         let heartbeater = tokio::spawn(heartbeater::run(Arc::clone(&shared), stop_rx.clone()));
-        let fetcher = tokio::spawn(fetcher::run(Arc::clone(&shared), stop_rx));
+        let fetcher = tokio::spawn(fetcher::run(Arc::clone(&shared), stop_rx.clone()));
+        if !self.periodic.is_empty() {
+            tokio::spawn(ensure_periodic(
+                self.queue.clone(),
+                self.periodic.clone(),
+                self.opts.queues[0].clone(),
+                stop_rx,
+            ));
+        }
         *state = Some(Running {
             stop_tx,
             fetcher,
@@ -365,6 +405,42 @@ impl Drop for AsyncWorkerPool {
                 running.shared.leases.abort_all();
                 // Let the completer flush what it has and end, should its runtime live on.
                 let _ = running.shared.done_tx.send(Msg::Shutdown);
+            }
+        }
+    }
+}
+
+/// Makes sure every periodic series exists; a storage that is down is retried with
+/// back-off until the pool stops.
+async fn ensure_periodic(
+    queue: AsyncTaskQueue,
+    series: Vec<Periodic>,
+    on: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    for p in series {
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            match queue
+                .ensure_periodic(&p.func, &(), &p.expr, &p.tz, &on)
+                .await
+            {
+                Ok(e) => {
+                    tracing::info!(target: "omniq::worker", func_path = %p.func, task_id = %e.id, existing = e.duplicate, "Periodic series '{}' on '{}' ({}): task {}", p.func, p.expr, p.tz, e.id);
+                    break;
+                }
+                Err(e) if e.is_temporary() => {
+                    tracing::warn!(target: "omniq::worker", func_path = %p.func, "Periodic series '{}' not registered yet: {e}", p.func);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.changed() => return,
+                    }
+                    delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                }
+                Err(e) => {
+                    tracing::error!(target: "omniq::worker", func_path = %p.func, "Periodic series '{}' cannot be registered: {e}", p.func);
+                    break;
+                }
             }
         }
     }

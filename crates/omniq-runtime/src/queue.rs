@@ -336,7 +336,12 @@ impl AsyncTaskQueue {
         };
         let mut poll = std::time::Duration::from_millis(10);
         loop {
-            match self.check_result(id).await {
+            let checked = match tokio::time::timeout_at(deadline, self.check_result(id)).await {
+                Ok(r) => r,
+                // A storage that does not answer before the deadline: the wait timed out.
+                Err(_) => return Err(Error::Timeout(*id)),
+            };
+            match checked {
                 Ok(Some(r)) => return Ok(TaskOutcome::new(r, self.format)),
                 Ok(None) => {}
                 // S3: a temporary outage only delays the answer.

@@ -49,7 +49,10 @@ async fn several_pools_and_restarts_keep_one_live_series() {
         b.start().expect("start b");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while live_series(&q1).await.is_empty() {
-            assert!(tokio::time::Instant::now() < deadline, "no series registered");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no series registered"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // Give the second registration time to land too.
@@ -57,7 +60,10 @@ async fn several_pools_and_restarts_keep_one_live_series() {
         let series = live_series(&q2).await;
         assert_eq!(series.len(), 1, "round {round}: {series:?}");
         let cron = series[0].schedule.cron.clone().expect("a cron schedule");
-        assert_eq!((cron.expr.as_str(), cron.tz.as_str()), ("0 0 1 1 *", "Europe/Berlin"));
+        assert_eq!(
+            (cron.expr.as_str(), cron.tz.as_str()),
+            ("0 0 1 1 *", "Europe/Berlin")
+        );
         a.stop(Duration::from_secs(5)).await.expect("stop");
         b.stop(Duration::from_secs(5)).await.expect("stop");
     }
@@ -69,7 +75,9 @@ async fn a_bad_expression_or_zone_is_an_error_when_registered_or_enqueued() {
         Arc::new(SqliteStorage::in_memory().await.expect("sqlite"));
     let queue = AsyncTaskQueue::new(storage);
     let mut p = AsyncWorkerPool::new(queue.clone());
-    let e = p.periodic("x", "61 * * * *", "UTC").expect_err("bad minute");
+    let e = p
+        .periodic("x", "61 * * * *", "UTC")
+        .expect_err("bad minute");
     assert!(e.to_string().contains("cron expression"), "{e}");
     let e = queue
         .enqueue("x", &())

@@ -33,8 +33,10 @@
 //! - **shutdown** (`shutdown.rs`): stop claiming, hand back unstarted claims, drain (or
 //!   abort at the deadline), flush, stop heartbeats, release what is still held.
 //!
-//! Every storage call goes through [`Shared::call`]: a panicking backend becomes a
-//! storage error naming the operation instead of taking an actor down.
+//! Every storage call goes through `Shared::call`: a panicking backend becomes a
+//! storage error naming the operation instead of taking an actor down, and a call that
+//! does not answer within `storage_timeout` a temporary one, so a hung backend cannot
+//! stall the pool or its shutdown.
 
 mod completer;
 mod decide;
@@ -160,14 +162,24 @@ impl Shared {
         op: &'static str,
         fut: impl Future<Output = std::result::Result<T, StorageError>>,
     ) -> std::result::Result<T, StorageError> {
-        match AssertUnwindSafe(fut).catch_unwind().await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if e.operation().is_none() => Err(e.with_operation(op)),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(StorageError::new(
+        let guarded = AssertUnwindSafe(fut).catch_unwind();
+        match tokio::time::timeout(self.opts.storage_timeout, guarded).await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) if e.operation().is_none() => Err(e.with_operation(op)),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(StorageError::new(
                 StorageErrorKind::Backend,
                 self.storage().backend_name(),
                 "the storage backend panicked",
+            )
+            .with_operation(op)),
+            Err(_) => Err(StorageError::new(
+                StorageErrorKind::Unavailable,
+                self.storage().backend_name(),
+                format!(
+                    "no answer within {:?} (storage_timeout)",
+                    self.opts.storage_timeout
+                ),
             )
             .with_operation(op)),
         }

@@ -61,6 +61,9 @@ pub struct WorkerOptions {
     pub unknown_handler_grace: std::time::Duration,
     /// How long a task this worker has no handler for waits before it is offered again.
     pub unknown_handler_delay: std::time::Duration,
+    /// The longest one storage call may take before it counts as failed (temporarily):
+    /// a hung backend cannot stall the pool or its shutdown.
+    pub storage_timeout: std::time::Duration,
 }
 
 /// The default payload limit of queues and workers: 16 MiB.
@@ -87,6 +90,7 @@ impl Default for WorkerOptions {
             max_redeliveries: 3,
             unknown_handler_grace: std::time::Duration::from_secs(300),
             unknown_handler_delay: std::time::Duration::from_secs(2),
+            storage_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -202,6 +206,15 @@ impl WorkerPoolBuilder {
         self.opts.unknown_handler_delay = d.into_std();
         self
     }
+    /// The longest one storage call (claim, heartbeat, complete, …) may take before the
+    /// pool treats it as a temporary failure and backs off: a hung backend cannot stall
+    /// the pool, and `stop` returns within its timeout plus at most this for the final
+    /// flush. Default 10 s; must be positive. (A call given up on may still commit
+    /// later; fencing keeps that harmless, and claimed tasks come back after their lease.)
+    pub fn storage_timeout(mut self, d: impl IntoDuration) -> Self {
+        self.opts.storage_timeout = d.into_std();
+        self
+    }
     /// Largest payload a task may carry; a larger one fails with a non-retryable
     /// validation error instead of being decoded. Default 16 MiB.
     pub fn max_payload_bytes(mut self, n: usize) -> Self {
@@ -269,6 +282,11 @@ impl WorkerPoolBuilder {
                 lease_std / 2,
                 opts.heartbeat_interval
             )));
+        }
+        if opts.storage_timeout.is_zero() {
+            return Err(Error::Config(
+                "storage_timeout must be positive (e.g. 10 s)".into(),
+            ));
         }
         if opts.poll_interval.is_zero() {
             return Err(Error::Config(

@@ -1,0 +1,178 @@
+//! A backend call that never returns (S3): the pool gives up on it after
+//! `storage_timeout`, `stop` still returns, and the pool recovers once the backend
+//! answers again.
+
+use omniq::backend::{
+    ClaimRequest, Claimed, Completion, Enqueued, Failure, LeaseRef, Outcome, Page, QueueCounts,
+    TaskFilter,
+};
+use omniq::sqlite::SqliteStorage;
+use omniq::{
+    AsyncTaskQueue, AsyncWorkerPool, CancelOutcome, Capabilities, HandlerError, Storage,
+    StorageError, Task, TaskId, TaskResult, TaskStatus, Wake, async_trait,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// Delegates to SQLite; while `hung` is set, every call hangs forever.
+#[derive(Debug)]
+struct Hang {
+    inner: SqliteStorage,
+    hung: AtomicBool,
+}
+
+impl Hang {
+    async fn gate(&self) {
+        if self.hung.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for Hang {
+    fn backend_name(&self) -> &'static str {
+        "hang"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Wake>> {
+        self.inner.subscribe()
+    }
+    async fn enqueue(&self, t: Vec<Task>) -> Result<Vec<Enqueued>, StorageError> {
+        self.gate().await;
+        self.inner.enqueue(t).await
+    }
+    async fn claim(&self, r: ClaimRequest) -> Result<Vec<Claimed>, StorageError> {
+        self.gate().await;
+        self.inner.claim(r).await
+    }
+    async fn next_due(&self, q: &[String]) -> Result<Option<OffsetDateTime>, StorageError> {
+        self.gate().await;
+        self.inner.next_due(q).await
+    }
+    async fn heartbeat(
+        &self,
+        l: &[LeaseRef],
+        until: OffsetDateTime,
+    ) -> Result<Vec<Outcome>, StorageError> {
+        self.gate().await;
+        self.inner.heartbeat(l, until).await
+    }
+    async fn complete(&self, c: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
+        self.gate().await;
+        self.inner.complete(c).await
+    }
+    async fn fail(&self, f: Vec<Failure>) -> Result<Vec<Outcome>, StorageError> {
+        self.gate().await;
+        self.inner.fail(f).await
+    }
+    async fn release(
+        &self,
+        l: &[LeaseRef],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Outcome>, StorageError> {
+        self.gate().await;
+        self.inner.release(l, now).await
+    }
+    async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StorageError> {
+        self.gate().await;
+        self.inner.get_task(id).await
+    }
+    async fn reschedule(
+        &self,
+        id: &TaskId,
+        eta: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        self.gate().await;
+        self.inner.reschedule(id, eta, now).await
+    }
+    async fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>, StorageError> {
+        self.gate().await;
+        self.inner.get_result(id).await
+    }
+    async fn cancel(
+        &self,
+        id: &TaskId,
+        now: OffsetDateTime,
+    ) -> Result<CancelOutcome, StorageError> {
+        self.gate().await;
+        self.inner.cancel(id, now).await
+    }
+    async fn list_tasks(&self, f: TaskFilter) -> Result<Page<Task>, StorageError> {
+        self.gate().await;
+        self.inner.list_tasks(f).await
+    }
+    async fn counts(&self, q: Option<&str>) -> Result<Vec<QueueCounts>, StorageError> {
+        self.gate().await;
+        self.inner.counts(q).await
+    }
+    async fn purge_results(&self, older: OffsetDateTime) -> Result<u64, StorageError> {
+        self.gate().await;
+        self.inner.purge_results(older).await
+    }
+    async fn close(&self) -> Result<(), StorageError> {
+        self.inner.close().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_backend_neither_stalls_stop_nor_the_pool_for_good() {
+    let hang = Arc::new(Hang {
+        inner: SqliteStorage::in_memory().await.expect("sqlite"),
+        hung: AtomicBool::new(false),
+    });
+    let queue = AsyncTaskQueue::new(Arc::clone(&hang) as Arc<dyn Storage>);
+    let build = || {
+        let mut p = AsyncWorkerPool::builder()
+            .queue(queue.clone())
+            .poll_interval(Duration::from_millis(20))
+            .storage_timeout(Duration::from_millis(300))
+            .build()
+            .expect("pool");
+        p.register("work", |x: u32| async move { Ok::<_, HandlerError>(x) });
+        p
+    };
+    let pool = build();
+    pool.start().expect("start");
+    let before = queue.enqueue("work", &1u32).await.expect("enqueue");
+    queue
+        .wait_result(&before, Duration::from_secs(10))
+        .await
+        .expect("runs while the backend answers");
+
+    hang.hung.store(true, Ordering::SeqCst);
+    // A wait on a hung backend ends at its own deadline.
+    let waited = Instant::now();
+    let e = queue
+        .wait_result(&before, Duration::from_millis(200))
+        .await
+        .expect_err("times out");
+    assert!(matches!(e, omniq::Error::Timeout(_)), "{e}");
+    assert!(waited.elapsed() < Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stopping = Instant::now();
+    pool.stop(Duration::from_millis(200)).await.expect("stop");
+    // The drain (200 ms) plus one storage_timeout per final step, never forever.
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        stopping.elapsed()
+    );
+
+    // The backend answers again: a new pool works.
+    hang.hung.store(false, Ordering::SeqCst);
+    let pool = build();
+    pool.start().expect("start again");
+    let after = queue.enqueue("work", &2u32).await.expect("enqueue");
+    let out = queue
+        .wait_result(&after, Duration::from_secs(10))
+        .await
+        .expect("runs after the hang");
+    assert_eq!(out.status, TaskStatus::Success);
+    pool.stop(Duration::from_secs(5)).await.expect("stop");
+}

@@ -1,0 +1,509 @@
+//! The two hot paths that put tasks in and take them out: batch enqueue (with unique
+//! keys) and batch claim (with redelivery of expired leases), plus `next_due`.
+//!
+//! A claim lists only due entries: the ready entries of a queue sit in
+//! `r/{priority}/{minute}/`, so it walks priorities highest first and, in each, the
+//! minute buckets up to `now`, and stops once it has enough candidates. Each candidate is
+//! claimed by the conditional create of its task's next version: of two racing claimers
+//! exactly one wins, the other sees the version exist and moves on.
+
+use crate::connect::{ORPHAN_AGE, next_seq};
+use crate::convert::{Record, StoredLease, Versioned};
+use crate::error::{Error, Result, corrupt};
+use crate::schema::{LeaseName, ReadyName, bucket_start, file_name, micros, parse_version};
+use crate::storage::{FileStorage, distinct_queues, validate_queue};
+use futures::future::join_all;
+use object_store::path::Path;
+use omniq_core::{
+    ClaimRequest, Claimed, Enqueued, Lease, LeaseToken, Task, TaskId, TaskStatus, Wake,
+};
+use std::collections::HashMap;
+use time::OffsetDateTime;
+
+/// How many candidates a claim gathers per task it still needs (stale entries and lost
+/// races are skipped).
+const OVERSAMPLE: usize = 2;
+/// Extra candidates gathered on top.
+const SLACK: usize = 8;
+
+/// A due ready entry found by a claim.
+#[derive(Debug, Clone)]
+struct Candidate {
+    /// Claim order: (priority dir, eta, seq).
+    order: (String, i64, u64),
+    name: ReadyName,
+    path: Path,
+    modified: OffsetDateTime,
+}
+
+impl FileStorage {
+    pub(crate) async fn enqueue_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
+        self.check_open()?;
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        for t in &tasks {
+            validate_queue(&t.queue)?;
+        }
+        // Unique keys first, in input order: duplicates inside the batch resolve to the
+        // first, duplicates of live tasks to the live task.
+        let mut out = Vec::with_capacity(tasks.len());
+        let mut in_batch: HashMap<(&str, &str), TaskId> = HashMap::new();
+        let mut held = Vec::new();
+        let mut fresh = Vec::with_capacity(tasks.len());
+        for t in &tasks {
+            let Some(key) = t.unique_key.as_deref() else {
+                out.push(Enqueued {
+                    id: t.id,
+                    duplicate: false,
+                });
+                fresh.push(t);
+                continue;
+            };
+            if let Some(first) = in_batch.get(&(t.queue.as_str(), key)) {
+                out.push(Enqueued {
+                    id: *first,
+                    duplicate: true,
+                });
+                continue;
+            }
+            match self.hold_unique(&t.queue, key, t.id).await? {
+                UniqueHold::Held(path) => {
+                    in_batch.insert((&t.queue, key), t.id);
+                    held.push((t.id, path));
+                    out.push(Enqueued {
+                        id: t.id,
+                        duplicate: false,
+                    });
+                    fresh.push(t);
+                }
+                UniqueHold::Duplicate(existing) => {
+                    in_batch.insert((&t.queue, key), existing);
+                    out.push(Enqueued {
+                        id: existing,
+                        duplicate: true,
+                    });
+                }
+            }
+        }
+        let results = join_all(fresh.iter().map(|t| {
+            let mut task = (*t).clone();
+            if task.status == TaskStatus::Running {
+                // A task is only Running under a lease.
+                task.status = TaskStatus::Pending;
+            }
+            let record = Record {
+                task,
+                lease: None,
+                cancel: false,
+                result: None,
+                seq: next_seq(),
+            };
+            async move { self.write_version(&record, 1).await }
+        }))
+        .await;
+        let mut conflict = None;
+        for (t, r) in fresh.iter().zip(results) {
+            if !r? {
+                conflict.get_or_insert(t.id);
+            }
+        }
+        if let Some(id) = conflict {
+            // The unique key this task took now names the other task with its id.
+            for (holder, path) in &held {
+                if *holder == id {
+                    self.delete_quiet(path).await?;
+                }
+            }
+            return Err(Error::Exists(id));
+        }
+        self.sync().await?;
+        self.wake_work(
+            fresh
+                .iter()
+                .filter(|t| matches!(t.status, TaskStatus::Pending | TaskStatus::Running))
+                .map(|t| t.queue.as_str()),
+        );
+        Ok(out)
+    }
+
+    /// Takes the unique key (queue, key) for `id`, unless a live task holds it.
+    ///
+    /// Holders are generations `u/{queue}/{key}/{n}`; the newest one holds the key while
+    /// its task is Pending or Running. Taking a free key is the conditional create of the
+    /// next generation, so of two racing enqueuers exactly one gets it.
+    async fn hold_unique(&self, queue: &str, key: &str, id: TaskId) -> Result<UniqueHold> {
+        let keys = &self.inner.keys;
+        for _ in 0..16 {
+            let listing = self.list_dir(&keys.unique_dir(queue, key)).await?;
+            let newest = listing
+                .objects
+                .iter()
+                .filter_map(|o| {
+                    file_name(&o.location)
+                        .and_then(parse_version)
+                        .map(|g| (g, to_time(o.last_modified)))
+                })
+                .max_by_key(|(g, _)| *g);
+            let generation = match newest {
+                None => 0,
+                Some((g, modified)) => {
+                    let path = keys.unique(queue, key, g);
+                    let Some(bytes) = self.read(&path).await? else {
+                        continue;
+                    };
+                    let holder: TaskId = std::str::from_utf8(&bytes)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                        .ok_or_else(|| corrupt(format!("unique-key holder {path}")))?;
+                    match self.latest(&holder).await? {
+                        Some(v)
+                            if matches!(
+                                v.record.task.status,
+                                TaskStatus::Pending | TaskStatus::Running
+                            ) && v.record.task.unique_key.as_deref() == Some(key) =>
+                        {
+                            return Ok(UniqueHold::Duplicate(holder));
+                        }
+                        // The holder's record is still being written.
+                        None if age(modified) < ORPHAN_AGE => {
+                            return Ok(UniqueHold::Duplicate(holder));
+                        }
+                        _ => g,
+                    }
+                }
+            };
+            let path = keys.unique(queue, key, generation + 1);
+            if self.create(&path, id.to_string().into_bytes()).await? {
+                return Ok(UniqueHold::Held(path));
+            }
+        }
+        Err(Error::Contended(id))
+    }
+
+    pub(crate) async fn claim_tasks(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
+        self.check_open()?;
+        let queues = distinct_queues(&req.queues)?;
+        if req.limit == 0 || queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now_us = micros(req.now);
+        let mut claimed: Vec<(Option<(String, i64, u64)>, Claimed)> = Vec::new();
+        let mut finished = Vec::new();
+        let mut leftover_expired = false;
+
+        // Expired leases first: they were due before anything pending now.
+        for queue in &queues {
+            let expired = self.expired_leases(queue, now_us).await?;
+            for (name, path, modified) in expired {
+                if claimed.len() >= req.limit {
+                    leftover_expired = true;
+                    break;
+                }
+                match self.redeliver(&name, &req).await? {
+                    Redelivery::Claimed(c) => claimed.push((None, c)),
+                    Redelivery::Cancelled(id) => finished.push(id),
+                    Redelivery::Stale => self.delete_quiet(&path).await?,
+                    Redelivery::Missing => {
+                        if age(modified) >= ORPHAN_AGE {
+                            self.delete_quiet(&path).await?;
+                        }
+                    }
+                }
+            }
+        }
+
+        // Then pending tasks, in claim order across the queues.
+        let mut tried = std::collections::HashSet::new();
+        for _round in 0..8 {
+            let need = req.limit.saturating_sub(claimed.len());
+            if need == 0 {
+                break;
+            }
+            let want = need * OVERSAMPLE + SLACK + tried.len();
+            let mut candidates = Vec::new();
+            let mut exhausted = true;
+            for queue in &queues {
+                let (found, complete) = self.due_entries(queue, now_us, want).await?;
+                exhausted &= complete;
+                candidates.extend(found);
+            }
+            candidates.retain(|c| !tried.contains(&(c.name.id, c.name.version)));
+            if candidates.is_empty() {
+                break;
+            }
+            candidates.sort_by(|a, b| a.order.cmp(&b.order));
+            // Claim the best `need` at once; skipped ones are replaced from the rest.
+            let mut rest = candidates.into_iter();
+            loop {
+                let need = req.limit.saturating_sub(claimed.len());
+                let batch: Vec<Candidate> = rest.by_ref().take(need).collect();
+                if batch.is_empty() {
+                    break;
+                }
+                let results = join_all(batch.iter().map(|c| self.claim_entry(c, &req))).await;
+                for (c, r) in batch.into_iter().zip(results) {
+                    tried.insert((c.name.id, c.name.version));
+                    match r? {
+                        Some(done) => claimed.push((Some(c.order), done)),
+                        None => continue,
+                    }
+                }
+                if claimed.len() >= req.limit {
+                    break;
+                }
+            }
+            if exhausted {
+                break;
+            }
+        }
+        if !claimed.is_empty() || !finished.is_empty() {
+            self.sync().await?;
+        }
+        for task_id in finished {
+            self.wake(Wake::Finished { task_id });
+        }
+        if leftover_expired {
+            // Some redeliveries did not fit this claim: tell other workers.
+            self.wake_work(queues.iter().copied());
+        }
+        // Redelivered tasks first (they were due first), then claim order.
+        claimed.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Claims one ready entry: reads the version it names and creates the next one,
+    /// Running under a token equal to that version number. None when the entry is stale
+    /// (the task moved on, was claimed by someone else, or is not due).
+    async fn claim_entry(&self, c: &Candidate, req: &ClaimRequest) -> Result<Option<Claimed>> {
+        let name = &c.name;
+        let Some(record) = self.read_version(&name.id, name.version).await? else {
+            // A writer is still creating the record, or crashed before it did.
+            if age(c.modified) >= ORPHAN_AGE {
+                self.delete_quiet(&c.path).await?;
+            }
+            return Ok(None);
+        };
+        let cur = Versioned {
+            version: name.version,
+            record,
+        };
+        if cur.record.task.status != TaskStatus::Pending
+            || cur.record.task.effective_eta() > req.now
+        {
+            return Ok(None);
+        }
+        match self.take(&cur, req).await? {
+            Some(claimed) => Ok(Some(claimed)),
+            None => {
+                // A newer version exists: this entry is stale.
+                self.delete_quiet(&c.path).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The claim write: `cur` becomes Running under a new lease.
+    async fn take(&self, cur: &Versioned, req: &ClaimRequest) -> Result<Option<Claimed>> {
+        let version = cur.version + 1;
+        let token = i64::try_from(version).map_err(|_| corrupt("version overflow"))?;
+        let until = req.now + req.lease;
+        let mut next = cur.record.clone();
+        next.task.status = TaskStatus::Running;
+        next.task.attempts = next.task.attempts.saturating_add(1);
+        next.task.last_attempt_at = Some(req.now);
+        next.task.updated_at = req.now;
+        next.lease = Some(StoredLease { token, until });
+        Ok(self.transition(cur, next).await?.map(|v| Claimed {
+            task: v.record.task,
+            lease: Lease {
+                token: LeaseToken(token),
+                until,
+            },
+        }))
+    }
+
+    /// Redelivers the task of an expired lease entry (or ends it Cancelled when its
+    /// cancellation was requested).
+    async fn redeliver(&self, name: &LeaseName, req: &ClaimRequest) -> Result<Redelivery> {
+        let Some(record) = self.read_version(&name.id, name.version).await? else {
+            return Ok(Redelivery::Missing);
+        };
+        let cur = Versioned {
+            version: name.version,
+            record,
+        };
+        let expired = cur.record.task.status == TaskStatus::Running
+            && cur.record.lease.is_some_and(|l| l.until <= req.now);
+        if !expired {
+            return Ok(Redelivery::Stale);
+        }
+        if cur.record.cancel {
+            // Its worker is gone and nobody would act on the request: end it now.
+            let mut next = cur.record.clone();
+            next.end_cancelled(req.now);
+            return Ok(match self.transition(&cur, next).await? {
+                Some(_) => Redelivery::Cancelled(name.id),
+                None => Redelivery::Stale,
+            });
+        }
+        Ok(match self.take(&cur, req).await? {
+            Some(c) => Redelivery::Claimed(c),
+            None => Redelivery::Stale,
+        })
+    }
+
+    /// Lease entries of `queue` that expired at `now_us`, earliest first.
+    async fn expired_leases(
+        &self,
+        queue: &str,
+        now_us: i64,
+    ) -> Result<Vec<(LeaseName, Path, OffsetDateTime)>> {
+        let root = self.inner.keys.lease_root(queue);
+        let buckets = self.list_dir(&root).await?;
+        let mut out = Vec::new();
+        for b in &buckets.common_prefixes {
+            let Some(start) = file_name(b).and_then(bucket_start) else {
+                continue;
+            };
+            if start > now_us {
+                break;
+            }
+            for o in self.list_dir(b).await?.objects {
+                if let Some(n) = file_name(&o.location).and_then(LeaseName::parse) {
+                    if n.until_us <= now_us {
+                        out.push((n, o.location.clone(), to_time(o.last_modified)));
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Due ready entries of `queue` in claim order: at least `want` when there are that
+    /// many (whole buckets, so the order inside a bucket is exact). The flag is true when
+    /// every due entry was listed.
+    async fn due_entries(
+        &self,
+        queue: &str,
+        now_us: i64,
+        want: usize,
+    ) -> Result<(Vec<Candidate>, bool)> {
+        let root = self.inner.keys.ready_root(queue);
+        let prios = self.list_dir(&root).await?;
+        let mut out = Vec::new();
+        for p in &prios.common_prefixes {
+            let Some(prio) = file_name(p).map(str::to_string) else {
+                continue;
+            };
+            let buckets = self.list_dir(p).await?;
+            for b in &buckets.common_prefixes {
+                let Some(start) = file_name(b).and_then(bucket_start) else {
+                    continue;
+                };
+                if start > now_us {
+                    break;
+                }
+                let mut found: Vec<Candidate> = self
+                    .list_dir(b)
+                    .await?
+                    .objects
+                    .into_iter()
+                    .filter_map(|o| {
+                        let name = file_name(&o.location).and_then(ReadyName::parse)?;
+                        (name.eta_us <= now_us).then(|| Candidate {
+                            order: (prio.clone(), name.eta_us, name.seq),
+                            name,
+                            modified: to_time(o.last_modified),
+                            path: o.location,
+                        })
+                    })
+                    .collect();
+                found.sort_by(|a, b| a.order.cmp(&b.order));
+                out.extend(found);
+                if out.len() >= want {
+                    return Ok((out, false));
+                }
+            }
+        }
+        Ok((out, true))
+    }
+
+    pub(crate) async fn earliest_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>> {
+        self.check_open()?;
+        let queues = distinct_queues(queues)?;
+        let mut best: Option<i64> = None;
+        let mut consider = |us: i64| best = Some(best.map_or(us, |b| b.min(us)));
+        for queue in queues {
+            // Pending: the earliest eta over every priority's first bucket.
+            let prios = self.list_dir(&self.inner.keys.ready_root(queue)).await?;
+            for p in &prios.common_prefixes {
+                let buckets = self.list_dir(p).await?;
+                for b in &buckets.common_prefixes {
+                    let min = self
+                        .list_dir(b)
+                        .await?
+                        .objects
+                        .iter()
+                        .filter_map(|o| file_name(&o.location).and_then(ReadyName::parse))
+                        .map(|n| n.eta_us)
+                        .min();
+                    if let Some(us) = min {
+                        consider(us);
+                        break;
+                    }
+                }
+            }
+            // Running: the earliest lease expiry.
+            let buckets = self.list_dir(&self.inner.keys.lease_root(queue)).await?;
+            for b in &buckets.common_prefixes {
+                let min = self
+                    .list_dir(b)
+                    .await?
+                    .objects
+                    .iter()
+                    .filter_map(|o| file_name(&o.location).and_then(LeaseName::parse))
+                    .map(|n| n.until_us)
+                    .min();
+                if let Some(us) = min {
+                    consider(us);
+                    break;
+                }
+            }
+        }
+        best.map(from_micros).transpose()
+    }
+}
+
+enum UniqueHold {
+    /// The key is ours; the path of our holder generation.
+    Held(Path),
+    /// A live task holds it.
+    Duplicate(TaskId),
+}
+
+enum Redelivery {
+    Claimed(Claimed),
+    Cancelled(TaskId),
+    /// The entry is out of date: the task moved on.
+    Stale,
+    /// The entry's record version does not exist (yet).
+    Missing,
+}
+
+/// An object's modification time as `OffsetDateTime`.
+fn to_time(t: chrono::DateTime<chrono::Utc>) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.timestamp_micros()) * 1_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// How long ago (by the wall clock) something was modified.
+fn age(modified: OffsetDateTime) -> time::Duration {
+    OffsetDateTime::now_utc() - modified
+}
+
+pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .map_err(|e| corrupt(format!("timestamp {us} out of range: {e}")))
+}

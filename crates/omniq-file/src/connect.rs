@@ -1,0 +1,382 @@
+//! Opening the store (with the conditional-create probe), flushing, and the record
+//! "transaction": every state change of a task is the conditional create of its next
+//! version, with the index entries of the new state written ahead of it.
+
+use crate::config::{Durability, FileConfig, Location};
+use crate::convert::{Record, Versioned};
+use crate::error::{Error, Result, config, corrupt, is_already_exists, is_not_found};
+use crate::schema::{Keys, LeaseName, ReadyName, file_name, micros, parse_version};
+use crate::storage::{FileStorage, Inner};
+use futures::future::join_all;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ListResult, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use omniq_core::{TaskId, TaskStatus, Wake};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+/// Wake-up channel capacity.
+const WAKE_CAPACITY: usize = 1024;
+
+/// A transition slower than this re-writes its index entries after its record, in case a
+/// claimer took the entries for a crashed writer's leftovers meanwhile (see
+/// [`ORPHAN_AGE`]).
+const SLOW_WRITE: Duration = Duration::from_secs(20);
+
+/// An index entry whose record version does not exist and that is older than this was
+/// left by a writer that crashed (or lost its race) and is deleted.
+pub(crate) const ORPHAN_AGE: time::Duration = time::Duration::seconds(60);
+
+/// Enqueue order across the process: strictly increasing, seeded by the wall clock so
+/// processes started later sort later.
+pub(crate) fn next_seq() -> u64 {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let now = u64::try_from(micros(time::OffsetDateTime::now_utc())).unwrap_or(0);
+    let mut prev = SEQ.load(Ordering::Relaxed);
+    loop {
+        let next = now.max(prev + 1);
+        match SEQ.compare_exchange_weak(prev, next, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
+/// One wake-up channel per (directory, namespace) in this process, so independent
+/// instances on one directory wake each other.
+fn shared_channel(root: &std::path::Path, ns: &str) -> broadcast::Sender<Wake> {
+    type Registry = Mutex<HashMap<(PathBuf, String), Weak<broadcast::Sender<Wake>>>>;
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    static KEEP: OnceLock<Mutex<Vec<Arc<broadcast::Sender<Wake>>>>> = OnceLock::new();
+    let registry = REGISTRY.get_or_init(Default::default);
+    let mut map = registry.lock().unwrap_or_else(|e| e.into_inner());
+    let key = (root.to_path_buf(), ns.to_string());
+    if let Some(tx) = map.get(&key).and_then(Weak::upgrade) {
+        return (*tx).clone();
+    }
+    let tx = Arc::new(broadcast::channel(WAKE_CAPACITY).0);
+    map.insert(key, Arc::downgrade(&tx));
+    // Senders are cheap; keep one alive per directory for the process's life.
+    KEEP.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(Arc::clone(&tx));
+    (*tx).clone()
+}
+
+impl FileStorage {
+    pub(crate) async fn connect(cfg: FileConfig) -> Result<Self> {
+        let location = cfg.location.clone().ok_or_else(|| config("no location"))?;
+        let (store, local_root): (Arc<dyn ObjectStore>, Option<PathBuf>) = match &location {
+            Location::Dir(dir) => {
+                let dir = dir.clone();
+                let root = tokio::task::spawn_blocking(move || {
+                    std::fs::create_dir_all(&dir)
+                        .and_then(|()| std::fs::canonicalize(&dir))
+                        .map_err(|source| Error::Io {
+                            what: "cannot create data directory",
+                            path: dir,
+                            source,
+                        })
+                })
+                .await
+                .map_err(|e| corrupt(format!("directory setup task failed: {e}")))??;
+                let fs = LocalFileSystem::new_with_prefix(&root)?
+                    // Empty bucket directories go away with their last entry, so listings
+                    // never walk dead buckets.
+                    .with_automatic_cleanup(true)
+                    // Durability is one syncfs per call (a group commit), not two fsyncs
+                    // per file.
+                    .with_fsync(false);
+                (Arc::new(fs), Some(root))
+            }
+            Location::Memory => (Arc::new(InMemory::new()), None),
+            Location::Store(s) => (Arc::clone(s), None),
+        };
+        let keys = Keys::new(&cfg.namespace);
+        probe_conditional_create(&*store, &keys).await?;
+        let wake = match &local_root {
+            Some(root) => shared_channel(root, &cfg.namespace),
+            None => broadcast::channel(WAKE_CAPACITY).0,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                keys,
+                namespace: cfg.namespace,
+                location,
+                local_root,
+                format: cfg.format,
+                result_ttl: cfg.result_ttl,
+                durability: cfg.durability,
+                closed: AtomicBool::new(false),
+                wake,
+            }),
+        })
+    }
+
+    /// Makes every write of this call durable (local directories under
+    /// [`Durability::Full`]): one `syncfs` flushes them all.
+    pub(crate) async fn sync(&self) -> Result<()> {
+        let Some(root) = self.inner.local_root.clone() else {
+            return Ok(());
+        };
+        if self.inner.durability != Durability::Full {
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || sync_dir(&root))
+            .await
+            .map_err(|e| corrupt(format!("sync task failed: {e}")))?
+    }
+
+    /// A directory listing; a missing directory is empty.
+    pub(crate) async fn list_dir(&self, prefix: &Path) -> Result<ListResult> {
+        match self.inner.store.list_with_delimiter(Some(prefix)).await {
+            Ok(l) => Ok(l),
+            Err(e) if is_not_found(&e) => Ok(ListResult {
+                common_prefixes: Vec::new(),
+                objects: Vec::new(),
+                extensions: Default::default(),
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The bytes at `path`, or None.
+    pub(crate) async fn read(&self, path: &Path) -> Result<Option<Vec<u8>>> {
+        match self.inner.store.get(path).await {
+            Ok(r) => match r.bytes().await {
+                Ok(b) => Ok(Some(b.to_vec())),
+                Err(e) if is_not_found(&e) => Ok(None),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates `path` only if it does not exist; false when it does.
+    pub(crate) async fn create(&self, path: &Path, bytes: Vec<u8>) -> Result<bool> {
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..PutOptions::default()
+        };
+        match self
+            .inner
+            .store
+            .put_opts(path, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_already_exists(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes an (empty) index entry; rewriting one is harmless.
+    pub(crate) async fn put_entry(&self, path: &Path) -> Result<()> {
+        self.inner.store.put(path, PutPayload::new()).await?;
+        Ok(())
+    }
+
+    /// Deletes `path`; already gone is fine.
+    pub(crate) async fn delete_quiet(&self, path: &Path) -> Result<()> {
+        match self.inner.store.delete(path).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Version `version` of a task, or None when it does not exist.
+    pub(crate) async fn read_version(&self, id: &TaskId, version: u64) -> Result<Option<Record>> {
+        let path = self.inner.keys.version(id, version);
+        match self.read(&path).await? {
+            Some(bytes) => Ok(Some(Record::decode(self.inner.format, &bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The newest version of a task, or None for an unknown id.
+    pub(crate) async fn latest(&self, id: &TaskId) -> Result<Option<Versioned>> {
+        // A purge may delete the versions between the listing and the read: look again.
+        for _ in 0..3 {
+            let listing = self.list_dir(&self.inner.keys.task_dir(id)).await?;
+            let newest = listing
+                .objects
+                .iter()
+                .filter_map(|o| file_name(&o.location).and_then(parse_version))
+                .max();
+            let Some(version) = newest else {
+                return Ok(None);
+            };
+            if let Some(record) = self.read_version(id, version).await? {
+                return Ok(Some(Versioned { version, record }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The index entries that make `record` (at `version`) findable: a ready entry
+    /// while Pending, a lease entry while Running, none once finished.
+    pub(crate) fn entries(&self, record: &Record, version: u64) -> Vec<Path> {
+        let keys = &self.inner.keys;
+        let t = &record.task;
+        match t.status {
+            TaskStatus::Pending => vec![keys.ready(
+                &t.queue,
+                t.priority,
+                &ReadyName {
+                    eta_us: micros(t.effective_eta()),
+                    seq: record.seq,
+                    id: t.id,
+                    version,
+                },
+            )],
+            TaskStatus::Running => match record.lease {
+                Some(l) => vec![keys.lease(
+                    &t.queue,
+                    &LeaseName {
+                        until_us: micros(l.until),
+                        id: t.id,
+                        version,
+                    },
+                )],
+                None => Vec::new(),
+            },
+            _ => Vec::new(),
+        }
+    }
+
+    async fn put_entries(&self, entries: &[Path]) -> Result<()> {
+        for r in join_all(entries.iter().map(|p| self.put_entry(p))).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    async fn delete_entries(&self, entries: &[Path]) -> Result<()> {
+        for r in join_all(entries.iter().map(|p| self.delete_quiet(p))).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Writes `record` as version `version` of its task: its index entries first, then
+    /// the conditional create of the record. Returns false (and removes the entries)
+    /// when that version already exists — another writer got there first.
+    ///
+    /// Entries written ahead mean a crash can leave an entry without its record (a
+    /// claimer deletes it once it is [`ORPHAN_AGE`] old), never a record without its
+    /// entries.
+    pub(crate) async fn write_version(&self, record: &Record, version: u64) -> Result<bool> {
+        let started = Instant::now();
+        let entries = self.entries(record, version);
+        self.put_entries(&entries).await?;
+        let bytes = record.encode(self.inner.format)?;
+        let path = self.inner.keys.version(&record.task.id, version);
+        match self.create(&path, bytes).await {
+            Ok(true) => {
+                if started.elapsed() > SLOW_WRITE {
+                    self.put_entries(&entries).await?;
+                }
+                Ok(true)
+            }
+            Ok(false) => {
+                self.delete_entries(&entries).await?;
+                Ok(false)
+            }
+            Err(e) => {
+                // Unknown outcome: the entries stay (a claimer sorts them out).
+                Err(e)
+            }
+        }
+    }
+
+    /// Replaces `cur` by `next` (version `cur.version + 1`). None when another writer
+    /// changed the task first; the caller re-reads and decides again. The replaced
+    /// version's index entries are removed.
+    pub(crate) async fn transition(
+        &self,
+        cur: &Versioned,
+        next: Record,
+    ) -> Result<Option<Versioned>> {
+        let version = cur.version + 1;
+        if !self.write_version(&next, version).await? {
+            return Ok(None);
+        }
+        self.delete_entries(&self.entries(&cur.record, cur.version))
+            .await?;
+        Ok(Some(Versioned {
+            version,
+            record: next,
+        }))
+    }
+}
+
+/// Refuses a store whose conditional create is not exclusive (S3 without conditional
+/// writes, an HTTP store, …): claims would not be safe on it.
+async fn probe_conditional_create(store: &dyn ObjectStore, keys: &Keys) -> Result<()> {
+    let path = keys.probe();
+    let create = || {
+        store.put_opts(
+            &path,
+            PutPayload::from_static(b"probe"),
+            PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            },
+        )
+    };
+    let unsupported = |detail: String| {
+        Error::Unsupported(format!(
+            "the object store {store} does not support exclusive conditional creates \
+             (PutMode::Create), which claims rely on: {detail}"
+        ))
+    };
+    match create().await {
+        Ok(_) => {}
+        Err(
+            e @ (object_store::Error::NotImplemented { .. }
+            | object_store::Error::NotSupported { .. }),
+        ) => return Err(unsupported(e.to_string())),
+        Err(e) => return Err(e.into()),
+    }
+    let second = create().await;
+    let _ = store.delete(&path).await;
+    match second {
+        Err(e) if is_already_exists(&e) => Ok(()),
+        Ok(_) => Err(unsupported("a second create of the same key succeeded".into())),
+        Err(e) => Err(unsupported(e.to_string())),
+    }
+}
+
+/// Flushes the file system holding `root`.
+#[cfg(target_os = "linux")]
+fn sync_dir(root: &std::path::Path) -> Result<()> {
+    let io = |source| Error::Io {
+        what: "cannot sync data directory",
+        path: root.to_path_buf(),
+        source,
+    };
+    let dir = std::fs::File::open(root).map_err(io)?;
+    rustix::fs::syncfs(&dir).map_err(|e| io(e.into()))
+}
+
+/// Flushes the directory holding `root` (no `syncfs` here: files were synced by the
+/// store).
+#[cfg(not(target_os = "linux"))]
+fn sync_dir(root: &std::path::Path) -> Result<()> {
+    std::fs::File::open(root)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| Error::Io {
+            what: "cannot sync data directory",
+            path: root.to_path_buf(),
+            source,
+        })
+}

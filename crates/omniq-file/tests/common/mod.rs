@@ -1,0 +1,110 @@
+//! Shared by the test targets: a store that can be made to fail, and the factories.
+#![allow(dead_code, unreachable_pub)]
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// An object store whose every call fails with a transport error once `broken` is set
+/// (a disk or a server that went away).
+#[derive(Debug)]
+pub struct Breakable {
+    pub inner: Arc<dyn ObjectStore>,
+    pub broken: AtomicBool,
+}
+
+impl Breakable {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Arc<Self> {
+        Arc::new(Self {
+            inner,
+            broken: AtomicBool::new(false),
+        })
+    }
+
+    fn check(&self) -> object_store::Result<()> {
+        if self.broken.load(Ordering::Acquire) {
+            Err(object_store::Error::Generic {
+                store: "Breakable",
+                source: "the store went away".into(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl fmt::Display for Breakable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Breakable({})", self.inner)
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Breakable {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.check()?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.check()?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.check()?;
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        if let Err(e) = self.check() {
+            return futures::stream::once(async move { Err(e) }).boxed();
+        }
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        if let Err(e) = self.check() {
+            return futures::stream::once(async move { Err(e) }).boxed();
+        }
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.check()?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.check()?;
+        self.inner.copy_opts(from, to, options).await
+    }
+}

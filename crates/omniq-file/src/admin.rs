@@ -124,9 +124,15 @@ impl FileStorage {
             .collect()
             .await;
         let mut out = Vec::with_capacity(results.len());
-        for r in results {
-            if let Some(v) = r? {
-                out.push(v);
+        for (id, r) in ids.iter().zip(results) {
+            match r {
+                Ok(Some(v)) => out.push(v),
+                Ok(None) => {}
+                // One corrupt record must not hide every other task from a listing.
+                Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => {
+                    tracing::warn!(task_id = %id, error = %e, "skipping a corrupt task record");
+                }
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
@@ -223,8 +229,14 @@ impl FileStorage {
                 .buffered(PARALLEL_ITEMS)
                 .collect()
                 .await;
-            for r in results {
-                removed += r?;
+            for (id, r) in chunk.iter().zip(results) {
+                match r {
+                    Ok(n) => removed += n,
+                    Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => {
+                        tracing::warn!(task_id = %id, error = %e, "purge skips a corrupt task record");
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         self.sync().await?;

@@ -204,6 +204,7 @@ impl FileStorage {
                     Redelivery::Claimed(c) => claimed.push((None, c)),
                     Redelivery::Cancelled(id) => finished.push(id),
                     Redelivery::Stale => self.delete_quiet(&path).await?,
+                    Redelivery::Corrupt => {}
                     Redelivery::Missing => {
                         if age(modified) >= ORPHAN_AGE {
                             self.delete_quiet(&path).await?;
@@ -277,12 +278,22 @@ impl FileStorage {
     /// (the task moved on, was claimed by someone else, or is not due).
     async fn claim_entry(&self, c: &Candidate, req: &ClaimRequest) -> Result<Option<Claimed>> {
         let name = &c.name;
-        let Some(record) = self.read_version(&name.id, name.version).await? else {
-            // A writer is still creating the record, or crashed before it did.
-            if age(c.modified) >= ORPHAN_AGE {
-                self.delete_quiet(&c.path).await?;
+        let record = match self.read_version(&name.id, name.version).await {
+            Ok(Some(record)) => record,
+            Ok(None) => {
+                // A writer is still creating the record, or crashed before it did.
+                if age(c.modified) >= ORPHAN_AGE {
+                    self.delete_quiet(&c.path).await?;
+                }
+                return Ok(None);
             }
-            return Ok(None);
+            // A corrupt record cannot be run (nor failed: its task cannot be decoded);
+            // it must not stop every other claim either.
+            Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => {
+                tracing::warn!(task_id = %name.id, error = %e, "skipping a corrupt task record");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
         };
         let cur = Versioned {
             version: name.version,
@@ -326,8 +337,14 @@ impl FileStorage {
     /// Redelivers the task of an expired lease entry (or ends it Cancelled when its
     /// cancellation was requested).
     async fn redeliver(&self, name: &LeaseName, req: &ClaimRequest) -> Result<Redelivery> {
-        let Some(record) = self.read_version(&name.id, name.version).await? else {
-            return Ok(Redelivery::Missing);
+        let record = match self.read_version(&name.id, name.version).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Ok(Redelivery::Missing),
+            Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => {
+                tracing::warn!(task_id = %name.id, error = %e, "skipping a corrupt task record");
+                return Ok(Redelivery::Corrupt);
+            }
+            Err(e) => return Err(e),
         };
         let cur = Versioned {
             version: name.version,
@@ -490,6 +507,8 @@ enum Redelivery {
     Stale,
     /// The entry's record version does not exist (yet).
     Missing,
+    /// The record cannot be decoded; skipped.
+    Corrupt,
 }
 
 /// An object's modification time as `OffsetDateTime`.

@@ -108,3 +108,78 @@ impl ObjectStore for Breakable {
         self.inner.copy_opts(from, to, options).await
     }
 }
+
+/// A store whose "conditional" create silently overwrites (like an S3 bucket without
+/// conditional writes behind a naive wrapper): must be refused at construction.
+#[derive(Debug)]
+pub struct NoConditional {
+    inner: object_store::memory::InMemory,
+}
+
+impl NoConditional {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: object_store::memory::InMemory::new(),
+        })
+    }
+}
+
+impl fmt::Display for NoConditional {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NoConditional")
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for NoConditional {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        _opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.inner
+            .put_opts(location, payload, PutOptions::default())
+            .await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}

@@ -7,34 +7,22 @@
 //! claimed by the conditional create of its task's next version: of two racing claimers
 //! exactly one wins, the other sees the version exist and moves on.
 
-use crate::connect::{ORPHAN_AGE, next_seq};
+use crate::connect::{ORPHAN_AGE, Op, next_seq};
 use crate::convert::{Record, StoredLease, Versioned};
 use crate::error::{Error, Result, corrupt};
-use crate::schema::{LeaseName, ReadyName, bucket_start, file_name, micros, parse_version};
+use crate::cache::{ReadyEntry, ReadyKey};
+use crate::schema::{
+    LeaseName, ReadyName, bucket_index, bucket_start, file_name, micros, parse_version,
+};
 use crate::storage::{FileStorage, distinct_queues, validate_queue};
-use futures::future::join_all;
 use object_store::path::Path;
 use omniq_core::{
     ClaimRequest, Claimed, Enqueued, Lease, LeaseToken, Task, TaskId, TaskStatus, Wake,
 };
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use time::OffsetDateTime;
 
-/// How many candidates a claim gathers per task it still needs (stale entries and lost
-/// races are skipped).
-const OVERSAMPLE: usize = 2;
-/// Extra candidates gathered on top.
-const SLACK: usize = 8;
 
-/// A due ready entry found by a claim.
-#[derive(Debug, Clone)]
-struct Candidate {
-    /// Claim order: (priority dir, eta, seq).
-    order: (String, i64, u64),
-    name: ReadyName,
-    path: Path,
-    modified: OffsetDateTime,
-}
 
 impl FileStorage {
     pub(crate) async fn enqueue_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
@@ -86,25 +74,28 @@ impl FileStorage {
                 }
             }
         }
-        let results = join_all(fresh.iter().map(|t| {
-            let mut task = (*t).clone();
-            if task.status == TaskStatus::Running {
-                // A task is only Running under a lease.
-                task.status = TaskStatus::Pending;
-            }
-            let record = Record {
-                task,
-                lease: None,
-                cancel: false,
-                result: None,
-                seq: next_seq(),
-            };
-            async move { self.write_version(&record, 1).await }
-        }))
-        .await;
+        let records: Vec<(Record, u64)> = fresh
+            .iter()
+            .map(|t| {
+                let mut task = (*t).clone();
+                if task.status == TaskStatus::Running {
+                    // A task is only Running under a lease.
+                    task.status = TaskStatus::Pending;
+                }
+                let record = Record {
+                    task,
+                    lease: None,
+                    cancel: false,
+                    result: None,
+                    seq: next_seq(),
+                };
+                (record, 1)
+            })
+            .collect();
+        let results = self.write_versions(&records).await?;
         let mut conflict = None;
-        for (t, r) in fresh.iter().zip(results) {
-            if !r? {
+        for (t, created) in fresh.iter().zip(results) {
+            if !created {
                 conflict.get_or_insert(t.id);
             }
         }
@@ -188,7 +179,7 @@ impl FileStorage {
             return Ok(Vec::new());
         }
         let now_us = micros(req.now);
-        let mut claimed: Vec<(Option<(String, i64, u64)>, Claimed)> = Vec::new();
+        let mut claimed: Vec<(Option<ReadyKey>, Claimed)> = Vec::new();
         let mut finished = Vec::new();
         let mut leftover_expired = false;
 
@@ -214,49 +205,100 @@ impl FileStorage {
             }
         }
 
-        // Then pending tasks, in claim order across the queues.
-        let mut tried = std::collections::HashSet::new();
-        for _round in 0..8 {
+        // Then pending tasks, in claim order across the queues, from the listing cache
+        // (listed again when stale, when `now` reaches an unlisted bucket, or when it
+        // runs dry).
+        let now_bucket = bucket_index(now_us);
+        let mut listed = false;
+        let mut in_flight = Vec::new();
+        for queue in &queues {
+            if !self.inner.ready.is_fresh(queue, now_bucket) {
+                self.relist(queue, now_us).await?;
+                listed = true;
+            }
+        }
+        loop {
             let need = req.limit.saturating_sub(claimed.len());
             if need == 0 {
                 break;
             }
-            let want = need * OVERSAMPLE + SLACK + tried.len();
-            let mut candidates = Vec::new();
-            let mut exhausted = true;
-            for queue in &queues {
-                let (found, complete) = self.due_entries(queue, now_us, want).await?;
-                exhausted &= complete;
-                candidates.extend(found);
-            }
-            candidates.retain(|c| !tried.contains(&(c.name.id, c.name.version)));
-            if candidates.is_empty() {
-                break;
-            }
-            candidates.sort_by(|a, b| a.order.cmp(&b.order));
-            // Claim the best `need` at once; skipped ones are replaced from the rest.
-            let mut rest = candidates.into_iter();
-            loop {
-                let need = req.limit.saturating_sub(claimed.len());
-                let batch: Vec<Candidate> = rest.by_ref().take(need).collect();
-                if batch.is_empty() {
+            let batch = self.inner.ready.take(&queues, now_us, need);
+            if batch.is_empty() {
+                if listed {
                     break;
                 }
-                let results = join_all(batch.iter().map(|c| self.claim_entry(c, &req))).await;
-                for (c, r) in batch.into_iter().zip(results) {
-                    tried.insert((c.name.id, c.name.version));
-                    match r? {
-                        Some(done) => claimed.push((Some(c.order), done)),
-                        None => continue,
+                // Dry: other processes may have added entries since the last listing.
+                for queue in &queues {
+                    self.relist(queue, now_us).await?;
+                }
+                listed = true;
+                continue;
+            }
+            let which: Vec<(TaskId, u64)> = batch
+                .iter()
+                .map(|(_, k, _)| (k.name.id, k.name.version))
+                .collect();
+            let records = self.read_versions(&which).await?;
+            let mut pairs = Vec::with_capacity(batch.len());
+            let mut taken = Vec::with_capacity(batch.len());
+            let mut stale = Vec::new();
+            for ((queue, key, entry), record) in batch.into_iter().zip(records) {
+                match record {
+                    // Entries are written from their record, so a Pending record at the
+                    // entry's version is due at the entry's eta.
+                    Ok(Some(record)) if record.task.status == TaskStatus::Pending => {
+                        let cur = Versioned {
+                            version: key.name.version,
+                            record,
+                        };
+                        let next = claimed_record(&cur, &req);
+                        pairs.push((cur, next));
+                        taken.push((key, entry));
                     }
-                }
-                if claimed.len() >= req.limit {
-                    break;
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        // A writer is still creating the record, or crashed before it did.
+                        if age(entry.modified) >= ORPHAN_AGE {
+                            stale.push(Op::Delete(entry.path));
+                        } else {
+                            in_flight.push((queue, key, entry));
+                        }
+                    }
+                    // A corrupt record cannot be run (nor failed: its task cannot be
+                    // decoded); it must not stop every other claim either.
+                    Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => {
+                        tracing::warn!(task_id = %key.name.id, error = %e, "skipping a corrupt task record");
+                    }
+                    Err(e) => return Err(e),
                 }
             }
-            if exhausted {
-                break;
+            let results = self.transitions(pairs).await?;
+            for ((key, entry), done) in taken.into_iter().zip(results) {
+                match done {
+                    Some(v) => {
+                        let lease = v.record.lease.map(|l| Lease {
+                            token: LeaseToken(l.token),
+                            until: l.until,
+                        });
+                        if let Some(lease) = lease {
+                            claimed.push((
+                                Some(key),
+                                Claimed {
+                                    task: v.record.task,
+                                    lease,
+                                },
+                            ));
+                        }
+                    }
+                    // A newer version exists: the entry is stale.
+                    None => stale.push(Op::Delete(entry.path)),
+                }
             }
+            self.run(stale).await?;
+        }
+        for (queue, key, entry) in in_flight {
+            let bucket = bucket_index(key.name.eta_us);
+            self.inner.ready.insert(&queue, bucket, key, entry);
         }
         if !claimed.is_empty() || !finished.is_empty() {
             self.sync().await?;
@@ -273,64 +315,18 @@ impl FileStorage {
         Ok(claimed.into_iter().map(|(_, c)| c).collect())
     }
 
-    /// Claims one ready entry: reads the version it names and creates the next one,
-    /// Running under a token equal to that version number. None when the entry is stale
-    /// (the task moved on, was claimed by someone else, or is not due).
-    async fn claim_entry(&self, c: &Candidate, req: &ClaimRequest) -> Result<Option<Claimed>> {
-        let name = &c.name;
-        let record = match self.read_version(&name.id, name.version).await {
-            Ok(Some(record)) => record,
-            Ok(None) => {
-                // A writer is still creating the record, or crashed before it did.
-                if age(c.modified) >= ORPHAN_AGE {
-                    self.delete_quiet(&c.path).await?;
-                }
-                return Ok(None);
-            }
-            // A corrupt record cannot be run (nor failed: its task cannot be decoded);
-            // it must not stop every other claim either.
-            Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => {
-                tracing::warn!(task_id = %name.id, error = %e, "skipping a corrupt task record");
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
-        let cur = Versioned {
-            version: name.version,
-            record,
-        };
-        if cur.record.task.status != TaskStatus::Pending
-            || cur.record.task.effective_eta() > req.now
-        {
-            return Ok(None);
-        }
-        match self.take(&cur, req).await? {
-            Some(claimed) => Ok(Some(claimed)),
-            None => {
-                // A newer version exists: this entry is stale.
-                self.delete_quiet(&c.path).await?;
-                Ok(None)
-            }
-        }
-    }
-
     /// The claim write: `cur` becomes Running under a new lease.
     async fn take(&self, cur: &Versioned, req: &ClaimRequest) -> Result<Option<Claimed>> {
-        let version = cur.version + 1;
-        let token = i64::try_from(version).map_err(|_| corrupt("version overflow"))?;
-        let until = req.now + req.lease;
-        let mut next = cur.record.clone();
-        next.task.status = TaskStatus::Running;
-        next.task.attempts = next.task.attempts.saturating_add(1);
-        next.task.last_attempt_at = Some(req.now);
-        next.task.updated_at = req.now;
-        next.lease = Some(StoredLease { token, until });
-        Ok(self.transition(cur, next).await?.map(|v| Claimed {
-            task: v.record.task,
-            lease: Lease {
-                token: LeaseToken(token),
-                until,
-            },
+        let next = claimed_record(&cur, req);
+        Ok(self.transition(cur, next).await?.and_then(|v| {
+            let l = v.record.lease?;
+            Some(Claimed {
+                task: v.record.task,
+                lease: Lease {
+                    token: LeaseToken(l.token),
+                    until: l.until,
+                },
+            })
         }))
     }
 
@@ -398,18 +394,13 @@ impl FileStorage {
         Ok(out)
     }
 
-    /// Due ready entries of `queue` in claim order: at least `want` when there are that
-    /// many (whole buckets, so the order inside a bucket is exact). The flag is true when
-    /// every due entry was listed.
-    async fn due_entries(
-        &self,
-        queue: &str,
-        now_us: i64,
-        want: usize,
-    ) -> Result<(Vec<Candidate>, bool)> {
+    /// Lists every due ready entry of `queue` (all priorities, every bucket up to
+    /// `now_us`'s) into the listing cache.
+    async fn relist(&self, queue: &str, now_us: i64) -> Result<()> {
+        let started = std::time::Instant::now();
         let root = self.inner.keys.ready_root(queue);
         let prios = self.list_dir(&root).await?;
-        let mut out = Vec::new();
+        let mut out = BTreeMap::new();
         for p in &prios.common_prefixes {
             let Some(prio) = file_name(p).map(str::to_string) else {
                 continue;
@@ -422,29 +413,26 @@ impl FileStorage {
                 if start > now_us {
                     break;
                 }
-                let mut found: Vec<Candidate> = self
-                    .list_dir(b)
-                    .await?
-                    .objects
-                    .into_iter()
-                    .filter_map(|o| {
-                        let name = file_name(&o.location).and_then(ReadyName::parse)?;
-                        (name.eta_us <= now_us).then(|| Candidate {
-                            order: (prio.clone(), name.eta_us, name.seq),
-                            name,
-                            modified: to_time(o.last_modified),
-                            path: o.location,
-                        })
-                    })
-                    .collect();
-                found.sort_by(|a, b| a.order.cmp(&b.order));
-                out.extend(found);
-                if out.len() >= want {
-                    return Ok((out, false));
+                for o in self.list_dir(b).await?.objects {
+                    if let Some(name) = file_name(&o.location).and_then(ReadyName::parse) {
+                        out.insert(
+                            ReadyKey {
+                                prio: prio.clone(),
+                                name,
+                            },
+                            ReadyEntry {
+                                modified: to_time(o.last_modified),
+                                path: o.location,
+                            },
+                        );
+                    }
                 }
             }
         }
-        Ok((out, true))
+        self.inner
+            .ready
+            .replace(queue, bucket_index(now_us), started.elapsed(), out);
+        Ok(())
     }
 
     pub(crate) async fn earliest_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>> {
@@ -453,22 +441,28 @@ impl FileStorage {
         let mut best: Option<i64> = None;
         let mut consider = |us: i64| best = Some(best.map_or(us, |b| b.min(us)));
         for queue in queues {
-            // Pending: the earliest eta over every priority's first bucket.
-            let prios = self.list_dir(&self.inner.keys.ready_root(queue)).await?;
-            for p in &prios.common_prefixes {
-                let buckets = self.list_dir(p).await?;
-                for b in &buckets.common_prefixes {
-                    let min = self
-                        .list_dir(b)
-                        .await?
-                        .objects
-                        .iter()
-                        .filter_map(|o| file_name(&o.location).and_then(ReadyName::parse))
-                        .map(|n| n.eta_us)
-                        .min();
-                    if let Some(us) = min {
-                        consider(us);
-                        break;
+            // Pending: the listing cache's earliest while it is fresh, else the earliest
+            // eta over every priority's first non-empty bucket.
+            match self.inner.ready.earliest(queue) {
+                Some(us) => consider(us),
+                None => {
+                    let prios = self.list_dir(&self.inner.keys.ready_root(queue)).await?;
+                    for p in &prios.common_prefixes {
+                        let buckets = self.list_dir(p).await?;
+                        for b in &buckets.common_prefixes {
+                            let min = self
+                                .list_dir(b)
+                                .await?
+                                .objects
+                                .iter()
+                                .filter_map(|o| file_name(&o.location).and_then(ReadyName::parse))
+                                .map(|n| n.eta_us)
+                                .min();
+                            if let Some(us) = min {
+                                consider(us);
+                                break;
+                            }
+                        }
                     }
                 }
             }
@@ -509,6 +503,21 @@ enum Redelivery {
     Missing,
     /// The record cannot be decoded; skipped.
     Corrupt,
+}
+
+/// `cur` claimed by `req`: Running, one more attempt, under a lease whose fencing token
+/// is the number of the version being written, `cur.version + 1`.
+fn claimed_record(cur: &Versioned, req: &ClaimRequest) -> Record {
+    let mut next = cur.record.clone();
+    next.task.status = TaskStatus::Running;
+    next.task.attempts = next.task.attempts.saturating_add(1);
+    next.task.last_attempt_at = Some(req.now);
+    next.task.updated_at = req.now;
+    next.lease = Some(StoredLease {
+        token: i64::try_from(cur.version + 1).unwrap_or(i64::MAX),
+        until: req.now + req.lease,
+    });
+    next
 }
 
 /// An object's modification time as `OffsetDateTime`.

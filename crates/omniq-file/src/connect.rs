@@ -5,9 +5,12 @@
 use crate::config::{Durability, FileConfig, Location};
 use crate::convert::{Record, Versioned};
 use crate::error::{Error, Result, config, corrupt, is_already_exists, is_not_found};
-use crate::schema::{Keys, LeaseName, ReadyName, file_name, micros, parse_version};
+use crate::cache::{ReadyEntry, ReadyKey};
+use crate::schema::{
+    Keys, LeaseName, ReadyName, bucket_index, file_name, micros, parse_version, prio_dir,
+};
 use crate::storage::{FileStorage, Inner};
-use futures::future::join_all;
+use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -116,6 +119,8 @@ impl FileStorage {
                 durability: cfg.durability,
                 closed: AtomicBool::new(false),
                 wake,
+                ready: Default::default(),
+                held: Default::default(),
             }),
         })
     }
@@ -176,12 +181,6 @@ impl FileStorage {
             Err(e) if is_already_exists(&e) => Ok(false),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Writes an (empty) index entry; rewriting one is harmless.
-    pub(crate) async fn put_entry(&self, path: &Path) -> Result<()> {
-        self.inner.store.put(path, PutPayload::new()).await?;
-        Ok(())
     }
 
     /// Deletes `path`; already gone is fine.
@@ -253,70 +252,294 @@ impl FileStorage {
         }
     }
 
-    async fn put_entries(&self, entries: &[Path]) -> Result<()> {
-        for r in join_all(entries.iter().map(|p| self.put_entry(p))).await {
-            r?;
+    /// Runs a batch of store operations, in order.
+    ///
+    /// On a local directory the whole batch runs on one I/O thread, outside the tokio
+    /// runtime, so object_store performs each file operation inline instead of handing
+    /// every one to the blocking pool (one thread hop per batch, not per file). On other
+    /// stores runs of operations of one kind go out concurrently, runs one after the
+    /// other (so entries written ahead still land before their records).
+    pub(crate) async fn run(&self, ops: Vec<Op>) -> Result<Vec<Done>> {
+        if ops.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(())
+        let store = Arc::clone(&self.inner.store);
+        if self.inner.local_root.is_some() {
+            return io_thread(move || {
+                ops.into_iter()
+                    .map(|op| futures::executor::block_on(exec(&*store, op)))
+                    .collect()
+            })
+            .await;
+        }
+        let mut out = Vec::with_capacity(ops.len());
+        let mut ops = ops.into_iter().peekable();
+        while let Some(first) = ops.next() {
+            let kind = std::mem::discriminant(&first);
+            let mut run = vec![first];
+            while let Some(op) = ops.next_if(|op| std::mem::discriminant(op) == kind) {
+                run.push(op);
+            }
+            let futures: Vec<_> = run.into_iter().map(|op| exec(&*store, op)).collect();
+            let done: Vec<Result<Done>> = futures::stream::iter(futures)
+                .buffered(PARALLEL_OPS)
+                .collect()
+                .await;
+            for d in done {
+                out.push(d?);
+            }
+        }
+        Ok(out)
     }
 
-    async fn delete_entries(&self, entries: &[Path]) -> Result<()> {
-        for r in join_all(entries.iter().map(|p| self.delete_quiet(p))).await {
-            r?;
-        }
-        Ok(())
+    /// Reads many versions at once; a record that does not decode is that item's error.
+    pub(crate) async fn read_versions(
+        &self,
+        which: &[(TaskId, u64)],
+    ) -> Result<Vec<Result<Option<Record>>>> {
+        let ops = which
+            .iter()
+            .map(|(id, v)| Op::Read(self.inner.keys.version(id, *v)))
+            .collect();
+        let format = self.inner.format;
+        Ok(self
+            .run(ops)
+            .await?
+            .into_iter()
+            .map(|d| match d {
+                Done::Read(Some(bytes)) => Record::decode(format, &bytes).map(Some),
+                _ => Ok(None),
+            })
+            .collect())
     }
 
-    /// Writes `record` as version `version` of its task: its index entries first, then
-    /// the conditional create of the record. Returns false (and removes the entries)
-    /// when that version already exists — another writer got there first.
+    /// Writes each `record` as version `version` of its task: its index entries first,
+    /// then the conditional create of the record, the whole batch in one run. Per item,
+    /// false (and the item's entries removed) when that version already exists — another
+    /// writer got there first.
     ///
     /// Entries written ahead mean a crash can leave an entry without its record (a
     /// claimer deletes it once it is [`ORPHAN_AGE`] old), never a record without its
     /// entries.
-    pub(crate) async fn write_version(&self, record: &Record, version: u64) -> Result<bool> {
+    pub(crate) async fn write_versions(&self, items: &[(Record, u64)]) -> Result<Vec<bool>> {
         let started = Instant::now();
-        let entries = self.entries(record, version);
-        self.put_entries(&entries).await?;
-        let bytes = record.encode(self.inner.format)?;
-        let path = self.inner.keys.version(&record.task.id, version);
-        match self.create(&path, bytes).await {
-            Ok(true) => {
-                if started.elapsed() > SLOW_WRITE {
-                    self.put_entries(&entries).await?;
-                }
-                Ok(true)
+        let entries: Vec<Vec<Path>> = items.iter().map(|(r, v)| self.entries(r, *v)).collect();
+        let mut ops: Vec<Op> = entries.iter().flatten().cloned().map(Op::Put).collect();
+        let first_create = ops.len();
+        for (record, version) in items {
+            let bytes = record.encode(self.inner.format)?;
+            ops.push(Op::Create(
+                self.inner.keys.version(&record.task.id, *version),
+                bytes,
+            ));
+        }
+        // An error leaves the outcome unknown: the entries stay (a claimer sorts them out).
+        let done = self.run(ops).await?;
+        let created: Vec<bool> = done[first_create..]
+            .iter()
+            .map(|d| matches!(d, Done::Created(true)))
+            .collect();
+        let mut cleanup = Vec::new();
+        for ((record, version), (ok, entries)) in items.iter().zip(created.iter().zip(&entries)) {
+            if !ok {
+                cleanup.extend(entries.iter().cloned().map(Op::Delete));
+                continue;
             }
-            Ok(false) => {
-                self.delete_entries(&entries).await?;
-                Ok(false)
+            if started.elapsed() > SLOW_WRITE {
+                cleanup.extend(entries.iter().cloned().map(Op::Put));
             }
-            Err(e) => {
-                // Unknown outcome: the entries stay (a claimer sorts them out).
-                Err(e)
+            if let (Some((queue, key)), Some(path)) = (ready_key(record, *version), entries.first())
+            {
+                self.inner.ready.insert(
+                    queue,
+                    bucket_index(key.name.eta_us),
+                    key,
+                    ReadyEntry {
+                        path: path.clone(),
+                        modified: time::OffsetDateTime::now_utc(),
+                    },
+                );
             }
         }
+        self.run(cleanup).await?;
+        Ok(created)
     }
 
-    /// Replaces `cur` by `next` (version `cur.version + 1`). None when another writer
-    /// changed the task first; the caller re-reads and decides again. The replaced
-    /// version's index entries are removed.
+    /// Replaces `cur` by `next` (see [`Self::transitions`]).
     pub(crate) async fn transition(
         &self,
         cur: &Versioned,
         next: Record,
     ) -> Result<Option<Versioned>> {
-        let version = cur.version + 1;
-        if !self.write_version(&next, version).await? {
-            return Ok(None);
-        }
-        self.delete_entries(&self.entries(&cur.record, cur.version))
-            .await?;
-        Ok(Some(Versioned {
-            version,
-            record: next,
-        }))
+        Ok(self
+            .transitions(vec![(cur.clone(), next)])
+            .await?
+            .pop()
+            .flatten())
     }
+
+    /// Replaces each `cur` by its `next` (version `cur.version + 1`). Per item, None
+    /// when another writer changed the task first; the caller re-reads and decides
+    /// again. The replaced versions' index entries are removed.
+    pub(crate) async fn transitions(
+        &self,
+        pairs: Vec<(Versioned, Record)>,
+    ) -> Result<Vec<Option<Versioned>>> {
+        let items: Vec<(Record, u64)> = pairs
+            .iter()
+            .map(|(cur, next)| (next.clone(), cur.version + 1))
+            .collect();
+        let created = self.write_versions(&items).await?;
+        let mut old_entries = Vec::new();
+        let mut out = Vec::with_capacity(pairs.len());
+        for ((cur, next), ok) in pairs.into_iter().zip(created) {
+            if !ok {
+                out.push(None);
+                continue;
+            }
+            if let Some((queue, key)) = ready_key(&cur.record, cur.version) {
+                self.inner.ready.remove(queue, &key);
+            }
+            old_entries.extend(self.entries(&cur.record, cur.version).into_iter().map(Op::Delete));
+            let done = Versioned {
+                version: cur.version + 1,
+                record: next,
+            };
+            if done.record.task.status == TaskStatus::Running {
+                self.inner.held.put(&done);
+            } else {
+                self.inner.held.forget(&done.record.task.id);
+            }
+            out.push(Some(done));
+        }
+        self.run(old_entries).await?;
+        Ok(out)
+    }
+}
+
+/// Store operations run in batches by [`FileStorage::run`].
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// Write an empty index entry (rewriting one is harmless).
+    Put(Path),
+    /// Create an object only if it does not exist.
+    Create(Path, Vec<u8>),
+    /// Delete; already gone is fine.
+    Delete(Path),
+    /// Read; missing is `None`.
+    Read(Path),
+}
+
+/// What an [`Op`] did.
+#[derive(Debug)]
+pub(crate) enum Done {
+    Put,
+    Created(bool),
+    Deleted,
+    Read(Option<Vec<u8>>),
+}
+
+/// Operations of one run in flight at once on remote stores.
+const PARALLEL_OPS: usize = 64;
+
+async fn exec(store: &dyn ObjectStore, op: Op) -> Result<Done> {
+    Ok(match op {
+        Op::Put(path) => {
+            store.put(&path, PutPayload::new()).await?;
+            Done::Put
+        }
+        Op::Create(path, bytes) => {
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                ..PutOptions::default()
+            };
+            match store.put_opts(&path, PutPayload::from(bytes), opts).await {
+                Ok(_) => Done::Created(true),
+                Err(e) if is_already_exists(&e) => Done::Created(false),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Op::Delete(path) => match store.delete(&path).await {
+            Ok(()) => Done::Deleted,
+            Err(e) if is_not_found(&e) => Done::Deleted,
+            Err(e) => return Err(e.into()),
+        },
+        Op::Read(path) => match store.get(&path).await {
+            Ok(r) => match r.bytes().await {
+                Ok(b) => Done::Read(Some(b.to_vec())),
+                Err(e) if is_not_found(&e) => Done::Read(None),
+                Err(e) => return Err(e.into()),
+            },
+            Err(e) if is_not_found(&e) => Done::Read(None),
+            Err(e) => return Err(e.into()),
+        },
+    })
+}
+
+/// Runs `job` on one of the process's I/O threads (plain threads, outside any tokio
+/// runtime) and waits for it without blocking the runtime.
+async fn io_thread<T: Send + 'static>(
+    job: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    type Job = Box<dyn FnOnce() + Send>;
+    static POOL: OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> = OnceLock::new();
+    let pool = POOL.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..IO_THREADS {
+            let rx = Arc::clone(&rx);
+            let spawned = std::thread::Builder::new()
+                .name(format!("omniq-file-io-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start an omniq-file I/O thread");
+            }
+        }
+        Mutex::new(tx)
+    });
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Job = Box::new(move || {
+        let _ = tx.send(job());
+    });
+    pool.lock()
+        .map_err(|_| corrupt("the I/O thread pool is poisoned"))?
+        .send(job)
+        .map_err(|_| corrupt("the I/O threads are gone"))?;
+    rx.await
+        .map_err(|_| corrupt("an I/O job was dropped"))?
+}
+
+/// Threads that run local-directory batches.
+const IO_THREADS: usize = 4;
+
+/// The ready-cache key of a Pending record at `version`.
+pub(crate) fn ready_key(record: &Record, version: u64) -> Option<(&str, ReadyKey)> {
+    let t = &record.task;
+    (t.status == TaskStatus::Pending).then(|| {
+        (
+            t.queue.as_str(),
+            ReadyKey {
+                prio: prio_dir(t.priority),
+                name: ReadyName {
+                    eta_us: micros(t.effective_eta()),
+                    seq: record.seq,
+                    id: t.id,
+                    version,
+                },
+            },
+        )
+    })
 }
 
 /// Refuses a store whose conditional create is not exclusive (S3 without conditional

@@ -15,7 +15,7 @@ use std::future::Future;
 use time::OffsetDateTime;
 
 /// Items of one batch written at once.
-pub(crate) const PARALLEL_ITEMS: usize = 64;
+pub(crate) const PARALLEL_ITEMS: usize = 16;
 
 /// How often one item re-reads after losing a race before giving up (`Unavailable`).
 const MAX_RACES: usize = 32;
@@ -161,17 +161,55 @@ impl FileStorage {
         }
         let mut seen = HashSet::new();
         let duplicates = !items.iter().all(|i| seen.insert(lease_of(i).task_id));
+        // Fast path: items whose lease this process holds are written from the version
+        // it remembers, all in one batch; the others (and lost races) go one by one.
+        let mut results: Vec<Option<Result<Applied>>> = items.iter().map(|_| None).collect();
+        if !duplicates {
+            let mut pairs = Vec::new();
+            let mut slots = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let lease = lease_of(item);
+                let Some(cur) = self
+                    .inner
+                    .held
+                    .get(&lease.task_id)
+                    .filter(|v| v.record.holds(lease.token))
+                else {
+                    continue;
+                };
+                let (next, outcome) = apply(item, &cur.record);
+                pairs.push((cur, next));
+                slots.push((i, outcome));
+            }
+            let done = self.transitions(pairs).await?;
+            for ((i, outcome), done) in slots.into_iter().zip(done) {
+                if let Some(done) = done {
+                    results[i] = Some(Ok(applied(op, &done, outcome.unwrap_or(Outcome::Ok))));
+                }
+            }
+        }
         let width = if duplicates { 1 } else { PARALLEL_ITEMS };
         // Futures collected first: a stream holding a borrowing closure would not be
         // `Send` for every lifetime (rust-lang/rust#102211).
         let futures: Vec<_> = items
             .iter()
-            .map(|item| self.fenced(op, item, &lease_of, &apply))
+            .zip(&results)
+            .filter(|(_, r)| r.is_none())
+            .map(|(item, _)| self.fenced(op, item, &lease_of, &apply))
             .collect();
-        let results: Vec<Result<Applied>> = futures::stream::iter(futures)
+        let slow: Vec<Result<Applied>> = futures::stream::iter(futures)
             .buffered(width)
             .collect()
             .await;
+        let mut slow = slow.into_iter();
+        let results: Vec<Result<Applied>> = results
+            .into_iter()
+            .zip(&items)
+            .map(|(r, item)| {
+                r.or_else(|| slow.next())
+                    .unwrap_or(Err(Error::Contended(lease_of(item).task_id)))
+            })
+            .collect();
         let mut out = Vec::with_capacity(results.len());
         let mut applied = Vec::new();
         for r in results {

@@ -52,6 +52,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod cache;
 mod claim;
 mod config;
 mod connect;

@@ -37,9 +37,14 @@ fn unsortable(s: &str) -> Option<i64> {
         .map(|u| (u ^ (1 << 63)) as i64)
 }
 
+/// The time bucket (minute index) of an instant.
+pub(crate) fn bucket_index(us: i64) -> i64 {
+    us.div_euclid(BUCKET_US)
+}
+
 /// The time bucket (minute) of an instant, as a directory name.
 pub(crate) fn bucket(us: i64) -> String {
-    sortable(us.div_euclid(BUCKET_US))
+    sortable(bucket_index(us))
 }
 
 /// The directory name of a priority: highest first in name order.

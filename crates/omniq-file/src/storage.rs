@@ -42,6 +42,8 @@ pub(crate) struct Inner {
     pub(crate) closed: AtomicBool,
     /// Shared by every instance of this process on the same directory and namespace.
     pub(crate) wake: broadcast::Sender<Wake>,
+    pub(crate) ready: crate::cache::ReadyCache,
+    pub(crate) held: crate::cache::Held,
 }
 
 impl fmt::Debug for FileStorage {

@@ -1,5 +1,5 @@
 //! Burn-down probe for the file backend: batch-enqueue N no-op tasks into a directory,
-//! run an `omniq::AsyncWorkerPool` until all are done, and print the enqueue rate, the
+//! run an `omniq_runtime::AsyncWorkerPool` until all are done, and print the enqueue rate, the
 //! processing rate and the enqueue→start latency of tasks sent one by one at a low rate.
 //!
 //! ```text
@@ -10,7 +10,8 @@
 //!
 //! A probe, not the benchmark: `cargo xtask bench` is where figures are reported.
 
-use omniq::{AsyncTaskQueue, AsyncWorkerPool, HandlerError, Storage};
+use omniq_core::Storage;
+use omniq_runtime::{AsyncTaskQueue, AsyncWorkerPool, HandlerError};
 use omniq_file::{Durability, FileStorage};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -63,6 +63,18 @@ impl StorageFactory for DirFactory {
         store.broken.store(true, Ordering::Release);
         Some(Arc::new(storage))
     }
+
+    /// Removes every case's namespace (the temporary directory itself goes when the
+    /// process exits).
+    async fn cleanup(&self) -> Result<(), StorageError> {
+        for entry in std::fs::read_dir(dir().path())
+            .map_err(|e| StorageError::config("file", e.to_string()))?
+            .flatten()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+        Ok(())
+    }
 }
 
 fn main() -> ExitCode {

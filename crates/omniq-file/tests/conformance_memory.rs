@@ -53,6 +53,22 @@ impl StorageFactory for MemoryFactory {
         store.broken.store(true, Ordering::Release);
         Some(Arc::new(storage))
     }
+
+    /// Deletes every object the cases wrote.
+    async fn cleanup(&self) -> Result<(), StorageError> {
+        use futures::TryStreamExt;
+        use object_store::ObjectStoreExt;
+        let store = shared();
+        let all: Vec<_> = store
+            .list(None)
+            .try_collect()
+            .await
+            .map_err(|e| StorageError::config("file", e.to_string()))?;
+        for meta in all {
+            let _ = store.delete(&meta.location).await;
+        }
+        Ok(())
+    }
 }
 
 fn main() -> ExitCode {

@@ -11,8 +11,8 @@
 //! A probe, not the benchmark: `cargo xtask bench` is where figures are reported.
 
 use omniq_core::Storage;
-use omniq_runtime::{AsyncTaskQueue, AsyncWorkerPool, HandlerError};
 use omniq_file::{Durability, FileStorage};
+use omniq_runtime::{AsyncTaskQueue, AsyncWorkerPool, HandlerError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -45,7 +45,10 @@ fn flag(name: &str) -> bool {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let tasks: usize = arg("--tasks").map(|v| v.parse()).transpose()?.unwrap_or(20_000);
+    let tasks: usize = arg("--tasks")
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(20_000);
     let concurrency: usize = arg("--concurrency")
         .map(|v| v.parse())
         .transpose()?
@@ -73,7 +76,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let storage: Arc<dyn Storage> = Arc::new(storage);
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
 
-    let specs: Vec<_> = (0..tasks).map(|i| queue.task("noop", &(i as u64))).collect();
+    let specs: Vec<_> = (0..tasks)
+        .map(|i| queue.task("noop", &(i as u64)))
+        .collect();
     let t0 = Instant::now();
     queue.enqueue_many(specs).await?;
     let enqueue = t0.elapsed();

@@ -64,9 +64,9 @@ impl ReadyCache {
 
     /// Whether `queue`'s listing can serve a claim at bucket `bucket`.
     pub(crate) fn is_fresh(&self, queue: &str, bucket: i64) -> bool {
-        self.lock().get(queue).is_some_and(|q| {
-            q.through_bucket >= bucket && q.listed_at.elapsed() < q.refresh
-        })
+        self.lock()
+            .get(queue)
+            .is_some_and(|q| q.through_bucket >= bucket && q.listed_at.elapsed() < q.refresh)
     }
 
     /// Replaces `queue`'s listing.
@@ -90,7 +90,12 @@ impl ReadyCache {
 
     /// Removes and returns up to `n` entries due at `now_us`, in claim order, over
     /// `queues`. Taken entries are not handed to a concurrent claim of this process.
-    pub(crate) fn take(&self, queues: &[&str], now_us: i64, n: usize) -> Vec<(String, ReadyKey, ReadyEntry)> {
+    pub(crate) fn take(
+        &self,
+        queues: &[&str],
+        now_us: i64,
+        n: usize,
+    ) -> Vec<(String, ReadyKey, ReadyEntry)> {
         let mut map = self.lock();
         let mut found: Vec<(String, ReadyKey)> = Vec::new();
         for q in queues {

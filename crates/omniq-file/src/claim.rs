@@ -7,10 +7,10 @@
 //! claimed by the conditional create of its task's next version: of two racing claimers
 //! exactly one wins, the other sees the version exist and moves on.
 
+use crate::cache::{ReadyEntry, ReadyKey};
 use crate::connect::{ORPHAN_AGE, Op, next_seq};
 use crate::convert::{Record, StoredLease, Versioned};
 use crate::error::{Error, Result, corrupt};
-use crate::cache::{ReadyEntry, ReadyKey};
 use crate::schema::{
     LeaseName, ReadyName, bucket_index, bucket_start, file_name, micros, parse_version,
 };
@@ -21,8 +21,6 @@ use omniq_core::{
 };
 use std::collections::{BTreeMap, HashMap};
 use time::OffsetDateTime;
-
-
 
 impl FileStorage {
     pub(crate) async fn enqueue_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
@@ -192,7 +190,7 @@ impl FileStorage {
                     break;
                 }
                 match self.redeliver(&name, &req).await? {
-                    Redelivery::Claimed(c) => claimed.push((None, c)),
+                    Redelivery::Claimed(c) => claimed.push((None, *c)),
                     Redelivery::Cancelled(id) => finished.push(id),
                     Redelivery::Stale => self.delete_quiet(&path).await?,
                     Redelivery::Corrupt => {}
@@ -317,7 +315,7 @@ impl FileStorage {
 
     /// The claim write: `cur` becomes Running under a new lease.
     async fn take(&self, cur: &Versioned, req: &ClaimRequest) -> Result<Option<Claimed>> {
-        let next = claimed_record(&cur, req);
+        let next = claimed_record(cur, req);
         Ok(self.transition(cur, next).await?.and_then(|v| {
             let l = v.record.lease?;
             Some(Claimed {
@@ -361,7 +359,7 @@ impl FileStorage {
             });
         }
         Ok(match self.take(&cur, req).await? {
-            Some(c) => Redelivery::Claimed(c),
+            Some(c) => Redelivery::Claimed(Box::new(c)),
             None => Redelivery::Stale,
         })
     }
@@ -495,7 +493,7 @@ enum UniqueHold {
 }
 
 enum Redelivery {
-    Claimed(Claimed),
+    Claimed(Box<Claimed>),
     Cancelled(TaskId),
     /// The entry is out of date: the task moved on.
     Stale,

@@ -113,7 +113,9 @@ impl FileConfig {
             Location::Memory
         } else if let Some(path) = url.strip_prefix("file://") {
             if path.is_empty() {
-                return Err(config("file:// URL has no path (e.g. file:///var/lib/omniq)"));
+                return Err(config(
+                    "file:// URL has no path (e.g. file:///var/lib/omniq)",
+                ));
             }
             Location::Dir(PathBuf::from(path))
         } else if let Some((scheme, _)) = url.split_once("://") {

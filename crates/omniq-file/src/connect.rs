@@ -2,10 +2,10 @@
 //! "transaction": every state change of a task is the conditional create of its next
 //! version, with the index entries of the new state written ahead of it.
 
+use crate::cache::{ReadyEntry, ReadyKey};
 use crate::config::{Durability, FileConfig, Location};
 use crate::convert::{Record, Versioned};
 use crate::error::{Error, Result, config, corrupt, is_already_exists, is_not_found};
-use crate::cache::{ReadyEntry, ReadyKey};
 use crate::schema::{
     Keys, LeaseName, ReadyName, bucket_index, file_name, micros, parse_version, prio_dir,
 };
@@ -400,7 +400,11 @@ impl FileStorage {
             if let Some((queue, key)) = ready_key(&cur.record, cur.version) {
                 self.inner.ready.remove(queue, &key);
             }
-            old_entries.extend(self.entries(&cur.record, cur.version).into_iter().map(Op::Delete));
+            old_entries.extend(
+                self.entries(&cur.record, cur.version)
+                    .into_iter()
+                    .map(Op::Delete),
+            );
             let done = Versioned {
                 version: cur.version + 1,
                 record: next,
@@ -516,8 +520,7 @@ async fn io_thread<T: Send + 'static>(
         .map_err(|_| corrupt("the I/O thread pool is poisoned"))?
         .send(job)
         .map_err(|_| corrupt("the I/O threads are gone"))?;
-    rx.await
-        .map_err(|_| corrupt("an I/O job was dropped"))?
+    rx.await.map_err(|_| corrupt("an I/O job was dropped"))?
 }
 
 /// Threads that run local-directory batches.
@@ -574,7 +577,9 @@ async fn probe_conditional_create(store: &dyn ObjectStore, keys: &Keys) -> Resul
     let _ = store.delete(&path).await;
     match second {
         Err(e) if is_already_exists(&e) => Ok(()),
-        Ok(_) => Err(unsupported("a second create of the same key succeeded".into())),
+        Ok(_) => Err(unsupported(
+            "a second create of the same key succeeded".into(),
+        )),
         Err(e) => Err(unsupported(e.to_string())),
     }
 }

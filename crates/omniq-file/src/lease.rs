@@ -7,11 +7,8 @@ use crate::convert::{Record, StoredLease, Versioned};
 use crate::error::{Error, Result};
 use crate::storage::FileStorage;
 use futures::StreamExt;
-use omniq_core::{
-    Completion, FailAction, Failure, LeaseRef, Outcome, TaskId, TaskStatus, Wake,
-};
+use omniq_core::{Completion, FailAction, Failure, LeaseRef, Outcome, TaskId, TaskStatus, Wake};
 use std::collections::HashSet;
-use std::future::Future;
 use time::OffsetDateTime;
 
 /// Items of one batch written at once.
@@ -46,72 +43,89 @@ impl FileStorage {
         until: OffsetDateTime,
     ) -> Result<Vec<Outcome>> {
         let items: Vec<LeaseRef> = leases.to_vec();
-        self.batch(Op::Heartbeat, items, |l| *l, |_, rec: &Record| {
-            let mut next = rec.clone();
-            next.lease = next.lease.map(|l| StoredLease { until, ..l });
-            let outcome = if rec.cancel {
-                Outcome::CancelRequested
-            } else {
-                Outcome::Ok
-            };
-            (next, Some(outcome))
-        })
+        self.batch(
+            Op::Heartbeat,
+            items,
+            |l| *l,
+            |_, rec: &Record| {
+                let mut next = rec.clone();
+                next.lease = next.lease.map(|l| StoredLease { until, ..l });
+                let outcome = if rec.cancel {
+                    Outcome::CancelRequested
+                } else {
+                    Outcome::Ok
+                };
+                (next, Some(outcome))
+            },
+        )
         .await
     }
 
     pub(crate) async fn complete_runs(&self, items: Vec<Completion>) -> Result<Vec<Outcome>> {
-        self.batch(Op::Complete, items, |c| c.lease, |c, rec: &Record| {
-            let mut next = rec.clone();
-            next.result = Some(rec.run_result(TaskStatus::Success, c.result.clone(), None, c.now));
-            next.task.error = None;
-            next.task.updated_at = c.now;
-            next.lease = None;
-            match c.next_run {
-                // A cancel request ends an interval series: the run is the last.
-                Some(at) if !rec.cancel => {
-                    next.task.status = TaskStatus::Pending;
-                    next.task.schedule.eta = Some(at);
-                    next.task.attempts = 0;
+        self.batch(
+            Op::Complete,
+            items,
+            |c| c.lease,
+            |c, rec: &Record| {
+                let mut next = rec.clone();
+                next.result =
+                    Some(rec.run_result(TaskStatus::Success, c.result.clone(), None, c.now));
+                next.task.error = None;
+                next.task.updated_at = c.now;
+                next.lease = None;
+                match c.next_run {
+                    // A cancel request ends an interval series: the run is the last.
+                    Some(at) if !rec.cancel => {
+                        next.task.status = TaskStatus::Pending;
+                        next.task.schedule.eta = Some(at);
+                        next.task.attempts = 0;
+                    }
+                    _ => {
+                        next.task.status = TaskStatus::Success;
+                        next.cancel = false;
+                    }
                 }
-                _ => {
-                    next.task.status = TaskStatus::Success;
-                    next.cancel = false;
-                }
-            }
-            (next, None)
-        })
+                (next, None)
+            },
+        )
         .await
     }
 
     pub(crate) async fn fail_runs(&self, items: Vec<Failure>) -> Result<Vec<Outcome>> {
-        self.batch(Op::Fail, items, |f| f.lease, |f, rec: &Record| {
-            let mut next = rec.clone();
-            next.task.error = Some(f.error.clone());
-            next.task.updated_at = f.now;
-            next.lease = None;
-            if rec.cancel {
-                next.end_cancelled(f.now);
-                return (next, None);
-            }
-            let failed = || rec.run_result(TaskStatus::Failed, None, Some(f.error.clone()), f.now);
-            match f.action {
-                FailAction::Retry { at } => {
-                    next.task.status = TaskStatus::Pending;
-                    next.task.schedule.eta = Some(at);
+        self.batch(
+            Op::Fail,
+            items,
+            |f| f.lease,
+            |f, rec: &Record| {
+                let mut next = rec.clone();
+                next.task.error = Some(f.error.clone());
+                next.task.updated_at = f.now;
+                next.lease = None;
+                if rec.cancel {
+                    next.end_cancelled(f.now);
+                    return (next, None);
                 }
-                FailAction::NextRun { at } => {
-                    next.result = Some(failed());
-                    next.task.status = TaskStatus::Pending;
-                    next.task.schedule.eta = Some(at);
-                    next.task.attempts = 0;
+                let failed =
+                    || rec.run_result(TaskStatus::Failed, None, Some(f.error.clone()), f.now);
+                match f.action {
+                    FailAction::Retry { at } => {
+                        next.task.status = TaskStatus::Pending;
+                        next.task.schedule.eta = Some(at);
+                    }
+                    FailAction::NextRun { at } => {
+                        next.result = Some(failed());
+                        next.task.status = TaskStatus::Pending;
+                        next.task.schedule.eta = Some(at);
+                        next.task.attempts = 0;
+                    }
+                    FailAction::Fail => {
+                        next.result = Some(failed());
+                        next.task.status = TaskStatus::Failed;
+                    }
                 }
-                FailAction::Fail => {
-                    next.result = Some(failed());
-                    next.task.status = TaskStatus::Failed;
-                }
-            }
-            (next, None)
-        })
+                (next, None)
+            },
+        )
         .await
     }
 
@@ -121,19 +135,24 @@ impl FileStorage {
         now: OffsetDateTime,
     ) -> Result<Vec<Outcome>> {
         let items: Vec<LeaseRef> = leases.to_vec();
-        self.batch(Op::Release, items, |l| *l, |_, rec: &Record| {
-            let mut next = rec.clone();
-            if rec.cancel {
-                next.end_cancelled(now);
-            } else {
-                // It was due when claimed: claimable again at once, its attempt uncounted.
-                next.task.status = TaskStatus::Pending;
-                next.task.attempts = next.task.attempts.saturating_sub(1);
-                next.task.updated_at = now;
-                next.lease = None;
-            }
-            (next, None)
-        })
+        self.batch(
+            Op::Release,
+            items,
+            |l| *l,
+            |_, rec: &Record| {
+                let mut next = rec.clone();
+                if rec.cancel {
+                    next.end_cancelled(now);
+                } else {
+                    // It was due when claimed: claimable again at once, its attempt uncounted.
+                    next.task.status = TaskStatus::Pending;
+                    next.task.attempts = next.task.attempts.saturating_sub(1);
+                    next.task.updated_at = now;
+                    next.lease = None;
+                }
+                (next, None)
+            },
+        )
         .await
     }
 
@@ -234,34 +253,26 @@ impl FileStorage {
 
     /// One fenced item: read, check the token, write the next version; on a lost race
     /// read again.
-    fn fenced<'a, T, L, F>(
-        &'a self,
-        op: Op,
-        item: &'a T,
-        lease_of: &'a L,
-        apply: &'a F,
-    ) -> impl Future<Output = Result<Applied>> + Send + 'a
+    async fn fenced<T, L, F>(&self, op: Op, item: &T, lease_of: &L, apply: &F) -> Result<Applied>
     where
         T: Send + Sync,
         L: Fn(&T) -> LeaseRef + Send + Sync,
         F: Fn(&T, &Record) -> (Record, Option<Outcome>) + Send + Sync,
     {
-        async move {
-            let lease = lease_of(item);
-            for _ in 0..MAX_RACES {
-                let Some(cur) = self.latest(&lease.task_id).await? else {
-                    return Ok(Applied::only(Outcome::NotFound));
-                };
-                if !cur.record.holds(lease.token) {
-                    return Ok(Applied::only(Outcome::LeaseLost));
-                }
-                let (next, outcome) = apply(item, &cur.record);
-                if let Some(done) = self.transition(&cur, next).await? {
-                    return Ok(applied(op, &done, outcome.unwrap_or(Outcome::Ok)));
-                }
+        let lease = lease_of(item);
+        for _ in 0..MAX_RACES {
+            let Some(cur) = self.latest(&lease.task_id).await? else {
+                return Ok(Applied::only(Outcome::NotFound));
+            };
+            if !cur.record.holds(lease.token) {
+                return Ok(Applied::only(Outcome::LeaseLost));
             }
-            Err(Error::Contended(lease.task_id))
+            let (next, outcome) = apply(item, &cur.record);
+            if let Some(done) = self.transition(&cur, next).await? {
+                return Ok(applied(op, &done, outcome.unwrap_or(Outcome::Ok)));
+            }
         }
+        Err(Error::Contended(lease.task_id))
     }
 }
 

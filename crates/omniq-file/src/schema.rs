@@ -120,7 +120,12 @@ impl Keys {
 
     /// One holder generation of a unique key.
     pub(crate) fn unique(&self, queue: &str, key: &str, generation: u64) -> Path {
-        self.path(["u", queue, &unique_segment(key), &format!("{generation:010}")])
+        self.path([
+            "u",
+            queue,
+            &unique_segment(key),
+            &format!("{generation:010}"),
+        ])
     }
 
     /// A scratch key for the startup probe.
@@ -216,7 +221,13 @@ pub(crate) struct LeaseName {
 
 impl std::fmt::Display for LeaseName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}_{}_{}", sortable(self.until_us), self.id, self.version)
+        write!(
+            f,
+            "{}_{}_{}",
+            sortable(self.until_us),
+            self.id,
+            self.version
+        )
     }
 }
 
@@ -283,6 +294,9 @@ mod tests {
         assert!(unique_segment(&long).len() < 40);
         assert_ne!(unique_segment(&long), unique_segment(&"y".repeat(500)));
         let keys = Keys::new("ns");
-        assert_eq!(keys.unique("q", "..", 1).to_string(), "ns/u/q/k2e2e/0000000001");
+        assert_eq!(
+            keys.unique("q", "..", 1).to_string(),
+            "ns/u/q/k2e2e/0000000001"
+        );
     }
 }

@@ -127,7 +127,7 @@ impl FileStorage {
     }
 }
 
-/// A queue name checked like every other name (S5): a `Config` error otherwise.
+/// A queue name checked like every other name: a `Config` error otherwise.
 pub(crate) fn validate_queue(queue: &str) -> Result<()> {
     validate_name("queue", queue).map_err(config)?;
     if queue.bytes().all(|b| b == b'.') {

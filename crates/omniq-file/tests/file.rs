@@ -86,7 +86,11 @@ async fn drain(s: Arc<FileStorage>, queue: &str, batch: usize) -> Vec<TaskId> {
 fn check_exactly_once(claims: &[TaskId], ids: &[TaskId]) {
     let mut seen = HashSet::new();
     let doubles: Vec<_> = claims.iter().filter(|id| !seen.insert(**id)).collect();
-    assert!(doubles.is_empty(), "{} tasks were claimed twice", doubles.len());
+    assert!(
+        doubles.is_empty(),
+        "{} tasks were claimed twice",
+        doubles.len()
+    );
     let want: HashSet<TaskId> = ids.iter().copied().collect();
     assert_eq!(seen.len(), want.len(), "every task claimed once, none lost");
     assert_eq!(seen, want, "the claimed tasks are the enqueued ones");
@@ -101,7 +105,9 @@ async fn two_instances_on_one_directory_claim_each_task_once() {
     let mut handles = Vec::new();
     for (i, s) in [&a, &b, &a, &b, &a, &b].into_iter().enumerate() {
         let s = Arc::clone(s);
-        handles.push(tokio::spawn(async move { drain(s, "shared", 8 + i * 4).await }));
+        handles.push(tokio::spawn(
+            async move { drain(s, "shared", 8 + i * 4).await },
+        ));
     }
     let mut claims = Vec::new();
     for h in handles {
@@ -133,7 +139,9 @@ async fn child_process() {
             let mut handles = Vec::new();
             for i in 0..4 {
                 let s = Arc::clone(&s);
-                handles.push(tokio::spawn(async move { drain(s, "shared", 8 + i * 8).await }));
+                handles.push(tokio::spawn(
+                    async move { drain(s, "shared", 8 + i * 8).await },
+                ));
             }
             let mut mine = Vec::new();
             for h in handles {
@@ -158,7 +166,12 @@ async fn child_process() {
 
 fn spawn_child(spec: &str) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["child_process", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "child_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("OMNIQ_FILE_CHILD", spec)
         .stdout(Stdio::null())
         .spawn()
@@ -173,7 +186,9 @@ async fn two_processes_on_one_directory_claim_each_task_once() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStorage::open(dir.path()).await.unwrap();
     let ids = enqueue_all(&s, tasks(TASKS, "shared")).await;
-    let outs: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("claims-{i}.txt"))).collect();
+    let outs: Vec<PathBuf> = (0..2)
+        .map(|i| dir.path().join(format!("claims-{i}.txt")))
+        .collect();
     let children: Vec<_> = outs
         .iter()
         .map(|out| spawn_child(&format!("claim|{}|{}", dir.path().display(), out.display())))
@@ -252,7 +267,10 @@ async fn killed_writer_leaves_only_decodable_records() {
         files += 1;
     }
     let tasks = every_record_decodes(dir.path()).await;
-    assert!(tasks > 0 && files >= tasks, "the writer wrote something ({tasks} tasks)");
+    assert!(
+        tasks > 0 && files >= tasks,
+        "the writer wrote something ({tasks} tasks)"
+    );
 }
 
 #[derive(serde::Deserialize)]
@@ -316,7 +334,9 @@ async fn store_without_conditional_create_is_refused() {
 
 #[tokio::test]
 async fn urls_and_settings_are_checked() {
-    let e = FileStorage::from_url("s3://bucket/prefix").await.unwrap_err();
+    let e = FileStorage::from_url("s3://bucket/prefix")
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), StorageErrorKind::Config);
     let e = FileStorage::builder()
         .in_memory()

@@ -298,7 +298,9 @@ impl FileStorage {
             let bucket = bucket_index(key.name.eta_us);
             self.inner.ready.insert(&queue, bucket, key, entry);
         }
-        if !claimed.is_empty() || !finished.is_empty() {
+        // A claim lost to a power cut is only a redelivery (the lease's job anyway), so
+        // claims are not flushed; tasks that ended Cancelled here are.
+        if !finished.is_empty() {
             self.sync().await?;
         }
         for task_id in finished {

@@ -15,12 +15,14 @@ pub const DEFAULT_NAMESPACE: &str = "omniq";
 pub const DEFAULT_RESULT_TTL: time::Duration = time::Duration::days(7);
 
 /// How hard a write tries to reach the disk (local directories only; object stores such
-/// as S3 are durable once they acknowledge a write).
+/// in the cloud are durable once they acknowledge a write).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// Every call that changes state flushes the file system (one `syncfs` per call,
-    /// a group commit of all its writes) before it returns: an acknowledged enqueue or
-    /// completion survives power loss.
+    /// Every call that stores something — enqueue, complete, fail, release,
+    /// reschedule, cancel, purge — flushes the file system (one `syncfs` per call, a
+    /// group commit of all its writes) before it returns: an acknowledged enqueue or
+    /// outcome survives power loss. Claims and heartbeats are not flushed: losing one
+    /// to a power cut only redelivers a task, which leases allow for anyway.
     #[default]
     Full,
     /// No flush: writes survive a crash of the process (each record is staged and
@@ -213,7 +215,7 @@ impl FileStorageBuilder {
         self
     }
 
-    /// Use any object store (S3 with conditional writes, GCS, Azure, …). It must support
+    /// Use any object store (AWS, GCS or Azure with conditional writes, …). It must support
     /// `PutMode::Create`; `build` refuses a store that does not.
     pub fn store(mut self, store: Arc<dyn ObjectStore>) -> Self {
         self.config.location = Some(Location::Store(store));

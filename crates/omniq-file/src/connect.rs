@@ -545,7 +545,7 @@ pub(crate) fn ready_key(record: &Record, version: u64) -> Option<(&str, ReadyKey
     })
 }
 
-/// Refuses a store whose conditional create is not exclusive (S3 without conditional
+/// Refuses a store whose conditional create is not exclusive (AWS without conditional
 /// writes, an HTTP store, …): claims would not be safe on it.
 async fn probe_conditional_create(store: &dyn ObjectStore, keys: &Keys) -> Result<()> {
     let path = keys.probe();

@@ -236,9 +236,12 @@ impl FileStorage {
             out.push(a.outcome);
             applied.push(a);
         }
-        if applied
-            .iter()
-            .any(|a| matches!(a.outcome, Outcome::Ok | Outcome::CancelRequested))
+        // Outcomes are flushed before they are acknowledged; a heartbeat lost to a power
+        // cut only shortens a lease, so heartbeats are not.
+        if op != Op::Heartbeat
+            && applied
+                .iter()
+                .any(|a| matches!(a.outcome, Outcome::Ok | Outcome::CancelRequested))
         {
             self.sync().await?;
         }

@@ -2,7 +2,7 @@
 //!
 //! The file storage backend of OmniQ, on [`object_store`]: tasks are files in a local
 //! directory (the default), in memory, or objects in any store that supports
-//! conditional creates (S3 with conditional writes, GCS, Azure). Several processes may
+//! conditional creates (AWS, GCS or Azure with conditional writes). Several processes may
 //! share one directory: every claim and every state change is a conditional create
 //! (`PutMode::Create`) of the task's next version, never a read-then-write, so of two
 //! racing processes exactly one wins.
@@ -12,9 +12,11 @@
 //! a worker's later write checks the token on the newest version and creates the next
 //! one, so a stale worker can never overwrite a newer run. Ready and lease entries
 //! (empty files named by priority, eta and enqueue order, in minute buckets) let a claim
-//! list only due tasks and stop once it has its batch. Records are staged and renamed
+//! list only due tasks — finished and future tasks cost it nothing — and one listing
+//! serves many claims. Records are staged and renamed
 //! into place: a reader never sees a torn record. With [`Durability::Full`] (the default)
-//! every call that changes state flushes the file system once before it returns.
+//! every call that stores an enqueue or an outcome flushes the file system once before it
+//! returns.
 //!
 //! ```
 //! use omniq_core::{ClaimRequest, Completion, Payload, Storage, StorageExt, Task};

@@ -380,3 +380,53 @@ async fn relaxed_durability_and_json_records_work() {
     .unwrap();
     assert_eq!(raw.first(), Some(&b'{'), "JSON records are readable");
 }
+
+/// The held-lease cache never outlives fencing: a worker whose lease another instance
+/// took over (after expiry) or flagged (cancel) learns it from its next write.
+#[tokio::test]
+async fn another_instance_fences_a_cached_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = FileStorage::open(dir.path()).await.unwrap();
+    let b = FileStorage::open(dir.path()).await.unwrap();
+    let t0 = now();
+    let ids = enqueue_all(&a, tasks(2, "default")).await;
+    let req = |at: OffsetDateTime, limit| ClaimRequest {
+        queues: vec!["default".into()],
+        limit,
+        now: at,
+        lease: Duration::seconds(30),
+    };
+    let mine = a.claim(req(t0, 2)).await.unwrap();
+    assert_eq!(mine.len(), 2);
+    let (first, second) = (&mine[0], &mine[1]);
+
+    // B flags the second task; A's heartbeat (from its cached version) must see it.
+    let out = b.cancel(&second.task.id, t0).await.unwrap();
+    assert_eq!(out, omniq_core::CancelOutcome::Requested);
+    let hb = a
+        .heartbeat(&[second.lease_ref()], t0 + Duration::seconds(20))
+        .await
+        .unwrap();
+    assert_eq!(hb, vec![omniq_core::Outcome::CancelRequested]);
+
+    // B redelivers the first task after its lease ran out; A's late completion is fenced.
+    let later = t0 + Duration::seconds(31);
+    let taken = b.claim(req(later, 1)).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].task.id, first.task.id);
+    assert!(taken[0].lease.token > first.lease.token);
+    let out = a
+        .complete(vec![Completion {
+            lease: first.lease_ref(),
+            result: Some(Payload(b"late".to_vec())),
+            now: later,
+            next_run: None,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(out, vec![omniq_core::Outcome::LeaseLost]);
+    let t = b.get_task(&first.task.id).await.unwrap().unwrap();
+    assert_eq!((t.status, t.attempts), (TaskStatus::Running, 2));
+    assert!(b.get_result(&first.task.id).await.unwrap().is_none());
+    assert!(ids.contains(&first.task.id));
+}

@@ -174,3 +174,30 @@ impl Held {
         self.lock().remove(id);
     }
 }
+
+/// At most this many committed batch ids are remembered.
+const MAX_COMMITTED: usize = 100_000;
+
+/// Enqueue batches known to be committed (their marker exists; markers are never
+/// deleted while their tasks live, so a known commit stays true).
+#[derive(Debug, Default)]
+pub(crate) struct Committed {
+    batches: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Committed {
+    pub(crate) fn contains(&self, batch: &str) -> bool {
+        self.batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(batch)
+    }
+
+    pub(crate) fn insert(&self, batch: &str) {
+        let mut set = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        if set.len() >= MAX_COMMITTED {
+            set.clear();
+        }
+        set.insert(batch.to_string());
+    }
+}

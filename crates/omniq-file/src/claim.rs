@@ -72,6 +72,9 @@ impl FileStorage {
                 }
             }
         }
+        // A batch of several commits with one marker: until it exists its records are
+        // invisible, so a conflict, an error or a crash midway stores nothing.
+        let batch = (fresh.len() > 1).then(|| uuid::Uuid::new_v4().to_string());
         let records: Vec<(Record, u64)> = fresh
             .iter()
             .map(|t| {
@@ -86,25 +89,40 @@ impl FileStorage {
                     cancel: false,
                     result: None,
                     seq: next_seq(),
+                    batch: batch.clone(),
                 };
                 (record, 1)
             })
             .collect();
-        let results = self.write_versions(&records).await?;
-        let mut conflict = None;
-        for (t, created) in fresh.iter().zip(results) {
-            if !created {
-                conflict.get_or_insert(t.id);
+        let created = match self.write_versions(&records).await {
+            Ok(created) => created,
+            Err(e) => {
+                self.release_unique(&held).await;
+                return Err(e);
             }
-        }
-        if let Some(id) = conflict {
-            // The unique key this task took now names the other task with its id.
-            for (holder, path) in &held {
-                if *holder == id {
-                    self.delete_quiet(path).await?;
+        };
+        if let Some(i) = created.iter().position(|ok| !ok) {
+            // Roll back: remove what this call wrote (invisible anyway: no marker).
+            let mut undo = Vec::new();
+            for ((record, version), ok) in records.iter().zip(&created) {
+                if *ok {
+                    undo.extend(self.entries(record, *version).into_iter().map(Op::Delete));
+                    undo.push(Op::Delete(
+                        self.inner.keys.version(&record.task.id, *version),
+                    ));
                 }
             }
-            return Err(Error::Exists(id));
+            let _ = self.run(undo).await;
+            self.release_unique(&held).await;
+            return Err(Error::Exists(fresh[i].id));
+        }
+        if let Some(batch) = &batch {
+            let marker = self.inner.keys.batch_marker(batch);
+            if let Err(e) = self.create(&marker, Vec::new()).await {
+                self.release_unique(&held).await;
+                return Err(e);
+            }
+            self.inner.committed.insert(batch);
         }
         self.sync().await?;
         self.wake_work(
@@ -114,6 +132,15 @@ impl FileStorage {
                 .map(|t| t.queue.as_str()),
         );
         Ok(out)
+    }
+
+    /// Gives back the unique keys an enqueue that failed had taken (best effort: a
+    /// generation left behind names a task that does not exist, which frees the key
+    /// once it is a minute old).
+    async fn release_unique(&self, held: &[(TaskId, Path)]) {
+        for (_, path) in held {
+            let _ = self.delete_quiet(path).await;
+        }
     }
 
     /// Takes the unique key (queue, key) for `id`, unless a live task holds it.
@@ -244,7 +271,10 @@ impl FileStorage {
                 match record {
                     // Entries are written from their record, so a Pending record at the
                     // entry's version is due at the entry's eta.
-                    Ok(Some(record)) if record.task.status == TaskStatus::Pending => {
+                    Ok(Some(record))
+                        if record.task.status == TaskStatus::Pending
+                            && self.visible(key.name.version, &record).await? =>
+                    {
                         let cur = Versioned {
                             version: key.name.version,
                             record,
@@ -253,8 +283,10 @@ impl FileStorage {
                         pairs.push((cur, next));
                         taken.push((key, entry));
                     }
-                    Ok(Some(_)) => {}
-                    Ok(None) => {
+                    // Not Pending: cannot happen for a ready entry's own version.
+                    Ok(Some(record)) if record.task.status != TaskStatus::Pending => {}
+                    // Missing, or part of an enqueue batch not committed (yet).
+                    Ok(_) => {
                         // A writer is still creating the record, or crashed before it did.
                         if age(entry.modified) >= ORPHAN_AGE {
                             stale.push(Op::Delete(entry.path));

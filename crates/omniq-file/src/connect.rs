@@ -121,6 +121,7 @@ impl FileStorage {
                 wake,
                 ready: Default::default(),
                 held: Default::default(),
+                committed: Default::default(),
             }),
         })
     }
@@ -215,10 +216,33 @@ impl FileStorage {
                 return Ok(None);
             };
             if let Some(record) = self.read_version(id, version).await? {
+                if !self.visible(version, &record).await? {
+                    // Version 1 of an enqueue batch that has not committed (yet).
+                    return Ok(None);
+                }
                 return Ok(Some(Versioned { version, record }));
             }
         }
         Ok(None)
+    }
+
+    /// Whether a record exists for readers: always, except version 1 of a batch whose
+    /// commit marker is not there (the enqueue is in flight, failed or crashed).
+    pub(crate) async fn visible(&self, version: u64, record: &Record) -> Result<bool> {
+        let Some(batch) = record.batch.as_deref().filter(|_| version == 1) else {
+            return Ok(true);
+        };
+        if self.inner.committed.contains(batch) {
+            return Ok(true);
+        }
+        let committed = self
+            .read(&self.inner.keys.batch_marker(batch))
+            .await?
+            .is_some();
+        if committed {
+            self.inner.committed.insert(batch);
+        }
+        Ok(committed)
     }
 
     /// The index entries that make `record` (at `version`) findable: a ready entry
@@ -387,7 +411,12 @@ impl FileStorage {
     ) -> Result<Vec<Option<Versioned>>> {
         let items: Vec<(Record, u64)> = pairs
             .iter()
-            .map(|(cur, next)| (next.clone(), cur.version + 1))
+            .map(|(cur, next)| {
+                let mut next = next.clone();
+                // Only version 1 belongs to an enqueue batch.
+                next.batch = None;
+                (next, cur.version + 1)
+            })
             .collect();
         let created = self.write_versions(&items).await?;
         let mut old_entries = Vec::new();
@@ -405,6 +434,8 @@ impl FileStorage {
                     .into_iter()
                     .map(Op::Delete),
             );
+            let mut next = next;
+            next.batch = None;
             let done = Versioned {
                 version: cur.version + 1,
                 record: next,

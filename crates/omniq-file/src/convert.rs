@@ -34,6 +34,10 @@ pub(crate) struct Record {
     /// The enqueue order (ties of priority and eta are claimed in this order).
     #[serde(default)]
     pub(crate) seq: u64,
+    /// Version 1 of a task enqueued in a batch of several: the batch's id. The task
+    /// exists only once the batch's commit marker does (all-or-nothing enqueue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) batch: Option<String>,
 }
 
 impl Record {

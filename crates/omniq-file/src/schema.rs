@@ -5,6 +5,7 @@
 //! {ns}/q/{queue}/r/{prio}/{minute}/{eta}_{seq}_{id}_{version}  ready entries (Pending)
 //! {ns}/q/{queue}/l/{minute}/{until}_{id}_{version}             lease entries (Running)
 //! {ns}/u/{queue}/{key}/{generation:010}                       unique-key holders
+//! {ns}/b/{batch}                                               enqueue-batch commit markers
 //! {ns}/probe/{uuid}                                            the startup probe
 //! ```
 //!
@@ -126,6 +127,11 @@ impl Keys {
             &unique_segment(key),
             &format!("{generation:010}"),
         ])
+    }
+
+    /// The commit marker of an enqueue batch.
+    pub(crate) fn batch_marker(&self, batch: &str) -> Path {
+        self.path(["b", batch])
     }
 
     /// A scratch key for the startup probe.

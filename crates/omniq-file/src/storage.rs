@@ -44,6 +44,7 @@ pub(crate) struct Inner {
     pub(crate) wake: broadcast::Sender<Wake>,
     pub(crate) ready: crate::cache::ReadyCache,
     pub(crate) held: crate::cache::Held,
+    pub(crate) committed: crate::cache::Committed,
 }
 
 impl fmt::Debug for FileStorage {
@@ -160,7 +161,7 @@ impl Storage for FileStorage {
         Capabilities {
             unique_keys: true,
             push_wakeup: true,
-            transactional_enqueue: false,
+            transactional_enqueue: true,
             multi_process: !matches!(self.inner.location, Location::Memory),
             max_batch: MAX_BATCH,
         }

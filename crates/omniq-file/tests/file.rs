@@ -154,8 +154,10 @@ async fn child_process() {
             // Enqueue, claim and complete as fast as possible, with payloads big enough
             // that a write takes a while: the parent kills this process mid-write.
             let mut batch = tasks(50, "churn");
+            let name = format!("batch-{}", TaskId::new());
             for t in &mut batch {
                 t.args = Payload(vec![b'x'; 64 * 1024]);
+                t.func_path = name.clone();
             }
             s.enqueue(batch).await.unwrap();
             let _ = drain(Arc::clone(&s), "churn", 25).await;
@@ -214,8 +216,10 @@ async fn two_processes_on_one_directory_claim_each_task_once() {
 }
 
 /// Every record left in `dir` decodes: get_task and get_result of every listed task.
+/// Every enqueue batch (tasks sharing a `func_path`) is there whole or not at all.
 async fn every_record_decodes(dir: &Path) -> usize {
     let s = FileStorage::open(dir).await.unwrap();
+    let mut batches: std::collections::HashMap<String, usize> = Default::default();
     let mut n = 0;
     let mut cursor = None;
     loop {
@@ -231,11 +235,16 @@ async fn every_record_decodes(dir: &Path) -> usize {
             let got = s.get_task(&t.id).await.expect("get_task decodes");
             assert!(got.is_some());
             s.get_result(&t.id).await.expect("get_result decodes");
+            *batches.entry(t.func_path.clone()).or_default() += 1;
             n += 1;
         }
         match page.next_cursor {
             Some(c) => cursor = Some(c),
-            None => return n,
+            None => {
+                let partial: Vec<_> = batches.iter().filter(|(_, k)| **k != 50).collect();
+                assert!(partial.is_empty(), "partially stored batches: {partial:?}");
+                return n;
+            }
         }
     }
 }

@@ -90,6 +90,7 @@ impl FileStorage {
                     result: None,
                     seq: next_seq(),
                     batch: batch.clone(),
+                    nonce: None,
                 };
                 (record, 1)
             })

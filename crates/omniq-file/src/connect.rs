@@ -101,6 +101,7 @@ impl FileStorage {
             Location::Memory => (Arc::new(InMemory::new()), None),
             Location::Store(s) => (Arc::clone(s), None),
         };
+        let verify_creates = matches!(location, Location::Store(_));
         let keys = Keys::new(&cfg.namespace);
         probe_conditional_create(&*store, &keys).await?;
         let wake = match &local_root {
@@ -122,6 +123,7 @@ impl FileStorage {
                 ready: Default::default(),
                 held: Default::default(),
                 committed: Default::default(),
+                verify_creates,
             }),
         })
     }
@@ -168,20 +170,13 @@ impl FileStorage {
 
     /// Creates `path` only if it does not exist; false when it does.
     pub(crate) async fn create(&self, path: &Path, bytes: Vec<u8>) -> Result<bool> {
-        let opts = PutOptions {
-            mode: PutMode::Create,
-            ..PutOptions::default()
-        };
-        match self
-            .inner
-            .store
-            .put_opts(path, PutPayload::from(bytes), opts)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if is_already_exists(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        let done = exec(
+            &*self.inner.store,
+            Op::Create(path.clone(), bytes),
+            self.inner.verify_creates,
+        )
+        .await?;
+        Ok(matches!(done, Done::Created(true)))
     }
 
     /// Deletes `path`; already gone is fine.
@@ -291,7 +286,7 @@ impl FileStorage {
         if self.inner.local_root.is_some() {
             return io_thread(move || {
                 ops.into_iter()
-                    .map(|op| futures::executor::block_on(exec(&*store, op)))
+                    .map(|op| futures::executor::block_on(exec(&*store, op, false)))
                     .collect()
             })
             .await;
@@ -304,7 +299,11 @@ impl FileStorage {
             while let Some(op) = ops.next_if(|op| std::mem::discriminant(op) == kind) {
                 run.push(op);
             }
-            let futures: Vec<_> = run.into_iter().map(|op| exec(&*store, op)).collect();
+            let verify = self.inner.verify_creates;
+            let futures: Vec<_> = run
+                .into_iter()
+                .map(|op| exec(&*store, op, verify))
+                .collect();
             let done: Vec<Result<Done>> = futures::stream::iter(futures)
                 .buffered(PARALLEL_OPS)
                 .collect()
@@ -351,7 +350,13 @@ impl FileStorage {
         let mut ops: Vec<Op> = entries.iter().flatten().cloned().map(Op::Put).collect();
         let first_create = ops.len();
         for (record, version) in items {
-            let bytes = record.encode(self.inner.format)?;
+            let bytes = if self.inner.verify_creates {
+                let mut record = record.clone();
+                record.nonce = Some(uuid::Uuid::new_v4());
+                record.encode(self.inner.format)?
+            } else {
+                record.encode(self.inner.format)?
+            };
             ops.push(Op::Create(
                 self.inner.keys.version(&record.task.id, *version),
                 bytes,
@@ -477,7 +482,10 @@ pub(crate) enum Done {
 /// Operations of one run in flight at once on remote stores.
 const PARALLEL_OPS: usize = 64;
 
-async fn exec(store: &dyn ObjectStore, op: Op) -> Result<Done> {
+/// Runs one operation. With `verify`, a create answered `AlreadyExists` reads the object
+/// back: when it holds exactly the bytes written (every record carries a fresh nonce on
+/// such stores), the create had landed and a retry of the request hit its own write.
+async fn exec(store: &dyn ObjectStore, op: Op, verify: bool) -> Result<Done> {
     Ok(match op {
         Op::Put(path) => {
             store.put(&path, PutPayload::new()).await?;
@@ -488,8 +496,17 @@ async fn exec(store: &dyn ObjectStore, op: Op) -> Result<Done> {
                 mode: PutMode::Create,
                 ..PutOptions::default()
             };
-            match store.put_opts(&path, PutPayload::from(bytes), opts).await {
+            let payload = PutPayload::from(bytes.clone());
+            match store.put_opts(&path, payload, opts).await {
                 Ok(_) => Done::Created(true),
+                Err(e) if is_already_exists(&e) && verify => {
+                    let mine = match store.get(&path).await {
+                        Ok(r) => r.bytes().await?.as_ref() == bytes.as_slice(),
+                        Err(e) if is_not_found(&e) => false,
+                        Err(e) => return Err(e.into()),
+                    };
+                    Done::Created(mine)
+                }
                 Err(e) if is_already_exists(&e) => Done::Created(false),
                 Err(e) => return Err(e.into()),
             }

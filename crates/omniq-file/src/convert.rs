@@ -38,6 +38,10 @@ pub(crate) struct Record {
     /// exists only once the batch's commit marker does (all-or-nothing enqueue).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) batch: Option<String>,
+    /// A fresh value per write on stores whose creates are verified by reading back, so
+    /// two writers never write the same bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) nonce: Option<uuid::Uuid>,
 }
 
 impl Record {

@@ -439,3 +439,46 @@ async fn another_instance_fences_a_cached_lease() {
     assert!(b.get_result(&first.task.id).await.unwrap().is_none());
     assert!(ids.contains(&first.task.id));
 }
+
+/// On a caller-given store a create answered `AlreadyExists` is read back: a retry that
+/// met its own write is a success, not a lost race (cloud stores retry lost responses).
+#[tokio::test]
+async fn a_create_whose_response_was_lost_still_counts() {
+    let s = FileStorage::with_store(common::LostResponses::new())
+        .await
+        .unwrap();
+    let ids = enqueue_all(&s, tasks(3, "default")).await;
+    let claimed = s
+        .claim(ClaimRequest {
+            queues: vec!["default".into()],
+            limit: 10,
+            now: now(),
+            lease: Duration::seconds(30),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.len(),
+        3,
+        "every claim counts although each create 'failed'"
+    );
+    let out = s
+        .complete(
+            claimed
+                .iter()
+                .map(|c| Completion {
+                    lease: c.lease_ref(),
+                    result: None,
+                    now: now(),
+                    next_run: None,
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    assert!(out.iter().all(|o| *o == omniq_core::Outcome::Ok), "{out:?}");
+    for id in ids {
+        let t = s.get_task(&id).await.unwrap().unwrap();
+        assert_eq!(t.status, TaskStatus::Success);
+    }
+}

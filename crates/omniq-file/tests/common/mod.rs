@@ -183,3 +183,85 @@ impl ObjectStore for NoConditional {
         self.inner.copy_opts(from, to, options).await
     }
 }
+
+/// A store whose creates of task records land but answer `AlreadyExists`, as when a
+/// cloud store's response is lost and the client's retry meets its own write.
+#[derive(Debug)]
+pub struct LostResponses {
+    inner: object_store::memory::InMemory,
+}
+
+impl LostResponses {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            inner: object_store::memory::InMemory::new(),
+        })
+    }
+}
+
+impl fmt::Display for LostResponses {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LostResponses")
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for LostResponses {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        let lie =
+            matches!(opts.mode, object_store::PutMode::Create) && location.as_ref().contains("/t/");
+        let r = self.inner.put_opts(location, payload, opts).await?;
+        if lie {
+            return Err(object_store::Error::AlreadyExists {
+                path: location.to_string(),
+                source: "the retry met its own write".into(),
+            });
+        }
+        Ok(r)
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &Path,
+        to: &Path,
+        options: CopyOptions,
+    ) -> object_store::Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}

@@ -201,3 +201,55 @@ impl Committed {
         set.insert(batch.to_string());
     }
 }
+
+/// The index files this process knows, with the (task, version) lines of each not yet
+/// known to be dead. A line is dead once its version is superseded (this process wrote
+/// the next version, or a create of it failed) or its record will never appear; a file
+/// whose lines are all dead is deleted. Nothing else deletes an index file, so a live
+/// task never loses its entry.
+#[derive(Debug, Default)]
+pub(crate) struct IndexFiles {
+    files: Mutex<HashMap<Path, std::collections::HashSet<(TaskId, u64)>>>,
+}
+
+impl IndexFiles {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Path, std::collections::HashSet<(TaskId, u64)>>> {
+        self.files.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts tracking `file` with its live lines (no-op when already tracked: what is
+    /// known dead stays dead). Returns the lines still live.
+    pub(crate) fn register(
+        &self,
+        file: &Path,
+        lines: impl IntoIterator<Item = (TaskId, u64)>,
+    ) -> std::collections::HashSet<(TaskId, u64)> {
+        let mut map = self.lock();
+        map.entry(file.clone())
+            .or_insert_with(|| lines.into_iter().collect())
+            .clone()
+    }
+
+    /// Marks one line dead; true when the file has no live line left (it is forgotten and
+    /// the caller deletes it).
+    pub(crate) fn dead(&self, file: &Path, line: (TaskId, u64)) -> bool {
+        let mut map = self.lock();
+        let Some(live) = map.get_mut(file) else {
+            return false;
+        };
+        live.remove(&line);
+        if live.is_empty() {
+            map.remove(file);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets files that are gone from the store.
+    pub(crate) fn forget(&self, file: &Path) {
+        self.lock().remove(file);
+    }
+}

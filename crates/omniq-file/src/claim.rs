@@ -8,11 +8,12 @@
 //! exactly one wins, the other sees the version exist and moves on.
 
 use crate::cache::{ReadyEntry, ReadyKey};
-use crate::connect::{ORPHAN_AGE, Op, next_seq};
+use crate::connect::{Done, ORPHAN_AGE, Op, next_seq};
 use crate::convert::{Record, StoredLease, Versioned};
 use crate::error::{Error, Result, corrupt};
 use crate::schema::{
-    LeaseName, ReadyName, bucket_index, bucket_start, file_name, micros, parse_version,
+    LeaseName, ReadyName, bucket_index, bucket_start, file_name, index_file_key, micros,
+    parse_version,
 };
 use crate::storage::{FileStorage, distinct_queues, validate_queue};
 use object_store::path::Path;
@@ -91,27 +92,34 @@ impl FileStorage {
                     seq: next_seq(),
                     batch: batch.clone(),
                     nonce: None,
+                    index: None,
                 };
                 (record, 1)
             })
             .collect();
-        let created = match self.write_versions(&records).await {
-            Ok(created) => created,
+        let (created, written) = match self.write_versions(&records).await {
+            Ok(done) => done,
             Err(e) => {
                 self.release_unique(&held).await;
                 return Err(e);
             }
         };
         if let Some(i) = created.iter().position(|ok| !ok) {
-            // Roll back: remove what this call wrote (invisible anyway: no marker).
+            // Roll back: remove what this call wrote (invisible anyway: no marker). Its
+            // index files list only this call's tasks.
             let mut undo = Vec::new();
-            for ((record, version), ok) in records.iter().zip(&created) {
-                if *ok {
-                    undo.extend(self.entries(record, *version).into_iter().map(Op::Delete));
-                    undo.push(Op::Delete(
-                        self.inner.keys.version(&record.task.id, *version),
-                    ));
+            let mut files = std::collections::HashSet::new();
+            for (record, ok) in written.iter().zip(&created) {
+                if let Some(path) = self.index_path(record) {
+                    files.insert(path);
                 }
+                if *ok {
+                    undo.push(Op::Delete(self.inner.keys.version(&record.task.id, 1)));
+                }
+            }
+            for path in files {
+                self.inner.index_files.forget(&path);
+                undo.push(Op::Delete(path));
             }
             let _ = self.run(undo).await;
             self.release_unique(&held).await;
@@ -217,14 +225,14 @@ impl FileStorage {
                     leftover_expired = true;
                     break;
                 }
+                let line = (name.id, name.version);
                 match self.redeliver(&name, &req).await? {
                     Redelivery::Claimed(c) => claimed.push((None, *c)),
                     Redelivery::Cancelled(id) => finished.push(id),
-                    Redelivery::Stale => self.delete_quiet(&path).await?,
-                    Redelivery::Corrupt => {}
+                    Redelivery::Stale | Redelivery::Corrupt => self.line_dead(&path, line).await?,
                     Redelivery::Missing => {
                         if age(modified) >= ORPHAN_AGE {
-                            self.delete_quiet(&path).await?;
+                            self.line_dead(&path, line).await?;
                         }
                     }
                 }
@@ -290,7 +298,7 @@ impl FileStorage {
                     Ok(_) => {
                         // A writer is still creating the record, or crashed before it did.
                         if age(entry.modified) >= ORPHAN_AGE {
-                            stale.push(Op::Delete(entry.path));
+                            stale.push((entry.path, (key.name.id, key.name.version)));
                         } else {
                             in_flight.push((queue, key, entry));
                         }
@@ -299,6 +307,7 @@ impl FileStorage {
                     // decoded); it must not stop every other claim either.
                     Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => {
                         tracing::warn!(task_id = %key.name.id, error = %e, "skipping a corrupt task record");
+                        stale.push((entry.path, (key.name.id, key.name.version)));
                     }
                     Err(e) => return Err(e),
                 }
@@ -322,10 +331,15 @@ impl FileStorage {
                         }
                     }
                     // A newer version exists: the entry is stale.
-                    None => stale.push(Op::Delete(entry.path)),
+                    None => stale.push((entry.path, (key.name.id, key.name.version))),
                 }
             }
-            self.run(stale).await?;
+            let deletes: Vec<Op> = stale
+                .into_iter()
+                .filter(|(path, line)| self.inner.index_files.dead(path, *line))
+                .map(|(path, _)| Op::Delete(path))
+                .collect();
+            self.run(deletes).await?;
         }
         for (queue, key, entry) in in_flight {
             let bucket = bucket_index(key.name.eta_us);
@@ -399,7 +413,8 @@ impl FileStorage {
         })
     }
 
-    /// Lease entries of `queue` that expired at `now_us`, earliest first.
+    /// Live lines of `queue`'s lease files that expired at `now_us`, earliest first,
+    /// with their file.
     async fn expired_leases(
         &self,
         queue: &str,
@@ -407,7 +422,7 @@ impl FileStorage {
     ) -> Result<Vec<(LeaseName, Path, OffsetDateTime)>> {
         let root = self.inner.keys.lease_root(queue);
         let buckets = self.list_dir(&root).await?;
-        let mut out = Vec::new();
+        let mut files = Vec::new();
         for b in &buckets.common_prefixes {
             let Some(start) = file_name(b).and_then(bucket_start) else {
                 continue;
@@ -416,24 +431,68 @@ impl FileStorage {
                 break;
             }
             for o in self.list_dir(b).await?.objects {
-                if let Some(n) = file_name(&o.location).and_then(LeaseName::parse) {
-                    if n.until_us <= now_us {
-                        out.push((n, o.location.clone(), to_time(o.last_modified)));
+                if let Some(until) = file_name(&o.location).and_then(index_file_key) {
+                    if until <= now_us {
+                        files.push((until, o.location, to_time(o.last_modified)));
                     }
                 }
             }
+        }
+        let mut out = Vec::new();
+        for ((until, path, modified), text) in
+            files.iter().zip(self.read_index_files(&files).await?)
+        {
+            let lines: Vec<LeaseName> = text
+                .lines()
+                .filter_map(|l| LeaseName::parse_line(*until, l))
+                .collect();
+            let live = self
+                .inner
+                .index_files
+                .register(path, lines.iter().map(|n| (n.id, n.version)));
+            out.extend(
+                lines
+                    .into_iter()
+                    .filter(|n| live.contains(&(n.id, n.version)))
+                    .map(|n| (n, path.clone(), *modified)),
+            );
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
+    /// The text of each index file (empty when it is gone).
+    async fn read_index_files<K>(
+        &self,
+        files: &[(K, Path, OffsetDateTime)],
+    ) -> Result<Vec<String>> {
+        let ops = files.iter().map(|(_, p, _)| Op::Read(p.clone())).collect();
+        Ok(self
+            .run(ops)
+            .await?
+            .into_iter()
+            .map(|d| match d {
+                Done::Read(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+                _ => String::new(),
+            })
+            .collect())
+    }
+
+    /// Marks one line of an index file dead, deleting the file when it was the last.
+    async fn line_dead(&self, path: &Path, line: (TaskId, u64)) -> Result<()> {
+        if self.inner.index_files.dead(path, line) {
+            self.delete_quiet(path).await?;
+        }
+        Ok(())
+    }
+
     /// Lists every due ready entry of `queue` (all priorities, every bucket up to
-    /// `now_us`'s) into the listing cache.
+    /// `now_us`'s) into the listing cache: the index files' live lines.
     async fn relist(&self, queue: &str, now_us: i64) -> Result<()> {
         let started = std::time::Instant::now();
         let root = self.inner.keys.ready_root(queue);
         let prios = self.list_dir(&root).await?;
-        let mut out = BTreeMap::new();
+        let mut files = Vec::new();
         for p in &prios.common_prefixes {
             let Some(prio) = file_name(p).map(str::to_string) else {
                 continue;
@@ -447,18 +506,32 @@ impl FileStorage {
                     break;
                 }
                 for o in self.list_dir(b).await?.objects {
-                    if let Some(name) = file_name(&o.location).and_then(ReadyName::parse) {
-                        out.insert(
-                            ReadyKey {
-                                prio: prio.clone(),
-                                name,
-                            },
-                            ReadyEntry {
-                                modified: to_time(o.last_modified),
-                                path: o.location,
-                            },
-                        );
+                    if file_name(&o.location).and_then(index_file_key).is_some() {
+                        files.push((prio.clone(), o.location, to_time(o.last_modified)));
                     }
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        for ((prio, path, modified), text) in files.iter().zip(self.read_index_files(&files).await?)
+        {
+            let lines: Vec<ReadyName> = text.lines().filter_map(ReadyName::parse_line).collect();
+            let live = self
+                .inner
+                .index_files
+                .register(path, lines.iter().map(|n| (n.id, n.version)));
+            for name in lines {
+                if live.contains(&(name.id, name.version)) {
+                    out.insert(
+                        ReadyKey {
+                            prio: prio.clone(),
+                            name,
+                        },
+                        ReadyEntry {
+                            path: path.clone(),
+                            modified: *modified,
+                        },
+                    );
                 }
             }
         }
@@ -488,8 +561,7 @@ impl FileStorage {
                                 .await?
                                 .objects
                                 .iter()
-                                .filter_map(|o| file_name(&o.location).and_then(ReadyName::parse))
-                                .map(|n| n.eta_us)
+                                .filter_map(|o| file_name(&o.location).and_then(index_file_key))
                                 .min();
                             if let Some(us) = min {
                                 consider(us);
@@ -507,8 +579,7 @@ impl FileStorage {
                     .await?
                     .objects
                     .iter()
-                    .filter_map(|o| file_name(&o.location).and_then(LeaseName::parse))
-                    .map(|n| n.until_us)
+                    .filter_map(|o| file_name(&o.location).and_then(index_file_key))
                     .min();
                 if let Some(us) = min {
                     consider(us);

@@ -7,7 +7,8 @@ use crate::config::{Durability, FileConfig, Location};
 use crate::convert::{Record, Versioned};
 use crate::error::{Error, Result, config, corrupt, is_already_exists, is_not_found};
 use crate::schema::{
-    Keys, LeaseName, ReadyName, bucket_index, file_name, micros, parse_version, prio_dir,
+    Keys, LeaseName, ReadyName, bucket_index, file_name, index_file_name, micros, parse_version,
+    prio_dir,
 };
 use crate::storage::{FileStorage, Inner};
 use futures::StreamExt;
@@ -123,6 +124,7 @@ impl FileStorage {
                 ready: Default::default(),
                 held: Default::default(),
                 committed: Default::default(),
+                index_files: Default::default(),
                 verify_creates,
             }),
         })
@@ -240,35 +242,31 @@ impl FileStorage {
         Ok(committed)
     }
 
-    /// The index entries that make `record` (at `version`) findable: a ready entry
-    /// while Pending, a lease entry while Running, none once finished.
-    pub(crate) fn entries(&self, record: &Record, version: u64) -> Vec<Path> {
+    /// The index file that lists `record`: its ready file while Pending, its lease file
+    /// while Running, none once finished.
+    pub(crate) fn index_path(&self, record: &Record) -> Option<Path> {
         let keys = &self.inner.keys;
         let t = &record.task;
+        let name = record.index.as_deref()?;
         match t.status {
-            TaskStatus::Pending => vec![keys.ready(
-                &t.queue,
-                t.priority,
-                &ReadyName {
-                    eta_us: micros(t.effective_eta()),
-                    seq: record.seq,
-                    id: t.id,
-                    version,
-                },
-            )],
-            TaskStatus::Running => match record.lease {
-                Some(l) => vec![keys.lease(
-                    &t.queue,
-                    &LeaseName {
-                        until_us: micros(l.until),
-                        id: t.id,
-                        version,
-                    },
-                )],
-                None => Vec::new(),
-            },
-            _ => Vec::new(),
+            TaskStatus::Pending => {
+                Some(keys.ready_file(&t.queue, t.priority, micros(t.effective_eta()), name))
+            }
+            TaskStatus::Running => record
+                .lease
+                .map(|l| keys.lease_file(&t.queue, micros(l.until), name)),
+            _ => None,
         }
+    }
+
+    /// Marks `record`'s line (at `version`) dead in its index file; the delete to run
+    /// when that was the file's last live line.
+    pub(crate) fn retire(&self, record: &Record, version: u64) -> Option<Op> {
+        let path = self.index_path(record)?;
+        self.inner
+            .index_files
+            .dead(&path, (record.task.id, version))
+            .then_some(Op::Delete(path))
     }
 
     /// Runs a batch of store operations, in order.
@@ -336,20 +334,84 @@ impl FileStorage {
             .collect())
     }
 
-    /// Writes each `record` as version `version` of its task: its index entries first,
-    /// then the conditional create of the record, the whole batch in one run. Per item,
-    /// false (and the item's entries removed) when that version already exists — another
-    /// writer got there first.
+    /// Writes each `record` as version `version` of its task: the index files of the new
+    /// states first (one per queue and directory: a batch of claims writes one lease
+    /// file, a batch enqueue one ready file per priority and minute), then the conditional
+    /// create of each record, the whole batch in one run. Per item, false when that
+    /// version already exists — another writer got there first.
     ///
-    /// Entries written ahead mean a crash can leave an entry without its record (a
-    /// claimer deletes it once it is [`ORPHAN_AGE`] old), never a record without its
-    /// entries.
-    pub(crate) async fn write_versions(&self, items: &[(Record, u64)]) -> Result<Vec<bool>> {
+    /// Index files written ahead mean a crash can leave a line without its record (a
+    /// claimer retires it once the file is [`ORPHAN_AGE`] old), never a record without its
+    /// line.
+    pub(crate) async fn write_versions(
+        &self,
+        items: &[(Record, u64)],
+    ) -> Result<(Vec<bool>, Vec<Record>)> {
         let started = Instant::now();
-        let entries: Vec<Vec<Path>> = items.iter().map(|(r, v)| self.entries(r, *v)).collect();
-        let mut ops: Vec<Op> = entries.iter().flatten().cloned().map(Op::Put).collect();
+        let mut records: Vec<Record> = items.iter().map(|(r, _)| r.clone()).collect();
+        // Group by index directory; the file's name sorts by its earliest line.
+        let mut groups: HashMap<(String, bool, i32, i64), Vec<usize>> = HashMap::new();
+        for (i, r) in records.iter_mut().enumerate() {
+            r.index = None;
+            let t = &r.task;
+            let key = match (t.status, r.lease) {
+                (TaskStatus::Pending, _) => {
+                    let eta = micros(t.effective_eta());
+                    (t.queue.clone(), true, t.priority, bucket_index(eta))
+                }
+                (TaskStatus::Running, Some(l)) => (t.queue.clone(), false, 0, micros(l.until)),
+                _ => continue,
+            };
+            groups.entry(key).or_default().push(i);
+        }
+        let mut files: Vec<(Path, Vec<usize>, Vec<u8>)> = Vec::with_capacity(groups.len());
+        let mut ops = Vec::with_capacity(groups.len() + items.len());
+        for ((_, ready, _, _), members) in groups {
+            let first = members
+                .iter()
+                .map(|i| {
+                    let r = &records[*i];
+                    match r.lease {
+                        Some(l) if !ready => micros(l.until),
+                        _ => micros(r.task.effective_eta()),
+                    }
+                })
+                .min()
+                .unwrap_or(0);
+            let name = index_file_name(first);
+            let mut content = String::new();
+            for i in &members {
+                let r = &mut records[*i];
+                r.index = Some(name.clone());
+                let (id, version) = (r.task.id, items[*i].1);
+                let line = if ready {
+                    ReadyName {
+                        eta_us: micros(r.task.effective_eta()),
+                        seq: r.seq,
+                        id,
+                        version,
+                    }
+                    .line()
+                } else {
+                    LeaseName {
+                        until_us: 0,
+                        id,
+                        version,
+                    }
+                    .line()
+                };
+                content.push_str(&line);
+                content.push('\n');
+            }
+            let path = self
+                .index_path(&records[members[0]])
+                .ok_or_else(|| corrupt("an index group without a path"))?;
+            let content = content.into_bytes();
+            ops.push(Op::PutBytes(path.clone(), content.clone()));
+            files.push((path, members, content));
+        }
         let first_create = ops.len();
-        for (record, version) in items {
+        for (record, (_, version)) in records.iter().zip(items) {
             let bytes = if self.inner.verify_creates {
                 let mut record = record.clone();
                 record.nonce = Some(uuid::Uuid::new_v4());
@@ -362,36 +424,49 @@ impl FileStorage {
                 bytes,
             ));
         }
-        // An error leaves the outcome unknown: the entries stay (a claimer sorts them out).
+        // An error leaves the outcome unknown: the index files stay (a claimer sorts them
+        // out).
         let done = self.run(ops).await?;
         let created: Vec<bool> = done[first_create..]
             .iter()
             .map(|d| matches!(d, Done::Created(true)))
             .collect();
         let mut cleanup = Vec::new();
-        for ((record, version), (ok, entries)) in items.iter().zip(created.iter().zip(&entries)) {
-            if !ok {
-                cleanup.extend(entries.iter().cloned().map(Op::Delete));
+        for (path, members, content) in files {
+            let live: Vec<(TaskId, u64)> = members
+                .iter()
+                .filter(|i| created[**i])
+                .map(|i| (records[*i].task.id, items[*i].1))
+                .collect();
+            if live.is_empty() {
+                cleanup.push(Op::Delete(path));
                 continue;
             }
+            self.inner.index_files.register(&path, live);
             if started.elapsed() > SLOW_WRITE {
-                cleanup.extend(entries.iter().cloned().map(Op::Put));
+                cleanup.push(Op::PutBytes(path, content));
             }
-            if let (Some((queue, key)), Some(path)) = (ready_key(record, *version), entries.first())
+        }
+        for ((record, (_, version)), ok) in records.iter().zip(items).zip(&created) {
+            if !ok {
+                continue;
+            }
+            if let (Some((queue, key)), Some(path)) =
+                (ready_key(record, *version), self.index_path(record))
             {
                 self.inner.ready.insert(
                     queue,
                     bucket_index(key.name.eta_us),
                     key,
                     ReadyEntry {
-                        path: path.clone(),
+                        path,
                         modified: time::OffsetDateTime::now_utc(),
                     },
                 );
             }
         }
         self.run(cleanup).await?;
-        Ok(created)
+        Ok((created, records))
     }
 
     /// Replaces `cur` by `next` (see [`Self::transitions`]).
@@ -423,10 +498,10 @@ impl FileStorage {
                 (next, cur.version + 1)
             })
             .collect();
-        let created = self.write_versions(&items).await?;
-        let mut old_entries = Vec::new();
+        let (created, written) = self.write_versions(&items).await?;
+        let mut retired = Vec::new();
         let mut out = Vec::with_capacity(pairs.len());
-        for ((cur, next), ok) in pairs.into_iter().zip(created) {
+        for (((cur, _), ok), next) in pairs.into_iter().zip(created).zip(written) {
             if !ok {
                 out.push(None);
                 continue;
@@ -434,13 +509,7 @@ impl FileStorage {
             if let Some((queue, key)) = ready_key(&cur.record, cur.version) {
                 self.inner.ready.remove(queue, &key);
             }
-            old_entries.extend(
-                self.entries(&cur.record, cur.version)
-                    .into_iter()
-                    .map(Op::Delete),
-            );
-            let mut next = next;
-            next.batch = None;
+            retired.extend(self.retire(&cur.record, cur.version));
             let done = Versioned {
                 version: cur.version + 1,
                 record: next,
@@ -452,7 +521,7 @@ impl FileStorage {
             }
             out.push(Some(done));
         }
-        self.run(old_entries).await?;
+        self.run(retired).await?;
         Ok(out)
     }
 }
@@ -460,8 +529,8 @@ impl FileStorage {
 /// Store operations run in batches by [`FileStorage::run`].
 #[derive(Debug)]
 pub(crate) enum Op {
-    /// Write an empty index entry (rewriting one is harmless).
-    Put(Path),
+    /// Write an index file (rewriting one with the same lines is harmless).
+    PutBytes(Path, Vec<u8>),
     /// Create an object only if it does not exist.
     Create(Path, Vec<u8>),
     /// Delete; already gone is fine.
@@ -487,8 +556,8 @@ const PARALLEL_OPS: usize = 64;
 /// such stores), the create had landed and a retry of the request hit its own write.
 async fn exec(store: &dyn ObjectStore, op: Op, verify: bool) -> Result<Done> {
     Ok(match op {
-        Op::Put(path) => {
-            store.put(&path, PutPayload::new()).await?;
+        Op::PutBytes(path, bytes) => {
+            store.put(&path, PutPayload::from(bytes)).await?;
             Done::Put
         }
         Op::Create(path, bytes) => {

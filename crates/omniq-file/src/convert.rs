@@ -42,6 +42,10 @@ pub(crate) struct Record {
     /// two writers never write the same bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) nonce: Option<uuid::Uuid>,
+    /// The name of the index file that lists this version (ready while Pending, lease
+    /// while Running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) index: Option<String>,
 }
 
 impl Record {

@@ -1,16 +1,18 @@
 //! The key layout: every key this backend writes, and the parsers of the names it lists.
 //!
 //! ```text
-//! {ns}/t/{id}/{version:010}                                   task records (create-only)
-//! {ns}/q/{queue}/r/{prio}/{minute}/{eta}_{seq}_{id}_{version}  ready entries (Pending)
-//! {ns}/q/{queue}/l/{minute}/{until}_{id}_{version}             lease entries (Running)
+//! {ns}/t/{id}/{version:010}                   task records (create-only)
+//! {ns}/q/{queue}/r/{prio}/{minute}/{eta}_{uuid} ready index files (Pending tasks)
+//! {ns}/q/{queue}/l/{minute}/{until}_{uuid}      lease index files (Running tasks)
 //! {ns}/u/{queue}/{key}/{generation:010}                       unique-key holders
 //! {ns}/b/{batch}                                               enqueue-batch commit markers
 //! {ns}/probe/{uuid}                                            the startup probe
 //! ```
 //!
-//! Fixed-width decimal numbers sort as they compare, so a listing sorted by name is in
-//! claim order: `prio` is `i32::MAX - priority` (highest priority first), `minute` the
+//! An index file lists the (task, version) pairs one call wrote in that directory, one
+//! per line (ready: `eta seq id version`; lease: `id version`); its name starts with the
+//! earliest eta (or the lease expiry) of its lines. Fixed-width decimal numbers sort as
+//! they compare: `prio` is `i32::MAX - priority` (highest priority first), `minute` the
 //! eta's (or lease expiry's) minute, `eta`/`until` microseconds, `seq` the enqueue order.
 //! Signed values are offset (`x ^ 1 << 63`) so negatives sort first.
 
@@ -97,21 +99,14 @@ impl Keys {
         self.path(["q", queue, "l"])
     }
 
-    /// The ready entry of a Pending task at `version`.
-    pub(crate) fn ready(&self, queue: &str, priority: i32, e: &ReadyName) -> Path {
-        self.path([
-            "q",
-            queue,
-            "r",
-            &prio_dir(priority),
-            &bucket(e.eta_us),
-            &e.to_string(),
-        ])
+    /// A ready index file: `r/{prio}/{minute of eta_us}/{name}`.
+    pub(crate) fn ready_file(&self, queue: &str, priority: i32, eta_us: i64, name: &str) -> Path {
+        self.path(["q", queue, "r", &prio_dir(priority), &bucket(eta_us), name])
     }
 
-    /// The lease entry of a Running task at `version`.
-    pub(crate) fn lease(&self, queue: &str, e: &LeaseName) -> Path {
-        self.path(["q", queue, "l", &bucket(e.until_us), &e.to_string()])
+    /// A lease index file: `l/{minute of until_us}/{name}`.
+    pub(crate) fn lease_file(&self, queue: &str, until_us: i64, name: &str) -> Path {
+        self.path(["q", queue, "l", &bucket(until_us), name])
     }
 
     /// `{ns}/u/{queue}/{key}`: the holders of one unique key.
@@ -185,23 +180,15 @@ pub(crate) struct ReadyName {
     pub(crate) version: u64,
 }
 
-impl std::fmt::Display for ReadyName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}_{:020}_{}_{}",
-            sortable(self.eta_us),
-            self.seq,
-            self.id,
-            self.version
-        )
-    }
-}
-
 impl ReadyName {
-    pub(crate) fn parse(name: &str) -> Option<Self> {
-        let mut it = name.splitn(4, '_');
-        let eta_us = unsortable(it.next()?)?;
+    /// The line of a ready index file.
+    pub(crate) fn line(&self) -> String {
+        format!("{} {} {} {}", self.eta_us, self.seq, self.id, self.version)
+    }
+
+    pub(crate) fn parse_line(line: &str) -> Option<Self> {
+        let mut it = line.split_ascii_whitespace();
+        let eta_us = it.next()?.parse().ok()?;
         let seq = it.next()?.parse().ok()?;
         let id = it.next()?.parse().ok()?;
         let version = it.next()?.parse().ok()?;
@@ -225,22 +212,14 @@ pub(crate) struct LeaseName {
     pub(crate) version: u64,
 }
 
-impl std::fmt::Display for LeaseName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}_{}_{}",
-            sortable(self.until_us),
-            self.id,
-            self.version
-        )
-    }
-}
-
 impl LeaseName {
-    pub(crate) fn parse(name: &str) -> Option<Self> {
-        let mut it = name.splitn(3, '_');
-        let until_us = unsortable(it.next()?)?;
+    /// The line of a lease index file (the expiry is in the file's name).
+    pub(crate) fn line(&self) -> String {
+        format!("{} {}", self.id, self.version)
+    }
+
+    pub(crate) fn parse_line(until_us: i64, line: &str) -> Option<Self> {
+        let mut it = line.split_ascii_whitespace();
         let id = it.next()?.parse().ok()?;
         let version = it.next()?.parse().ok()?;
         Some(Self {
@@ -249,6 +228,17 @@ impl LeaseName {
             version,
         })
     }
+}
+
+/// A fresh index file name whose sort key is `first_us` (earliest eta, or expiry).
+pub(crate) fn index_file_name(first_us: i64) -> String {
+    format!("{}_{}", sortable(first_us), uuid::Uuid::new_v4().simple())
+}
+
+/// The sort key (earliest eta, or expiry) of an index file name.
+pub(crate) fn index_file_key(name: &str) -> Option<i64> {
+    let (key, rest) = name.split_once('_')?;
+    (!rest.is_empty()).then(|| unsortable(key)).flatten()
 }
 
 /// The first microsecond of a bucket directory, when the name is one.
@@ -274,21 +264,24 @@ mod tests {
     }
 
     #[test]
-    fn entry_names_round_trip() {
+    fn index_lines_and_names_round_trip() {
         let r = ReadyName {
             eta_us: -12,
             seq: 42,
             id: TaskId::new(),
             version: 3,
         };
-        assert_eq!(ReadyName::parse(&r.to_string()), Some(r));
+        assert_eq!(ReadyName::parse_line(&r.line()), Some(r));
         let l = LeaseName {
             until_us: 1_700_000_000_000_000,
             id: TaskId::new(),
             version: 9,
         };
-        assert_eq!(LeaseName::parse(&l.to_string()), Some(l));
-        assert_eq!(ReadyName::parse("garbage"), None);
+        assert_eq!(LeaseName::parse_line(l.until_us, &l.line()), Some(l));
+        assert_eq!(ReadyName::parse_line("garbage"), None);
+        let name = index_file_name(-5);
+        assert_eq!(index_file_key(&name), Some(-5));
+        assert_eq!(index_file_key("x_y"), None);
         assert_eq!(parse_version("0000000012"), Some(12));
         assert_eq!(parse_version("12"), None);
     }

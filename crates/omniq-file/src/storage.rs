@@ -45,6 +45,7 @@ pub(crate) struct Inner {
     pub(crate) ready: crate::cache::ReadyCache,
     pub(crate) held: crate::cache::Held,
     pub(crate) committed: crate::cache::Committed,
+    pub(crate) index_files: crate::cache::IndexFiles,
     /// A create answered `AlreadyExists` is checked against the bytes written (stores
     /// given by the caller may retry a create whose response was lost).
     pub(crate) verify_creates: bool,

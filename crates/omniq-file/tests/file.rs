@@ -83,6 +83,15 @@ async fn drain(s: Arc<FileStorage>, queue: &str, batch: usize) -> Vec<TaskId> {
     mine
 }
 
+/// Index files are deleted once every line in them is dead: a drained queue leaves none.
+fn no_index_files_left(dir: &Path) {
+    let left: Vec<PathBuf> = walk(&dir.join("omniq").join("q"))
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().contains('#'))
+        .collect();
+    assert!(left.is_empty(), "index files left behind: {left:?}");
+}
+
 fn check_exactly_once(claims: &[TaskId], ids: &[TaskId]) {
     let mut seen = HashSet::new();
     let doubles: Vec<_> = claims.iter().filter(|id| !seen.insert(**id)).collect();
@@ -116,6 +125,7 @@ async fn two_instances_on_one_directory_claim_each_task_once() {
     check_exactly_once(&claims, &ids);
     let counts = b.counts(Some("shared")).await.unwrap();
     assert_eq!(counts[0].success, TASKS as u64);
+    no_index_files_left(dir.path());
 }
 
 /// Child mode: `OMNIQ_FILE_CHILD=claim:<dir>:<out>` drains the queue into `<out>`;
@@ -213,6 +223,7 @@ async fn two_processes_on_one_directory_claim_each_task_once() {
     );
     let counts = s.counts(Some("shared")).await.unwrap();
     assert_eq!(counts[0].success, TASKS as u64);
+    no_index_files_left(dir.path());
 }
 
 /// Every record left in `dir` decodes: get_task and get_result of every listed task.

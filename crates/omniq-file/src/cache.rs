@@ -248,8 +248,28 @@ impl IndexFiles {
         }
     }
 
-    /// Forgets files that are gone from the store.
+    /// Forgets a file (gone from the store, or rolled back).
     pub(crate) fn forget(&self, file: &Path) {
         self.lock().remove(file);
+    }
+
+    /// After a listing of everything under `root` whose sort key is at most `upto_us`:
+    /// forgets the tracked files there that the listing did not show (another process
+    /// deleted them). Forgetting is always safe: a file that still exists is registered
+    /// again, and its lines checked again, by the next listing.
+    pub(crate) fn forget_absent(
+        &self,
+        root: &Path,
+        upto_us: i64,
+        present: &std::collections::HashSet<Path>,
+    ) {
+        self.lock().retain(|path, _| {
+            present.contains(path)
+                || !path.prefix_matches(root)
+                || path
+                    .filename()
+                    .and_then(crate::schema::index_file_key)
+                    .is_none_or(|key| key > upto_us)
+        });
     }
 }

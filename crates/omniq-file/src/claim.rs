@@ -438,6 +438,10 @@ impl FileStorage {
                 }
             }
         }
+        let present = files.iter().map(|(_, p, _)| p.clone()).collect();
+        self.inner
+            .index_files
+            .forget_absent(&root, now_us, &present);
         let mut out = Vec::new();
         for ((until, path, modified), text) in
             files.iter().zip(self.read_index_files(&files).await?)
@@ -512,6 +516,10 @@ impl FileStorage {
                 }
             }
         }
+        let present = files.iter().map(|(_, p, _)| p.clone()).collect();
+        self.inner
+            .index_files
+            .forget_absent(&root, now_us, &present);
         let mut out = BTreeMap::new();
         for ((prio, path, modified), text) in files.iter().zip(self.read_index_files(&files).await?)
         {

@@ -274,10 +274,12 @@ impl FileStorage {
 
     /// Deletes every version of a finished task (it has no index entries).
     async fn delete_task(&self, id: &TaskId) -> Result<()> {
-        let listing = self.list_dir(&self.inner.keys.task_dir(id)).await?;
+        let dir = self.inner.keys.task_dir(id);
+        let listing = self.list_dir(&dir).await?;
         for o in listing.objects {
             self.delete_quiet(&o.location).await?;
         }
+        self.remove_empty_dir(&dir).await;
         Ok(())
     }
 }

@@ -1,18 +1,18 @@
 //! The two hot paths that put tasks in and take them out: batch enqueue (with unique
 //! keys) and batch claim (with redelivery of expired leases), plus `next_due`.
 //!
-//! A claim lists only due entries: the ready entries of a queue sit in
-//! `r/{priority}/{minute}/`, so it walks priorities highest first and, in each, the
-//! minute buckets up to `now`, and stops once it has enough candidates. Each candidate is
-//! claimed by the conditional create of its task's next version: of two racing claimers
-//! exactly one wins, the other sees the version exist and moves on.
+//! A claim reads only due entries: a queue's ready index files sit in
+//! `r/{priority}/{minute}/`, so a listing walks priorities highest first and, in each, the
+//! minute buckets up to `now`; the live lines are cached in claim order and serve many
+//! claims. Each entry is claimed by the conditional create of its task's next version: of
+//! two racing claimers exactly one wins, the other sees the version exist and moves on.
 
 use crate::cache::{ReadyEntry, ReadyKey};
 use crate::connect::{Done, ORPHAN_AGE, Op, next_seq};
 use crate::convert::{Record, StoredLease, Versioned};
 use crate::error::{Error, Result, corrupt};
 use crate::schema::{
-    LeaseName, ReadyName, bucket_index, bucket_start, file_name, index_file_key, micros,
+    BUCKET_US, LeaseName, ReadyName, bucket_index, bucket_start, file_name, index_file_key, micros,
     parse_version,
 };
 use crate::storage::{FileStorage, distinct_queues, validate_queue};
@@ -430,7 +430,11 @@ impl FileStorage {
             if start > now_us {
                 break;
             }
-            for o in self.list_dir(b).await?.objects {
+            let listing = self.list_dir(b).await?;
+            if listing.objects.is_empty() && start + BUCKET_US <= now_us {
+                self.remove_empty_dir(b).await;
+            }
+            for o in listing.objects {
                 if let Some(until) = file_name(&o.location).and_then(index_file_key) {
                     if until <= now_us {
                         files.push((until, o.location, to_time(o.last_modified)));
@@ -509,7 +513,13 @@ impl FileStorage {
                 if start > now_us {
                     break;
                 }
-                for o in self.list_dir(b).await?.objects {
+                let listing = self.list_dir(b).await?;
+                if listing.objects.is_empty() && start + BUCKET_US <= now_us {
+                    // A past minute nobody will write to again (unless a retry lands
+                    // there, which creates it again).
+                    self.remove_empty_dir(b).await;
+                }
+                for o in listing.objects {
                     if file_name(&o.location).and_then(index_file_key).is_some() {
                         files.push((prio.clone(), o.location, to_time(o.last_modified)));
                     }

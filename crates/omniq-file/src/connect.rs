@@ -91,9 +91,10 @@ impl FileStorage {
                 .await
                 .map_err(|e| corrupt(format!("directory setup task failed: {e}")))??;
                 let fs = LocalFileSystem::new_with_prefix(&root)?
-                    // Empty bucket directories go away with their last entry, so listings
-                    // never walk dead buckets.
-                    .with_automatic_cleanup(true)
+                    // Not object_store's automatic cleanup: it removes parent directories
+                    // too, racing with a concurrent put's `create_dir_all`. Past bucket
+                    // directories are removed by listings instead (`remove_empty_dir`).
+                    .with_automatic_cleanup(false)
                     // Durability is one syncfs per call (a group commit), not two fsyncs
                     // per file.
                     .with_fsync(false);
@@ -179,6 +180,25 @@ impl FileStorage {
         )
         .await?;
         Ok(matches!(done, Done::Created(true)))
+    }
+
+    /// Removes an empty directory of a local store (a past time bucket, a purged task):
+    /// listings then never walk it again. Only leaf directories are removed, so a
+    /// concurrent put (which creates its directory again) cannot fail; a directory that
+    /// is not empty stays. Object stores have no directories: nothing to do.
+    pub(crate) async fn remove_empty_dir(&self, dir: &Path) {
+        let Some(root) = self.inner.local_root.clone() else {
+            return;
+        };
+        let mut path = root;
+        for part in dir.parts() {
+            path.push(part.as_ref());
+        }
+        let _ = io_thread(move || {
+            let _ = std::fs::remove_dir(&path);
+            Ok(())
+        })
+        .await;
     }
 
     /// Deletes `path`; already gone is fine.
@@ -631,7 +651,10 @@ async fn io_thread<T: Send + 'static>(
     });
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
-        let _ = tx.send(job());
+        // A panic inside the store must fail this call, not kill the I/O thread.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+            .unwrap_or_else(|_| Err(Error::Unsupported("an I/O job panicked".into())));
+        let _ = tx.send(result);
     });
     pool.lock()
         .map_err(|_| corrupt("the I/O thread pool is poisoned"))?

@@ -10,10 +10,10 @@
 //! Each task is a directory of versions `{ns}/t/{id}/{n}`; the newest is the task. A
 //! claim creates version `n + 1` (Running) and that number is the lease's fencing token;
 //! a worker's later write checks the token on the newest version and creates the next
-//! one, so a stale worker can never overwrite a newer run. Ready and lease entries
-//! (empty files named by priority, eta and enqueue order, in minute buckets) let a claim
-//! list only due tasks — finished and future tasks cost it nothing — and one listing
-//! serves many claims. Records are staged and renamed
+//! one, so a stale worker can never overwrite a newer run. Ready and lease index files
+//! (one per call, in directories by priority and minute) let a claim list only due tasks —
+//! finished and future tasks cost it nothing — and one listing serves many claims.
+//! Records are staged and renamed
 //! into place: a reader never sees a torn record. With [`Durability::Full`] (the default)
 //! every call that stores an enqueue or an outcome flushes the file system once before it
 //! returns.

@@ -21,7 +21,7 @@ use omniq_core::TaskId;
 use time::OffsetDateTime;
 
 /// Microseconds in a minute: the width of one time bucket.
-const BUCKET_US: i64 = 60_000_000;
+pub(crate) const BUCKET_US: i64 = 60_000_000;
 
 /// Unix microseconds of a timestamp (saturating far outside ±292k years).
 pub(crate) fn micros(t: OffsetDateTime) -> i64 {

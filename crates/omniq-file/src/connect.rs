@@ -12,6 +12,7 @@ use crate::schema::{
 };
 use crate::storage::{FileStorage, Inner};
 use futures::StreamExt;
+use futures::future::join_all;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
@@ -291,24 +292,18 @@ impl FileStorage {
 
     /// Runs a batch of store operations, in order.
     ///
-    /// On a local directory the whole batch runs on one I/O thread, outside the tokio
-    /// runtime, so object_store performs each file operation inline instead of handing
-    /// every one to the blocking pool (one thread hop per batch, not per file). On other
-    /// stores runs of operations of one kind go out concurrently, runs one after the
-    /// other (so entries written ahead still land before their records).
+    /// Runs of operations of one kind go out together, runs one after the other (so
+    /// index files written ahead land before their records). On a local directory a run
+    /// is split over the I/O threads, which work outside the tokio runtime, so
+    /// object_store performs each file operation inline instead of handing every one to
+    /// the blocking pool (a thread hop per share of a run, not per file). On other stores
+    /// a run's requests go out concurrently.
     pub(crate) async fn run(&self, ops: Vec<Op>) -> Result<Vec<Done>> {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
         let store = Arc::clone(&self.inner.store);
-        if self.inner.local_root.is_some() {
-            return io_thread(move || {
-                ops.into_iter()
-                    .map(|op| futures::executor::block_on(exec(&*store, op, false)))
-                    .collect()
-            })
-            .await;
-        }
+        let local = self.inner.local_root.is_some();
         let mut out = Vec::with_capacity(ops.len());
         let mut ops = ops.into_iter().peekable();
         while let Some(first) = ops.next() {
@@ -316,6 +311,26 @@ impl FileStorage {
             let mut run = vec![first];
             while let Some(op) = ops.next_if(|op| std::mem::discriminant(op) == kind) {
                 run.push(op);
+            }
+            if local {
+                // One job per I/O thread, each running its share of the run in order.
+                let share = run.len().div_ceil(IO_THREADS).max(LOCAL_SHARE);
+                let mut jobs = Vec::new();
+                let mut run = run.into_iter().peekable();
+                while run.peek().is_some() {
+                    let chunk: Vec<Op> = run.by_ref().take(share).collect();
+                    let store = Arc::clone(&store);
+                    jobs.push(io_thread(move || {
+                        chunk
+                            .into_iter()
+                            .map(|op| futures::executor::block_on(exec(&*store, op, false)))
+                            .collect::<Result<Vec<Done>>>()
+                    }));
+                }
+                for done in join_all(jobs).await {
+                    out.extend(done?);
+                }
+                continue;
             }
             let verify = self.inner.verify_creates;
             let futures: Vec<_> = run
@@ -665,6 +680,10 @@ async fn io_thread<T: Send + 'static>(
 
 /// Threads that run local-directory batches.
 const IO_THREADS: usize = 4;
+
+/// Smallest share of a run handed to one I/O thread (below it a second thread costs more
+/// than it saves).
+const LOCAL_SHARE: usize = 32;
 
 /// The ready-cache key of a Pending record at `version`.
 pub(crate) fn ready_key(record: &Record, version: u64) -> Option<(&str, ReadyKey)> {

@@ -5,6 +5,7 @@
 //! listed in id order) and read each task's newest version: they cost two requests per
 //! task and are meant for dashboards and maintenance, not for hot paths.
 
+use crate::claim::UniqueHold;
 use crate::convert::Versioned;
 use crate::error::{Error, Result};
 use crate::lease::PARALLEL_ITEMS;
@@ -50,6 +51,19 @@ impl FileStorage {
             if matches!(status, TaskStatus::Success | TaskStatus::Cancelled) {
                 return Err(Error::Finished { id: *id, status });
             }
+            // A Failed task brought back takes its unique key again, unless another live
+            // task holds it now.
+            if status == TaskStatus::Failed {
+                if let Some(key) = cur.record.task.unique_key.as_deref() {
+                    let queue = &cur.record.task.queue;
+                    if let UniqueHold::Duplicate(holder) = self.hold_unique(queue, key, *id).await?
+                    {
+                        if holder != *id {
+                            return Err(Error::KeyHeld { id: *id, holder });
+                        }
+                    }
+                }
+            }
             let mut next = cur.record.clone();
             next.task.schedule.eta = Some(new_eta);
             next.task.status = TaskStatus::Pending;
@@ -85,6 +99,7 @@ impl FileStorage {
                         return Ok(CancelOutcome::Requested);
                     }
                     next.cancel = true;
+                    next.task.updated_at = now;
                     CancelOutcome::Requested
                 }
                 // Pending, Failed, or Running under an expired lease (its worker is gone).
@@ -165,15 +180,15 @@ impl FileStorage {
                 {
                     continue;
                 }
-                items.push(t);
                 if items.len() == filter.limit {
-                    let last = items.last().map(|t| t.id);
-                    let more = ids.last().zip(last).is_some_and(|(end, l)| *end > l);
+                    // One more match after a full page: there is a next page.
+                    let last = items.last().map(|t: &Task| t.id);
                     return Ok(Page {
-                        next_cursor: more.then(|| last.map(Cursor)).flatten(),
+                        next_cursor: last.map(Cursor),
                         items,
                     });
                 }
+                items.push(t);
             }
         }
         Ok(Page {

@@ -39,7 +39,10 @@ impl FileStorage {
         let mut held = Vec::new();
         let mut fresh = Vec::with_capacity(tasks.len());
         for t in &tasks {
-            let Some(key) = t.unique_key.as_deref() else {
+            // Only a live input takes (or duplicates) a key: a finished one is stored as
+            // given and holds none.
+            let live = matches!(t.status, TaskStatus::Pending | TaskStatus::Running);
+            let Some(key) = t.unique_key.as_deref().filter(|_| live) else {
                 out.push(Enqueued {
                     id: t.id,
                     duplicate: false,
@@ -157,7 +160,12 @@ impl FileStorage {
     /// Holders are generations `u/{queue}/{key}/{n}`; the newest one holds the key while
     /// its task is Pending or Running. Taking a free key is the conditional create of the
     /// next generation, so of two racing enqueuers exactly one gets it.
-    async fn hold_unique(&self, queue: &str, key: &str, id: TaskId) -> Result<UniqueHold> {
+    pub(crate) async fn hold_unique(
+        &self,
+        queue: &str,
+        key: &str,
+        id: TaskId,
+    ) -> Result<UniqueHold> {
         let keys = &self.inner.keys;
         for _ in 0..16 {
             let listing = self.list_dir(&keys.unique_dir(queue, key)).await?;
@@ -609,7 +617,7 @@ impl FileStorage {
     }
 }
 
-enum UniqueHold {
+pub(crate) enum UniqueHold {
     /// The key is ours; the path of our holder generation.
     Held(Path),
     /// A live task holds it.

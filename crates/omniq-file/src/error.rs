@@ -55,6 +55,14 @@ pub(crate) enum Error {
         /// Its final status.
         status: TaskStatus,
     },
+    /// Another live task holds the unique key a rescheduled task would take again.
+    #[error("task {id} cannot be rescheduled: live task {holder} holds its unique key")]
+    KeyHeld {
+        /// The task.
+        id: TaskId,
+        /// The live task holding the key.
+        holder: TaskId,
+    },
     /// A task with this id already exists.
     #[error("task {0} already exists; enqueue never overwrites a task")]
     Exists(TaskId),
@@ -89,7 +97,9 @@ impl Error {
             Self::Io { .. } | Self::Contended(_) => StorageErrorKind::Unavailable,
             Self::Closed => StorageErrorKind::Closed,
             Self::NotFound(_) => StorageErrorKind::NotFound,
-            Self::Finished { .. } | Self::Exists(_) => StorageErrorKind::Conflict,
+            Self::Finished { .. } | Self::Exists(_) | Self::KeyHeld { .. } => {
+                StorageErrorKind::Conflict
+            }
         }
     }
 }

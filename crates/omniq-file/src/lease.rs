@@ -142,6 +142,9 @@ impl FileStorage {
             |_, rec: &Record| {
                 let mut next = rec.clone();
                 if rec.cancel {
+                    // The claim's attempt is given back here too, on the task and on its
+                    // Cancelled result.
+                    next.task.attempts = next.task.attempts.saturating_sub(1);
                     next.end_cancelled(now);
                 } else {
                     // It was due when claimed: claimable again at once, its attempt uncounted.

@@ -107,6 +107,10 @@ impl FileStorage {
         let verify_creates = matches!(location, Location::Store(_));
         let keys = Keys::new(&cfg.namespace);
         probe_conditional_create(&*store, &keys).await?;
+        if let Some(root) = &local_root {
+            // The probe's directory, empty again (another instance's probe may be in it).
+            let _ = std::fs::remove_dir(root.join(&cfg.namespace).join("probe"));
+        }
         let wake = match &local_root {
             Some(root) => shared_channel(root, &cfg.namespace),
             None => broadcast::channel(WAKE_CAPACITY).0,

@@ -493,3 +493,54 @@ async fn a_create_whose_response_was_lost_still_counts() {
         assert_eq!(t.status, TaskStatus::Success);
     }
 }
+
+/// Results stop being returned once older than the result TTL (by the wall clock), and
+/// a result exactly inside it is still there (the conformance suite cannot set the TTL).
+#[tokio::test]
+async fn results_expire_after_the_result_ttl() {
+    let s = FileStorage::builder()
+        .in_memory()
+        .result_ttl(Duration::hours(1))
+        .build()
+        .await
+        .unwrap();
+    let wall = now();
+    let ids = enqueue_all(&s, tasks(2, "default")).await;
+    let claimed = s
+        .claim(ClaimRequest {
+            queues: vec!["default".into()],
+            limit: 2,
+            now: wall,
+            lease: Duration::seconds(30),
+        })
+        .await
+        .unwrap();
+    let by_id = |id: TaskId| {
+        claimed
+            .iter()
+            .find(|c| c.task.id == id)
+            .unwrap()
+            .lease_ref()
+    };
+    let finish = |id: TaskId, at: OffsetDateTime| Completion {
+        lease: by_id(id),
+        result: Some(Payload(b"1".to_vec())),
+        now: at,
+        next_run: None,
+    };
+    let old = wall - Duration::hours(1) - Duration::minutes(1);
+    let recent = wall - Duration::minutes(59);
+    s.complete(vec![finish(ids[0], old), finish(ids[1], recent)])
+        .await
+        .unwrap();
+    assert!(
+        s.get_result(&ids[0]).await.unwrap().is_none(),
+        "past the TTL"
+    );
+    assert!(
+        s.get_result(&ids[1]).await.unwrap().is_some(),
+        "inside the TTL"
+    );
+    // The task itself stays until purged.
+    assert!(s.get_task(&ids[0]).await.unwrap().is_some());
+}

@@ -101,6 +101,11 @@ impl FileStorage {
                 next.task.error = Some(f.error.clone());
                 next.task.updated_at = f.now;
                 next.lease = None;
+                if let FailAction::Defer { .. } = f.action {
+                    // The run did not happen: its attempt is not counted, also when the
+                    // task ends Cancelled below.
+                    next.task.attempts = next.task.attempts.saturating_sub(1);
+                }
                 if rec.cancel {
                     next.end_cancelled(f.now);
                     return (next, None);
@@ -121,6 +126,10 @@ impl FileStorage {
                     FailAction::Fail => {
                         next.result = Some(failed());
                         next.task.status = TaskStatus::Failed;
+                    }
+                    FailAction::Defer { at } => {
+                        next.task.status = TaskStatus::Pending;
+                        next.task.schedule.eta = Some(at);
                     }
                 }
                 (next, None)

@@ -1,0 +1,300 @@
+//! Reads and administrative writes: get_task, get_result, reschedule, cancel,
+//! list_tasks, counts and purge_results.
+//!
+//! Listing, counting and purging walk the task directories (`{ns}/t/`, one per task,
+//! listed in id order) and read each task's newest version: they cost two requests per
+//! task and are meant for dashboards and maintenance, not for hot paths.
+
+use crate::claim::UniqueHold;
+use crate::convert::Versioned;
+use crate::error::{Error, Result};
+use crate::lease::PARALLEL_ITEMS;
+use crate::schema::file_name;
+use crate::storage::{FileStorage, validate_queue};
+use futures::StreamExt;
+use omniq_core::{
+    CancelOutcome, Cursor, Page, QueueCounts, Task, TaskFilter, TaskId, TaskResult, TaskStatus,
+    Wake,
+};
+use std::collections::BTreeMap;
+use time::OffsetDateTime;
+
+/// How often a write re-reads after losing a race before giving up (`Unavailable`).
+const MAX_RACES: usize = 32;
+
+impl FileStorage {
+    pub(crate) async fn read_task(&self, id: &TaskId) -> Result<Option<Task>> {
+        self.check_open()?;
+        Ok(self.latest(id).await?.map(|v| v.record.task))
+    }
+
+    pub(crate) async fn read_result(&self, id: &TaskId) -> Result<Option<TaskResult>> {
+        self.check_open()?;
+        let Some(v) = self.latest(id).await? else {
+            return Ok(None);
+        };
+        // The TTL is bookkeeping: the wall clock decides it.
+        let cutoff = OffsetDateTime::now_utc() - self.inner.result_ttl;
+        Ok(v.record.result.filter(|r| r.finished_at >= cutoff))
+    }
+
+    pub(crate) async fn move_task(
+        &self,
+        id: &TaskId,
+        new_eta: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        self.check_open()?;
+        for _ in 0..MAX_RACES {
+            let cur = self.latest(id).await?.ok_or(Error::NotFound(*id))?;
+            let status = cur.record.task.status;
+            if matches!(status, TaskStatus::Success | TaskStatus::Cancelled) {
+                return Err(Error::Finished { id: *id, status });
+            }
+            // A Failed task brought back takes its unique key again, unless another live
+            // task holds it now.
+            if status == TaskStatus::Failed {
+                if let Some(key) = cur.record.task.unique_key.as_deref() {
+                    let queue = &cur.record.task.queue;
+                    if let UniqueHold::Duplicate(holder) = self.hold_unique(queue, key, *id).await?
+                    {
+                        if holder != *id {
+                            return Err(Error::KeyHeld { id: *id, holder });
+                        }
+                    }
+                }
+            }
+            let mut next = cur.record.clone();
+            next.task.schedule.eta = Some(new_eta);
+            next.task.status = TaskStatus::Pending;
+            next.task.updated_at = now;
+            // A Running task loses its lease (its worker is fenced off) and an explicit
+            // reschedule supersedes a cancel request.
+            next.lease = None;
+            next.cancel = false;
+            if let Some(done) = self.transition(&cur, next).await? {
+                self.sync().await?;
+                self.wake_work([done.record.task.queue.as_str()]);
+                return Ok(());
+            }
+        }
+        Err(Error::Contended(*id))
+    }
+
+    pub(crate) async fn cancel_task(
+        &self,
+        id: &TaskId,
+        now: OffsetDateTime,
+    ) -> Result<CancelOutcome> {
+        self.check_open()?;
+        for _ in 0..MAX_RACES {
+            let cur = self.latest(id).await?.ok_or(Error::NotFound(*id))?;
+            let mut next = cur.record.clone();
+            let outcome = match cur.record.task.status {
+                TaskStatus::Success | TaskStatus::Cancelled => {
+                    return Ok(CancelOutcome::AlreadyFinished(cur.record.task.status));
+                }
+                TaskStatus::Running if cur.record.lease.is_some_and(|l| l.until > now) => {
+                    if cur.record.cancel {
+                        return Ok(CancelOutcome::Requested);
+                    }
+                    next.cancel = true;
+                    next.task.updated_at = now;
+                    CancelOutcome::Requested
+                }
+                // Pending, Failed, or Running under an expired lease (its worker is gone).
+                _ => {
+                    next.end_cancelled(now);
+                    CancelOutcome::Cancelled
+                }
+            };
+            if self.transition(&cur, next).await?.is_some() {
+                self.sync().await?;
+                if outcome == CancelOutcome::Cancelled {
+                    self.wake(Wake::Finished { task_id: *id });
+                }
+                return Ok(outcome);
+            }
+        }
+        Err(Error::Contended(*id))
+    }
+
+    /// Every task id, ascending.
+    async fn task_ids(&self) -> Result<Vec<TaskId>> {
+        let listing = self.list_dir(&self.inner.keys.tasks()).await?;
+        let mut ids: Vec<TaskId> = listing
+            .common_prefixes
+            .iter()
+            .filter_map(|p| file_name(p).and_then(|n| n.parse().ok()))
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The newest version of each task, in the order given (missing ones skipped).
+    async fn read_all(&self, ids: &[TaskId]) -> Result<Vec<Versioned>> {
+        let futures: Vec<_> = ids.iter().map(|id| self.latest(id)).collect();
+        let results: Vec<Result<Option<Versioned>>> = futures::stream::iter(futures)
+            .buffered(PARALLEL_ITEMS)
+            .collect()
+            .await;
+        let mut out = Vec::with_capacity(results.len());
+        for (id, r) in ids.iter().zip(results) {
+            match r {
+                Ok(Some(v)) => out.push(v),
+                Ok(None) => {}
+                // One corrupt record must not hide every other task from a listing.
+                Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => {
+                    tracing::warn!(task_id = %id, error = %e, "skipping a corrupt task record");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) async fn list_page(&self, filter: TaskFilter) -> Result<Page<Task>> {
+        self.check_open()?;
+        if let Some(q) = &filter.queue {
+            validate_queue(q)?;
+        }
+        if filter.limit == 0 {
+            return Ok(Page {
+                items: Vec::new(),
+                next_cursor: None,
+            });
+        }
+        let mut ids = self.task_ids().await?;
+        if let Some(Cursor(after)) = &filter.cursor {
+            ids.retain(|id| id > after);
+        }
+        let mut items = Vec::new();
+        let mut offset = 0;
+        while offset < ids.len() {
+            let chunk = &ids[offset..(offset + PARALLEL_ITEMS).min(ids.len())];
+            offset += chunk.len();
+            for v in self.read_all(chunk).await? {
+                let t = v.record.task;
+                if filter.status.is_some_and(|s| s != t.status)
+                    || filter.queue.as_ref().is_some_and(|q| *q != t.queue)
+                {
+                    continue;
+                }
+                if items.len() == filter.limit {
+                    // One more match after a full page: there is a next page.
+                    let last = items.last().map(|t: &Task| t.id);
+                    return Ok(Page {
+                        next_cursor: last.map(Cursor),
+                        items,
+                    });
+                }
+                items.push(t);
+            }
+        }
+        Ok(Page {
+            items,
+            next_cursor: None,
+        })
+    }
+
+    pub(crate) async fn count_tasks(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>> {
+        self.check_open()?;
+        if let Some(q) = queue {
+            validate_queue(q)?;
+        }
+        let mut by_queue: BTreeMap<String, QueueCounts> = BTreeMap::new();
+        if let Some(q) = queue {
+            by_queue.insert(
+                q.to_string(),
+                QueueCounts {
+                    queue: q.to_string(),
+                    ..QueueCounts::default()
+                },
+            );
+        }
+        let ids = self.task_ids().await?;
+        for chunk in ids.chunks(PARALLEL_ITEMS * 4) {
+            for v in self.read_all(chunk).await? {
+                let t = &v.record.task;
+                if queue.is_some_and(|q| q != t.queue) {
+                    continue;
+                }
+                by_queue
+                    .entry(t.queue.clone())
+                    .or_insert_with(|| QueueCounts {
+                        queue: t.queue.clone(),
+                        ..QueueCounts::default()
+                    })
+                    .add(t.status, 1);
+            }
+        }
+        Ok(by_queue.into_values().collect())
+    }
+
+    pub(crate) async fn purge(&self, older_than: OffsetDateTime) -> Result<u64> {
+        self.check_open()?;
+        let ids = self.task_ids().await?;
+        let mut removed = 0;
+        for chunk in ids.chunks(PARALLEL_ITEMS * 4) {
+            let futures: Vec<_> = chunk
+                .iter()
+                .map(|id| self.purge_one(id, older_than))
+                .collect();
+            let results: Vec<Result<u64>> = futures::stream::iter(futures)
+                .buffered(PARALLEL_ITEMS)
+                .collect()
+                .await;
+            for (id, r) in chunk.iter().zip(results) {
+                match r {
+                    Ok(n) => removed += n,
+                    Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => {
+                        tracing::warn!(task_id = %id, error = %e, "purge skips a corrupt task record");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        self.sync().await?;
+        Ok(removed)
+    }
+
+    /// Purges one task: deletes it when it is finished and older than the cutoff, else
+    /// drops its result when that is older. Returns the number of results removed.
+    async fn purge_one(&self, id: &TaskId, older_than: OffsetDateTime) -> Result<u64> {
+        for _ in 0..MAX_RACES {
+            let Some(cur) = self.latest(id).await? else {
+                return Ok(0);
+            };
+            let old_result = cur
+                .record
+                .result
+                .as_ref()
+                .is_some_and(|r| r.finished_at < older_than);
+            let t = &cur.record.task;
+            if t.status.is_finished() && t.updated_at < older_than {
+                self.delete_task(id).await?;
+                return Ok(u64::from(old_result));
+            }
+            if !old_result {
+                return Ok(0);
+            }
+            let mut next = cur.record.clone();
+            next.result = None;
+            if self.transition(&cur, next).await?.is_some() {
+                return Ok(1);
+            }
+        }
+        Err(Error::Contended(*id))
+    }
+
+    /// Deletes every version of a finished task (it has no index entries).
+    async fn delete_task(&self, id: &TaskId) -> Result<()> {
+        let dir = self.inner.keys.task_dir(id);
+        let listing = self.list_dir(&dir).await?;
+        for o in listing.objects {
+            self.delete_quiet(&o.location).await?;
+        }
+        self.remove_empty_dir(&dir).await;
+        Ok(())
+    }
+}

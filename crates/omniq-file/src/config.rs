@@ -1,0 +1,294 @@
+//! Configuration and the builder of [`crate::FileStorage`].
+
+use crate::FileStorage;
+use crate::error::{Result, config};
+use object_store::ObjectStore;
+use omniq_core::{Format, OperationExt, StorageError, validate_name};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The default namespace (the first segment of every key).
+pub const DEFAULT_NAMESPACE: &str = "omniq";
+
+/// How long results are kept by default: 7 days.
+pub const DEFAULT_RESULT_TTL: time::Duration = time::Duration::days(7);
+
+/// How hard a write tries to reach the disk (local directories only; object stores such
+/// in the cloud are durable once they acknowledge a write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every call that stores something — enqueue, complete, fail, release,
+    /// reschedule, cancel, purge — flushes the file system (one `syncfs` per call, a
+    /// group commit of all its writes) before it returns: an acknowledged enqueue or
+    /// outcome survives power loss. Claims and heartbeats are not flushed: losing one
+    /// to a power cut only redelivers a task, which leases allow for anyway.
+    #[default]
+    Full,
+    /// No flush: writes survive a crash of the process (each record is staged and
+    /// renamed into place) but the last ones may be lost on power loss; faster.
+    Relaxed,
+}
+
+/// Where the files live.
+#[derive(Clone)]
+pub enum Location {
+    /// A local directory (created if missing, with its parents).
+    Dir(PathBuf),
+    /// A private in-memory store that lives as long as the storage.
+    Memory,
+    /// Any object store that supports conditional creates (`PutMode::Create`).
+    Store(Arc<dyn ObjectStore>),
+}
+
+impl fmt::Debug for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Dir(p) => f.debug_tuple("Dir").field(p).finish(),
+            Self::Memory => f.write_str("Memory"),
+            // The store's Display names it without credentials.
+            Self::Store(s) => write!(f, "Store({s})"),
+        }
+    }
+}
+
+impl PartialEq for Location {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Dir(a), Self::Dir(b)) => a == b,
+            (Self::Memory, Self::Memory) => true,
+            (Self::Store(a), Self::Store(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// Everything [`FileStorageBuilder::build`] needs; see the builder for each field.
+#[derive(Debug, Clone)]
+pub struct FileConfig {
+    /// Directory, memory or a given store.
+    pub location: Option<Location>,
+    /// Key prefix: every key starts with `{namespace}/`.
+    pub namespace: String,
+    /// Serializer for the stored records.
+    pub format: Format,
+    /// Results older than this are no longer returned by `get_result`.
+    pub result_ttl: time::Duration,
+    /// Flush policy for local directories (default [`Durability::Full`]).
+    pub durability: Durability,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        Self {
+            location: None,
+            namespace: DEFAULT_NAMESPACE.to_string(),
+            format: Format::default(),
+            result_ttl: DEFAULT_RESULT_TTL,
+            durability: Durability::default(),
+        }
+    }
+}
+
+impl FileConfig {
+    /// The defaults with the location a URL names: `file://PATH` or a plain path for a
+    /// local directory (created if missing; `file:///abs` and `file://./rel` both work),
+    /// `memory://` for a private in-memory store. Other schemes (`s3://`, `gs://`,
+    /// `az://`) are a `Config` error: build such a store with object_store and pass it to
+    /// [`FileStorageBuilder::store`].
+    ///
+    /// ```
+    /// use omniq_file::{FileConfig, Location};
+    ///
+    /// let c = FileConfig::from_url("file://./omniq_data").unwrap();
+    /// assert_eq!(c.location, Some(Location::Dir("./omniq_data".into())));
+    /// assert_eq!(FileConfig::from_url("memory://").unwrap().location, Some(Location::Memory));
+    /// assert!(FileConfig::from_url("s3://bucket/queues").is_err());
+    /// ```
+    pub fn from_url(url: &str) -> Result<Self, StorageError> {
+        Self::parse_url(url).operation("configure")
+    }
+
+    fn parse_url(url: &str) -> Result<Self> {
+        let url = url.trim();
+        let location = if url == "memory://" || url == "memory:" || url == ":memory:" {
+            Location::Memory
+        } else if let Some(path) = url.strip_prefix("file://") {
+            if path.is_empty() {
+                return Err(config(
+                    "file:// URL has no path (e.g. file:///var/lib/omniq)",
+                ));
+            }
+            Location::Dir(PathBuf::from(path))
+        } else if let Some((scheme, _)) = url.split_once("://") {
+            return Err(config(format!(
+                "unsupported URL scheme {scheme:?} for the file backend (valid: file://PATH, \
+                 memory://, or a plain path); for S3, GCS or Azure build the object store \
+                 yourself and pass it to FileStorage::builder().store(...)"
+            )));
+        } else if url.is_empty() {
+            return Err(config("the file backend URL is empty"));
+        } else {
+            Location::Dir(PathBuf::from(url))
+        };
+        Ok(Self {
+            location: Some(location),
+            ..Self::default()
+        })
+    }
+
+    /// Checks every value; the errors name the setting and the valid values.
+    pub fn validate(&self) -> Result<(), StorageError> {
+        self.check().operation("configure")
+    }
+
+    fn check(&self) -> Result<()> {
+        validate_name("namespace", &self.namespace).map_err(config)?;
+        if self.namespace.bytes().all(|b| b == b'.') {
+            return Err(config(format!(
+                "invalid namespace {:?}: \".\" and \"..\" cannot name a directory",
+                self.namespace
+            )));
+        }
+        match &self.location {
+            None => {
+                return Err(config(
+                    "no location: call .dir(path), .in_memory() or .store(object_store)",
+                ));
+            }
+            Some(Location::Dir(p)) if p.as_os_str().is_empty() => {
+                return Err(config("directory path is empty"));
+            }
+            Some(_) => {}
+        }
+        if !self.result_ttl.is_positive() {
+            return Err(config(format!(
+                "result_ttl must be positive, got {}",
+                self.result_ttl
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`FileStorage`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), omniq_core::StorageError> {
+/// use omniq_file::FileStorage;
+///
+/// let storage = FileStorage::builder()
+///     .dir("./omniq_data")
+///     .namespace("billing")
+///     .result_ttl(time::Duration::days(1))
+///     .build()
+///     .await?;
+/// # drop(storage); Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use = "call .build().await to open the storage"]
+pub struct FileStorageBuilder {
+    config: FileConfig,
+}
+
+impl FileStorageBuilder {
+    /// A builder with the defaults (namespace `omniq`, MessagePack, 7-day result TTL,
+    /// [`Durability::Full`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts from a complete configuration.
+    pub fn from_config(config: FileConfig) -> Self {
+        Self { config }
+    }
+
+    /// Store under a local directory; it (and its parents) are created if missing.
+    pub fn dir(mut self, path: impl AsRef<Path>) -> Self {
+        self.config.location = Some(Location::Dir(path.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Use a private in-memory store (gone when the storage is dropped).
+    pub fn in_memory(mut self) -> Self {
+        self.config.location = Some(Location::Memory);
+        self
+    }
+
+    /// Use any object store (AWS, GCS or Azure with conditional writes, …). It must support
+    /// `PutMode::Create`; `build` refuses a store that does not.
+    pub fn store(mut self, store: Arc<dyn ObjectStore>) -> Self {
+        self.config.location = Some(Location::Store(store));
+        self
+    }
+
+    /// The key prefix (default `omniq`); 1–64 chars of `[A-Za-z0-9_.-]`.
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.config.namespace = namespace.to_string();
+        self
+    }
+
+    /// The serializer for stored records (default MessagePack).
+    pub fn serializer(mut self, format: Format) -> Self {
+        self.config.format = format;
+        self
+    }
+
+    /// How long finished results stay readable (default 7 days).
+    pub fn result_ttl(mut self, ttl: time::Duration) -> Self {
+        self.config.result_ttl = ttl;
+        self
+    }
+
+    /// Flush policy for local directories (default [`Durability::Full`]).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.config.durability = durability;
+        self
+    }
+
+    /// The configuration so far.
+    pub fn config(&self) -> &FileConfig {
+        &self.config
+    }
+
+    /// Validates, opens the store and checks that it supports conditional creates.
+    pub async fn build(self) -> Result<FileStorage, StorageError> {
+        self.config.validate()?;
+        FileStorage::connect(self.config).await.operation("connect")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use omniq_core::StorageErrorKind;
+
+    #[test]
+    fn bad_values_are_config_errors() {
+        let bad_ns = FileStorageBuilder::new().in_memory().namespace("no spaces");
+        let err = bad_ns.config().validate().err().map(|e| e.kind());
+        assert_eq!(err, Some(StorageErrorKind::Config));
+        let dots = FileStorageBuilder::new().in_memory().namespace("..");
+        assert!(dots.config().validate().is_err());
+        assert!(FileStorageBuilder::new().config().validate().is_err());
+        let ttl = FileStorageBuilder::new()
+            .in_memory()
+            .result_ttl(time::Duration::ZERO);
+        assert!(ttl.config().validate().is_err());
+        let ok = FileStorageBuilder::new().dir("x").namespace("a-b.c_1");
+        assert!(ok.config().validate().is_ok());
+    }
+
+    #[test]
+    fn urls_name_the_location() {
+        let c = FileConfig::from_url("file:///var/lib/omniq").unwrap();
+        assert_eq!(c.location, Some(Location::Dir("/var/lib/omniq".into())));
+        let c = FileConfig::from_url("./data").unwrap();
+        assert_eq!(c.location, Some(Location::Dir("./data".into())));
+        let e = FileConfig::from_url("redis://:secret@h:6379").unwrap_err();
+        assert_eq!(e.kind(), StorageErrorKind::Config);
+        assert!(!e.to_string().contains("secret"));
+        assert!(FileConfig::from_url("file://").is_err());
+        assert!(FileConfig::from_url("").is_err());
+    }
+}

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the workspace's automation, in Rust instead of shell scripts.
 //!
-//! - `cargo xtask conformance [--backend file|sqlite|postgres|redis|all] [--report-dir DIR]`
-//!   runs the backend conformance suite and writes `DIR/<backend>.json`.
+//! - `cargo xtask conformance [--backend file|sqlite|postgres|redis|all] [--report-dir DIR]
+//!   [--url URL]` runs the backend conformance suite and writes `DIR/<backend>.json`; `--url`
+//!   checks a deployment of your choosing (a server URL, or a path for the embedded backends).
 //! - `cargo xtask ci` runs what CI runs, stopping at the first failure.
 //!
 //! With no arguments it prints help.
@@ -41,6 +42,14 @@ enum Task {
         /// Where the JSON reports go (default: target/conformance).
         #[arg(long, value_name = "DIR")]
         report_dir: Option<PathBuf>,
+        /// The deployment to check instead of the test default: a server URL
+        /// (`postgres://…`, `redis://…`, `redis-cluster://…`) or, for the embedded
+        /// backends, a directory or database path. Passed to the suite as
+        /// OMNIQ_CONFORMANCE_URL; needs one named --backend and runs its main
+        /// `conformance` target. Every case works in a namespace of its own and the run
+        /// deletes what it created.
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
     },
     /// Run CI locally: tests, the quickstart, the conformance suite with services required, clippy
     /// with warnings denied, and rustfmt --check; stops at the first failure.
@@ -108,10 +117,11 @@ fn main() -> ExitCode {
         Task::Conformance {
             backend,
             report_dir,
+            url,
         } => {
             // A backend asked for by name must really run.
             let require = backend != "all";
-            conformance(&root, &backend, report_dir, require)
+            conformance(&root, &backend, report_dir, require, url.as_deref())
         }
         Task::Ci => ci(&root),
     };
@@ -139,13 +149,20 @@ fn cargo() -> OsString {
 
 /// Runs `cargo test -p omniq-<backend> --test <target>` for each selected conformance
 /// target, with `OMNIQ_CONFORMANCE_REPORT_DIR` set, and `OMNIQ_REQUIRE_SERVICES=1` when
-/// `require` (otherwise the variable is inherited as it is).
+/// `require` (otherwise the variable is inherited as it is). With `url`, only the
+/// backend's `conformance` target runs, with `OMNIQ_CONFORMANCE_URL=url`.
 fn conformance(
     root: &Path,
     backend: &str,
     report_dir: Option<PathBuf>,
     require: bool,
+    url: Option<&str>,
 ) -> Result<(), String> {
+    if url.is_some() && backend == "all" {
+        return Err(
+            "--url names one deployment: pass the backend it belongs to with --backend NAME".into(),
+        );
+    }
     let report_dir = report_dir.unwrap_or_else(|| root.join("target").join("conformance"));
     let report_dir = if report_dir.is_absolute() {
         report_dir
@@ -172,6 +189,18 @@ fn conformance(
         }
         chosen
     };
+    let selected: Vec<&Target> = match url {
+        Some(_) => selected
+            .into_iter()
+            .filter(|t| t.test == "conformance")
+            .collect(),
+        None => selected,
+    };
+    if selected.is_empty() {
+        return Err(format!(
+            "backend {backend:?} has no `conformance` test target to run against --url"
+        ));
+    }
     let mut failed = Vec::new();
     for t in &selected {
         println!(
@@ -192,6 +221,9 @@ fn conformance(
             .env("OMNIQ_CONFORMANCE_REPORT_DIR", &report_dir);
         if require {
             cmd.env("OMNIQ_REQUIRE_SERVICES", "1");
+        }
+        if let Some(url) = url {
+            cmd.env("OMNIQ_CONFORMANCE_URL", url);
         }
         if !run(&mut cmd)? {
             failed.push(format!("{}/{}", t.backend, t.test));
@@ -220,7 +252,7 @@ fn ci(root: &Path) -> Result<(), String> {
     println!(
         "xtask: ci: conformance: OMNIQ_REQUIRE_SERVICES=1 cargo xtask conformance --backend all"
     );
-    conformance(root, "all", None, true)
+    conformance(root, "all", None, true, None)
         .map_err(|e| format!("ci failed at step conformance: {e}"))?;
     step(
         "clippy",
@@ -281,7 +313,8 @@ mod tests {
                 Ok(Cli {
                     command: Task::Conformance {
                         backend,
-                        report_dir: None
+                        report_dir: None,
+                        url: None,
                     }
                 }) if backend == "all"
             ),
@@ -319,12 +352,33 @@ mod tests {
 
     #[test]
     fn an_unknown_backend_names_the_valid_ones() {
-        let err = conformance(&workspace_root(), "no-such-backend", None, true)
+        let err = conformance(&workspace_root(), "no-such-backend", None, true, None)
             .err()
             .unwrap_or_default();
         assert!(
             err.contains("valid values: ") && err.contains("sqlite"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_url_needs_a_named_backend() {
+        let err = conformance(&workspace_root(), "all", None, true, Some("postgres://x"))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("--backend"), "{err}");
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "conformance",
+            "--backend",
+            "postgres",
+            "--url",
+            "postgres://db/omniq",
+        ])
+        .map_err(|e| e.to_string());
+        assert!(
+            matches!(&cli, Ok(Cli { command: Task::Conformance { url: Some(u), .. } }) if u == "postgres://db/omniq"),
+            "{cli:?}"
         );
     }
 }

@@ -1,12 +1,16 @@
 //! The OmniQ conformance suite against the file backend on a local directory. Every case
 //! gets a fresh namespace in ONE shared directory, so namespace isolation (T14) is
 //! checked where it matters: key prefixes side by side in the same directory.
+//!
+//! The directory is a temporary one, or the one `OMNIQ_CONFORMANCE_URL` names
+//! (`file://DIR` or a path); there, `cleanup` removes only this run's namespaces.
 
 mod common;
 
 use omniq_conformance::{StorageFactory, async_trait};
 use omniq_core::{Storage, StorageError};
-use omniq_file::FileStorage;
+use omniq_file::{FileConfig, FileStorage, Location};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -23,13 +27,33 @@ fn dir() -> &'static tempfile::TempDir {
     })
 }
 
+/// The directory every case's namespace lives in.
+fn shared_dir() -> Result<PathBuf, StorageError> {
+    match std::env::var("OMNIQ_CONFORMANCE_URL") {
+        Ok(url) => match FileConfig::from_url(&url)?.location {
+            Some(Location::Dir(path)) => Ok(path),
+            _ => Err(StorageError::config(
+                "file",
+                format!("OMNIQ_CONFORMANCE_URL={url:?} is not a directory (file://DIR)"),
+            )),
+        },
+        Err(_) => Ok(dir().path().to_path_buf()),
+    }
+}
+
+/// Namespaces of this run start with this prefix (the process id keeps runs against one
+/// shared directory apart).
+fn prefix() -> String {
+    format!("conf{}_", std::process::id())
+}
+
 struct DirFactory {
     next: AtomicUsize,
 }
 
 impl DirFactory {
     fn next_name(&self) -> String {
-        format!("case{}", self.next.fetch_add(1, Ordering::Relaxed))
+        format!("{}{}", prefix(), self.next.fetch_add(1, Ordering::Relaxed))
     }
 }
 
@@ -41,7 +65,7 @@ impl StorageFactory for DirFactory {
 
     async fn create(&self) -> Result<Arc<dyn Storage>, StorageError> {
         let storage = FileStorage::builder()
-            .dir(dir().path())
+            .dir(shared_dir()?)
             .namespace(&self.next_name())
             .build()
             .await?;
@@ -64,14 +88,17 @@ impl StorageFactory for DirFactory {
         Some(Arc::new(storage))
     }
 
-    /// Removes every case's namespace (the temporary directory itself goes when the
+    /// Removes every namespace of this run (a temporary directory itself goes when the
     /// process exits).
     async fn cleanup(&self) -> Result<(), StorageError> {
-        for entry in std::fs::read_dir(dir().path())
+        let prefix = prefix();
+        for entry in std::fs::read_dir(shared_dir()?)
             .map_err(|e| StorageError::config("file", e.to_string()))?
             .flatten()
         {
-            let _ = std::fs::remove_dir_all(entry.path());
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
         }
         Ok(())
     }

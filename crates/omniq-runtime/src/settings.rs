@@ -8,8 +8,8 @@ use time::Duration;
 /// Which storage backend to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// The embedded default: a file-backed store under `base_dir` (SQLite until the file
-    /// backend lands; no server needed).
+    /// The embedded default: tasks as files under `base_dir` (no server needed; several
+    /// processes may share the directory).
     #[default]
     File,
     /// SQLite at `url` (a path or `sqlite://…`), or `base_dir/omniq.db`.
@@ -24,7 +24,8 @@ impl Backend {
     /// The cargo feature of `omniq` that builds this backend.
     pub fn feature(self) -> &'static str {
         match self {
-            Self::File | Self::Sqlite => "sqlite",
+            Self::File => "file",
+            Self::Sqlite => "sqlite",
             Self::Postgres => "postgres",
             Self::Redis => "redis",
         }

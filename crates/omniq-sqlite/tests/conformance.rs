@@ -1,10 +1,15 @@
 //! The OmniQ conformance suite against the SQLite backend. Every case gets a fresh
 //! namespace in ONE shared WAL database file, so namespace isolation (T14) is checked
 //! where it matters: tables of different namespaces side by side in the same file.
+//!
+//! The file is `shared.db` in a temporary directory, or the database
+//! `OMNIQ_CONFORMANCE_URL` names (`sqlite://PATH` or a path); there, `cleanup` drops the
+//! tables this run created and leaves everything else alone.
 
 use omniq_conformance::{StorageFactory, async_trait};
-use omniq_core::{Storage, StorageError};
-use omniq_sqlite::SqliteStorage;
+use omniq_core::{Storage, StorageError, StorageErrorKind};
+use omniq_sqlite::{Location, SqliteConfig, SqliteStorage};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -21,13 +26,34 @@ fn dir() -> &'static tempfile::TempDir {
     })
 }
 
+/// The database every case's namespace lives in.
+fn shared_db() -> Result<PathBuf, StorageError> {
+    match std::env::var("OMNIQ_CONFORMANCE_URL") {
+        Ok(url) => match SqliteConfig::from_url(&url)?.location {
+            Some(Location::File(path)) => Ok(path),
+            _ => Err(StorageError::new(
+                StorageErrorKind::Config,
+                "sqlite",
+                format!("OMNIQ_CONFORMANCE_URL={url:?} is not a database file (sqlite://PATH)"),
+            )),
+        },
+        Err(_) => Ok(dir().path().join("shared.db")),
+    }
+}
+
+/// Namespaces of this run start with this prefix (the process id keeps runs against
+/// one shared database apart).
+fn prefix() -> String {
+    format!("conf{}_", std::process::id())
+}
+
 struct SqliteFactory {
     next: AtomicUsize,
 }
 
 impl SqliteFactory {
     fn next_name(&self) -> String {
-        format!("case{}", self.next.fetch_add(1, Ordering::Relaxed))
+        format!("{}{}", prefix(), self.next.fetch_add(1, Ordering::Relaxed))
     }
 }
 
@@ -40,7 +66,7 @@ impl StorageFactory for SqliteFactory {
     async fn create(&self) -> Result<Arc<dyn Storage>, StorageError> {
         let name = self.next_name();
         let storage = SqliteStorage::builder()
-            .path(dir().path().join("shared.db"))
+            .path(shared_db()?)
             .namespace(&name)
             .build()
             .await?;
@@ -70,6 +96,32 @@ impl StorageFactory for SqliteFactory {
             .await
             .unwrap_or_else(|e| panic!("dropping the broken instance's tables: {e}"));
         Some(Arc::new(storage))
+    }
+
+    /// Drops every table this run created in the shared database.
+    async fn cleanup(&self) -> Result<(), StorageError> {
+        let fail =
+            |e: sqlx::Error| StorageError::new(StorageErrorKind::Backend, "sqlite", e.to_string());
+        let url = format!("sqlite://{}", shared_db()?.display());
+        let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
+            .await
+            .map_err(fail)?;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length(?1)) = ?1",
+        )
+        .bind(prefix())
+        .fetch_all(&mut conn)
+        .await
+        .map_err(fail)?;
+        for table in tables {
+            sqlx::Executor::execute(
+                &mut conn,
+                format!(r#"DROP TABLE IF EXISTS "{table}""#).as_str(),
+            )
+            .await
+            .map_err(fail)?;
+        }
+        Ok(())
     }
 }
 

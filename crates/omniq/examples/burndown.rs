@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let dir = tempfile::tempdir()?;
     let storage: Arc<dyn Storage> =
-        Arc::new(omniq::sqlite::SqliteStorage::open(dir.path().join("bench.db")).await?);
+        Arc::new(omniq_sqlite::SqliteStorage::open(dir.path().join("bench.db")).await?);
     let queue = AsyncTaskQueue::new(Arc::clone(&storage));
 
     let specs: Vec<_> = (0..tasks)

@@ -65,7 +65,11 @@ pub use omniq_core as backend;
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
 
-/// The SQLite backend (feature `sqlite`, on by default).
+/// The file backend, the embedded default (feature `file`, on by default).
+#[cfg(feature = "file")]
+pub use omniq_file as file;
+
+/// The SQLite backend (feature `sqlite`).
 #[cfg(feature = "sqlite")]
 pub use omniq_sqlite as sqlite;
 

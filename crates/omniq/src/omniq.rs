@@ -1,7 +1,12 @@
 //! [`AsyncOmniQ`]: one object that builds storage, queue and workers from [`Settings`].
 
 use omniq_core::{CancelOutcome, Storage, Task, TaskError, TaskId};
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+#[cfg(any(
+    feature = "file",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "redis"
+))]
 use omniq_runtime::Backend;
 use omniq_runtime::{
     AsyncTaskQueue, AsyncWorkerPool, EnqueueBuilder, Error, IntoDuration, QueueDefaults, Result,
@@ -128,22 +133,22 @@ impl AsyncOmniQ {
 pub async fn build_storage(settings: &Settings) -> Result<Arc<dyn Storage>> {
     settings.validate()?;
     match settings.backend {
-        #[cfg(feature = "sqlite")]
+        #[cfg(feature = "file")]
         Backend::File => {
-            // Until the file backend lands, the embedded default is SQLite under base_dir.
             std::fs::create_dir_all(&settings.base_dir).map_err(|e| {
                 Error::Config(format!(
                     "OMNIQ_BASE_DIR={}: cannot create directory: {e}",
                     settings.base_dir.display()
                 ))
             })?;
-            let config = omniq_sqlite::SqliteConfig {
-                location: Some(omniq_sqlite::Location::File(
-                    settings.base_dir.join("omniq.db"),
-                )),
-                ..omniq_sqlite::SqliteConfig::default()
-            };
-            sqlite(config, settings).await
+            let storage = omniq_file::FileStorage::builder()
+                .dir(&settings.base_dir)
+                .namespace(&settings.namespace)
+                .serializer(settings.serializer)
+                .result_ttl(settings.result_ttl)
+                .build()
+                .await?;
+            Ok(Arc::new(storage))
         }
         #[cfg(feature = "sqlite")]
         Backend::Sqlite => {
@@ -216,10 +221,30 @@ async fn sqlite(
     Ok(Arc::new(storage))
 }
 
-#[cfg(all(test, feature = "sqlite"))]
+#[cfg(test)]
 mod tests {
+    #[allow(unused_imports)]
     use super::*;
+    #[allow(unused_imports)]
+    use omniq_runtime::Backend;
 
+    #[cfg(not(feature = "postgres"))]
+    #[tokio::test]
+    async fn a_backend_left_out_of_the_build_names_its_feature() {
+        let settings = Settings {
+            backend: Backend::Postgres,
+            url: Some("postgres://127.0.0.1/x".into()),
+            ..Settings::default()
+        };
+        let err = build_storage(&settings).await.err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(
+            err.contains("OMNIQ_BACKEND=postgres") && err.contains("`postgres` cargo feature"),
+            "{err}"
+        );
+    }
+
+    #[cfg(feature = "sqlite")]
     #[tokio::test]
     async fn a_bad_sqlite_url_names_the_variable() {
         let settings = Settings {

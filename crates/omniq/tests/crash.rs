@@ -5,8 +5,8 @@
 //! The child worker is this same test binary, re-executed with `OMNIQ_CRASH_CHILD_DB` set
 //! so that only `child_worker_entry` does anything.
 
-use omniq::sqlite::SqliteStorage;
 use omniq::{AsyncTaskQueue, AsyncWorkerPool, HandlerError, Storage, TaskStatus};
+use omniq_sqlite::SqliteStorage;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

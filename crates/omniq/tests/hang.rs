@@ -6,11 +6,11 @@ use omniq::backend::{
     ClaimRequest, Claimed, Completion, Enqueued, Failure, LeaseRef, Outcome, Page, QueueCounts,
     TaskFilter,
 };
-use omniq::sqlite::SqliteStorage;
 use omniq::{
     AsyncTaskQueue, AsyncWorkerPool, CancelOutcome, Capabilities, HandlerError, Storage,
     StorageError, Task, TaskId, TaskResult, TaskStatus, Wake, async_trait,
 };
+use omniq_sqlite::SqliteStorage;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};

@@ -31,7 +31,7 @@ async fn legacy_storage_constructor_warns_once_with_the_guides_text() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
     let storage: Arc<dyn omniq::Storage> = Arc::new(
-        omniq::sqlite::SqliteStorage::in_memory()
+        omniq_sqlite::SqliteStorage::in_memory()
             .await
             .expect("sqlite"),
     );

@@ -40,7 +40,7 @@ async fn run_tasks(config: LogConfig) -> (String, Vec<String>) {
     let sink = Capture::default();
     let _guard = tracing::subscriber::set_default(config.build_subscriber(sink.clone()));
     let storage: Arc<dyn omniq::Storage> = Arc::new(
-        omniq::sqlite::SqliteStorage::in_memory()
+        omniq_sqlite::SqliteStorage::in_memory()
             .await
             .expect("sqlite"),
     );

@@ -2,8 +2,8 @@
 //! binary: the recorder is process-global).
 
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-use omniq::sqlite::SqliteStorage;
 use omniq::{AsyncTaskQueue, AsyncWorkerPool, HandlerError};
+use omniq_sqlite::SqliteStorage;
 use std::sync::Arc;
 use std::time::Duration;
 

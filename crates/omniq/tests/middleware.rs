@@ -3,11 +3,11 @@
 //! run's timeout.
 
 use omniq::middleware::{ConcurrencyLimit, Middleware, Next, RunOutput};
-use omniq::sqlite::SqliteStorage;
 use omniq::{
     AsyncTaskQueue, AsyncWorkerPool, ErrorType, HandlerError, TaskCtx, TaskError, TaskStatus,
     async_trait,
 };
+use omniq_sqlite::SqliteStorage;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

@@ -2,8 +2,8 @@
 //! processes — exactly one live series per name — and a bad expression is an error at
 //! registration.
 
-use omniq::sqlite::SqliteStorage;
 use omniq::{AsyncTaskQueue, AsyncWorkerPool, HandlerError, TaskFilter, TaskStatus};
+use omniq_sqlite::SqliteStorage;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -6,10 +6,10 @@
 //! check (a 60 s poll interval against a task due in 200 ms), so a slow machine cannot
 //! make them fail and a regression (waiting for the poll) always does.
 
-use omniq::sqlite::SqliteStorage;
 use omniq::{
     AsyncTaskQueue, AsyncWorkerPool, ErrorType, HandlerError, Storage, TaskId, TaskStatus,
 };
+use omniq_sqlite::SqliteStorage;
 use std::sync::Arc;
 use std::time::Duration;
 

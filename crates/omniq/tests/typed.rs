@@ -1,8 +1,8 @@
 //! Typed tasks and handler errors, as a user meets them (R1, R4, R6, M5): one declaration
 //! per task type, typed enqueue / handler / output, and `?` on any error type.
 
-use omniq::sqlite::SqliteStorage;
 use omniq::{AsyncTaskQueue, AsyncWorkerPool, ErrorType, HandlerError, TaskError, TaskStatus};
+use omniq_sqlite::SqliteStorage;
 use std::sync::Arc;
 use std::time::Duration;
 

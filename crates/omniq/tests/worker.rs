@@ -2,8 +2,8 @@
 //! bound, constructor validation, and the blocking wrappers. Runs on SQLite in memory.
 
 use omniq::backend::ClaimRequest;
-use omniq::sqlite::SqliteStorage;
 use omniq::{AsyncTaskQueue, AsyncWorkerPool, HandlerError, Storage, TaskStatus};
+use omniq_sqlite::SqliteStorage;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -254,8 +254,8 @@ fn blocking_wrappers_run_tasks_without_an_async_runtime() {
     let v: i64 = res.output().expect("decode");
     assert_eq!(v, 42);
     assert!(
-        dir.path().join("omniq.db").exists(),
-        "embedded default writes under base_dir"
+        dir.path().join("omniq").is_dir() && !dir.path().join("omniq.db").exists(),
+        "the embedded default stores files under base_dir/<namespace>"
     );
 }
 

@@ -466,6 +466,10 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   and by lease expiry (case: `next_due_reports_earliest_eta_and_lease_expiry`).
     /// - An invalid queue name is a `Config` error, as everywhere (case:
     ///   `next_due_rejects_invalid_queue_names`).
+    /// - It is a hint: it may lag work another process added since this instance last
+    ///   looked (a backend that lists lazily may answer from a listing up to its refresh
+    ///   interval old). An answer that is too late costs latency, never correctness, and
+    ///   work enqueued through this instance, or announced by a [`Wake`], is seen at once.
     async fn next_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>, StorageError>;
 
     /// Extend leases to `until`.
@@ -641,6 +645,8 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// - `limit: 0` returns an empty page with no cursor (case:
     ///   `list_tasks_limit_zero_is_an_empty_last_page`); an unknown queue returns an
     ///   empty page (case: `list_tasks_filters_and_paginates`).
+    /// - It is an operator's call, not a hot path: it may cost time linear in the number
+    ///   of stored tasks (an object store without secondary indexes reads them all).
     async fn list_tasks(&self, filter: TaskFilter) -> Result<Page<Task>, StorageError>;
 
     /// Task counts by status, for one queue or for every queue.
@@ -654,6 +660,7 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// - Counts reflect stored statuses (a Running task whose lease expired still counts
     ///   as Running until a claim on its queue takes it up) (case:
     ///   `counts_by_queue_and_status`).
+    /// - Like `list_tasks`, it may cost time linear in the number of stored tasks.
     async fn counts(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>, StorageError>;
 
     /// Remove old results and the finished tasks they belong to.

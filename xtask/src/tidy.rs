@@ -205,3 +205,28 @@ fn every_crate_root_has_a_doc_with_an_example() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// `cargo package` of several workspace crates at once orders them by dependency; a
+/// backend crate that dev-depends on the `omniq` facade (which depends on every backend)
+/// makes a cycle and packaging fails with "no matching package named `omniq`". Backend
+/// tests and examples use `omniq-runtime` instead.
+#[test]
+fn backend_crates_do_not_dev_depend_on_the_facade() {
+    let mut offenders = Vec::new();
+    for entry in std::fs::read_dir(root().join("crates")).expect("crates/") {
+        let dir = entry.expect("crates/ entry").path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("omniq-") || name == "omniq-cli" {
+            continue;
+        }
+        let manifest = read(&dir.join("Cargo.toml"));
+        let facade = Regex::new(r"(?m)^omniq\s*(=|\.workspace)").unwrap();
+        if facade.is_match(&manifest) {
+            offenders.push(name);
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "these crates depend on the `omniq` facade, which depends on them: {offenders:?}"
+    );
+}

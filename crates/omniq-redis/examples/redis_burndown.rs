@@ -1,5 +1,5 @@
 //! Burn-down probe for the Redis backend: batch-enqueue N no-op tasks, run an
-//! `omniq::AsyncWorkerPool` until all are done, then measure enqueue→start latency at
+//! `AsyncWorkerPool` until all are done, then measure enqueue→start latency at
 //! a steady low rate. Prints rates and p50/p99.
 //!
 //! ```text
@@ -10,7 +10,8 @@
 //!
 //! A probe, not the benchmark: `cargo xtask bench` is where figures are reported.
 
-use omniq::{AsyncTaskQueue, AsyncWorkerPool, HandlerError, Storage, TaskStatus};
+use omniq_core::{Storage, TaskStatus};
+use omniq_runtime::{AsyncTaskQueue, AsyncWorkerPool, HandlerError};
 use omniq_redis::RedisStorage;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -6,6 +6,7 @@
 //! task and are meant for dashboards and maintenance, not for hot paths.
 
 use crate::claim::UniqueHold;
+use crate::connect::Op;
 use crate::convert::Versioned;
 use crate::error::{Error, Result};
 use crate::lease::PARALLEL_ITEMS;
@@ -22,6 +23,13 @@ use time::OffsetDateTime;
 /// How often a write re-reads after losing a race before giving up (`Unavailable`).
 const MAX_RACES: usize = 32;
 
+/// Leftovers older than this are swept by `purge_results`: the records of an enqueue
+/// batch that never committed, the marker of a batch whose tasks all moved on, the
+/// generations of a unique key whose holder is finished or gone. An enqueue that has not
+/// committed within [`crate::claim::COMMIT_DEADLINE`] (half of this) gives up, so an
+/// enqueue in flight is never swept.
+pub(crate) const SWEEP_AGE: time::Duration = time::Duration::minutes(10);
+
 impl FileStorage {
     pub(crate) async fn read_task(&self, id: &TaskId) -> Result<Option<Task>> {
         self.check_open()?;
@@ -33,8 +41,8 @@ impl FileStorage {
         let Some(v) = self.latest(id).await? else {
             return Ok(None);
         };
-        // The TTL is bookkeeping: the wall clock decides it.
-        let cutoff = OffsetDateTime::now_utc() - self.inner.result_ttl;
+        // The TTL is bookkeeping: the configured (wall) clock decides it.
+        let cutoff = self.now() - self.inner.result_ttl;
         Ok(v.record.result.filter(|r| r.finished_at >= cutoff))
     }
 
@@ -254,8 +262,63 @@ impl FileStorage {
                 }
             }
         }
+        self.sweep_unique_keys().await?;
         self.sync().await?;
         Ok(removed)
+    }
+
+    /// Deletes the unique keys nobody holds: every generation of a key whose newest
+    /// holder is finished or gone and that was taken at least [`SWEEP_AGE`] ago (a holder
+    /// whose task is still being written is younger), and the dead generations of the
+    /// others. Oldest first, so a taker that is checking its new generation finds its
+    /// predecessor gone and starts over.
+    async fn sweep_unique_keys(&self) -> Result<()> {
+        let root = self.inner.keys.unique_root();
+        for queue_dir in self.list_dir(&root).await?.common_prefixes {
+            for key_dir in self.list_dir(&queue_dir).await?.common_prefixes {
+                self.sweep_unique_key(&key_dir).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn sweep_unique_key(&self, dir: &object_store::path::Path) -> Result<()> {
+        let gens = self.generations(dir).await?;
+        let Some(&(newest, modified)) = gens.last() else {
+            self.remove_empty_dir(dir).await;
+            return Ok(());
+        };
+        let path = dir.clone().join(format!("{newest:010}"));
+        let holder: Option<TaskId> = self
+            .read(&path)
+            .await?
+            .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok());
+        let held = match holder {
+            Some(holder) => match self.latest(&holder).await {
+                Ok(Some(v)) => matches!(
+                    v.record.task.status,
+                    TaskStatus::Pending | TaskStatus::Running
+                ),
+                Ok(None) => false,
+                // Unreadable: leave the key alone.
+                Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => true,
+                Err(e) => return Err(e),
+            },
+            None => false,
+        };
+        let free = !held && self.age(modified) >= SWEEP_AGE;
+        let dead: Vec<Op> = gens
+            .iter()
+            .filter(|(g, _)| free || *g + 1 < newest)
+            .map(|(g, _)| Op::Delete(dir.clone().join(format!("{g:010}"))))
+            .collect();
+        if !dead.is_empty() {
+            self.run(dead).await?;
+        }
+        if free {
+            self.remove_empty_dir(dir).await;
+        }
+        Ok(())
     }
 
     /// Purges one task: deletes it when it is finished and older than the cutoff, else

@@ -23,6 +23,12 @@ use omniq_core::{
 use std::collections::{BTreeMap, HashMap};
 use time::OffsetDateTime;
 
+/// An enqueue batch that could not create its commit marker within this time after it
+/// started writing its records rolls back instead: `purge_results` sweeps uncommitted
+/// records once they are [`crate::admin::SWEEP_AGE`] (twice this) old, so it never
+/// sweeps a batch that may still commit.
+pub(crate) const COMMIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl FileStorage {
     pub(crate) async fn enqueue_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
         self.check_open()?;
@@ -160,6 +166,14 @@ impl FileStorage {
     /// Holders are generations `u/{queue}/{key}/{n}`; the newest one holds the key while
     /// its task is Pending or Running. Taking a free key is the conditional create of the
     /// next generation, so of two racing enqueuers exactly one gets it.
+    ///
+    /// Dead generations are deleted, so a created number can come free again and a
+    /// process that decided long ago could create it anew. A take therefore counts only
+    /// when, listed right after the create, its generation is the newest and the one it
+    /// succeeded is still there (a deleted predecessor means the decision is stale);
+    /// otherwise the create is withdrawn and the take starts over. Only then are the
+    /// older generations deleted. Everyone else deletes only generations below the
+    /// newest one's predecessor, which a taker still checking needs.
     pub(crate) async fn hold_unique(
         &self,
         queue: &str,
@@ -167,20 +181,16 @@ impl FileStorage {
         id: TaskId,
     ) -> Result<UniqueHold> {
         let keys = &self.inner.keys;
+        let dir = keys.unique_dir(queue, key);
         for _ in 0..16 {
-            let listing = self.list_dir(&keys.unique_dir(queue, key)).await?;
-            let newest = listing
-                .objects
-                .iter()
-                .filter_map(|o| {
-                    file_name(&o.location)
-                        .and_then(parse_version)
-                        .map(|g| (g, to_time(o.last_modified)))
-                })
-                .max_by_key(|(g, _)| *g);
-            let generation = match newest {
+            let gens = self.generations(&dir).await?;
+            let generation = match gens.last() {
                 None => 0,
                 Some((g, modified)) => {
+                    let (g, modified) = (*g, *modified);
+                    // Long dead generations (a crash, or a racing taker) go now.
+                    self.drop_generations(queue, key, gens.iter().filter(|(o, _)| *o + 1 < g))
+                        .await;
                     let path = keys.unique(queue, key, g);
                     let Some(bytes) = self.read(&path).await? else {
                         continue;
@@ -199,7 +209,7 @@ impl FileStorage {
                             return Ok(UniqueHold::Duplicate(holder));
                         }
                         // The holder's record is still being written.
-                        None if age(modified) < ORPHAN_AGE => {
+                        None if self.age(modified) < ORPHAN_AGE => {
                             return Ok(UniqueHold::Duplicate(holder));
                         }
                         _ => g,
@@ -207,11 +217,54 @@ impl FileStorage {
                 }
             };
             let path = keys.unique(queue, key, generation + 1);
-            if self.create(&path, id.to_string().into_bytes()).await? {
-                return Ok(UniqueHold::Held(path));
+            if !self.create(&path, id.to_string().into_bytes()).await? {
+                continue;
             }
+            let after = self.generations(&dir).await?;
+            let newest = after.last().map(|(g, _)| *g);
+            let predecessor = generation == 0 || after.iter().any(|(g, _)| *g == generation);
+            if newest != Some(generation + 1) || !predecessor {
+                // A stale decision re-created a deleted number: not a holder.
+                self.delete_quiet(&path).await?;
+                continue;
+            }
+            self.drop_generations(queue, key, after.iter().filter(|(g, _)| *g <= generation))
+                .await;
+            return Ok(UniqueHold::Held(path));
         }
         Err(Error::Contended(id))
+    }
+
+    /// The generations of a unique key's directory, oldest first, with their times.
+    pub(crate) async fn generations(&self, dir: &Path) -> Result<Vec<(u64, OffsetDateTime)>> {
+        let listing = self.list_dir(dir).await?;
+        let mut gens: Vec<(u64, OffsetDateTime)> = listing
+            .objects
+            .iter()
+            .filter_map(|o| {
+                file_name(&o.location)
+                    .and_then(parse_version)
+                    .map(|g| (g, to_time(o.last_modified)))
+            })
+            .collect();
+        gens.sort_unstable_by_key(|(g, _)| *g);
+        Ok(gens)
+    }
+
+    /// Deletes dead generations of a unique key, oldest first (best effort: one left
+    /// behind is deleted by the next take).
+    pub(crate) async fn drop_generations<'a>(
+        &self,
+        queue: &str,
+        key: &str,
+        gens: impl Iterator<Item = &'a (u64, OffsetDateTime)>,
+    ) {
+        let ops: Vec<Op> = gens
+            .map(|(g, _)| Op::Delete(self.inner.keys.unique(queue, key, *g)))
+            .collect();
+        if !ops.is_empty() {
+            let _ = self.run(ops).await;
+        }
     }
 
     pub(crate) async fn claim_tasks(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
@@ -239,7 +292,7 @@ impl FileStorage {
                     Redelivery::Cancelled(id) => finished.push(id),
                     Redelivery::Stale | Redelivery::Corrupt => self.line_dead(&path, line).await?,
                     Redelivery::Missing => {
-                        if age(modified) >= ORPHAN_AGE {
+                        if self.age(modified) >= ORPHAN_AGE {
                             self.line_dead(&path, line).await?;
                         }
                     }
@@ -305,7 +358,7 @@ impl FileStorage {
                     // Missing, or part of an enqueue batch not committed (yet).
                     Ok(_) => {
                         // A writer is still creating the record, or crashed before it did.
-                        if age(entry.modified) >= ORPHAN_AGE {
+                        if self.age(entry.modified) >= ORPHAN_AGE {
                             stale.push((entry.path, (key.name.id, key.name.version)));
                         } else {
                             in_flight.push((queue, key, entry));
@@ -651,15 +704,12 @@ fn claimed_record(cur: &Versioned, req: &ClaimRequest) -> Record {
 }
 
 /// An object's modification time as `OffsetDateTime`.
-fn to_time(t: chrono::DateTime<chrono::Utc>) -> OffsetDateTime {
+pub(crate) fn to_time(t: chrono::DateTime<chrono::Utc>) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.timestamp_micros()) * 1_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// How long ago (by the wall clock) something was modified.
-fn age(modified: OffsetDateTime) -> time::Duration {
-    OffsetDateTime::now_utc() - modified
-}
+
 
 pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)

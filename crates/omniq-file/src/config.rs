@@ -3,7 +3,7 @@
 use crate::FileStorage;
 use crate::error::{Result, config};
 use object_store::ObjectStore;
-use omniq_core::{Format, OperationExt, StorageError, validate_name};
+use omniq_core::{Clock, Format, OperationExt, StorageError, SystemClock, validate_name};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,6 +76,9 @@ pub struct FileConfig {
     pub result_ttl: time::Duration,
     /// Flush policy for local directories (default [`Durability::Full`]).
     pub durability: Durability,
+    /// The clock that ages objects (orphaned entries, abandoned batches, dead unique
+    /// keys) and results; the wall clock by default.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for FileConfig {
@@ -86,6 +89,7 @@ impl Default for FileConfig {
             format: Format::default(),
             result_ttl: DEFAULT_RESULT_TTL,
             durability: Durability::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -243,6 +247,14 @@ impl FileStorageBuilder {
     /// Flush policy for local directories (default [`Durability::Full`]).
     pub fn durability(mut self, durability: Durability) -> Self {
         self.config.durability = durability;
+        self
+    }
+
+    /// The clock that decides how old stored objects and results are (default: the wall
+    /// clock). Object times come from the store, so a clock set ahead makes everything
+    /// look older — what tests of the clean-ups use.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.config.clock = clock;
         self
     }
 

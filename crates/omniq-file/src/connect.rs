@@ -125,6 +125,7 @@ impl FileStorage {
                 format: cfg.format,
                 result_ttl: cfg.result_ttl,
                 durability: cfg.durability,
+                clock: cfg.clock,
                 closed: AtomicBool::new(false),
                 wake,
                 ready: Default::default(),
@@ -499,7 +500,7 @@ impl FileStorage {
                     key,
                     ReadyEntry {
                         path,
-                        modified: time::OffsetDateTime::now_utc(),
+                        modified: self.now(),
                     },
                 );
             }

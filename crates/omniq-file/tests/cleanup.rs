@@ -1,0 +1,151 @@
+//! The file backend keeps nothing forever: dead unique-key generations are deleted when
+//! a key is taken and by `purge_results` (T5), superseded record versions are pruned as
+//! new ones are written (B1), and the records of an enqueue batch that never committed
+//! are swept by `purge_results` once they are old enough that the enqueue cannot still
+//! commit (B3). Each clean-up keeps the conditional-create guarantees: the tests race
+//! two instances after many generations and check every lease outcome.
+
+use omniq_core::{
+    ClaimRequest, Completion, ManualClock, Outcome, Payload, Storage, Task, TaskStatus,
+};
+use omniq_file::FileStorage;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn task(queue: &str, key: Option<&str>) -> Task {
+    let mut t = Task::new("noop", Payload(b"[]".to_vec()));
+    t.queue = queue.to_string();
+    t.created_at = now() - Duration::seconds(1);
+    t.unique_key = key.map(str::to_string);
+    t
+}
+
+/// Files (not directories, not staging files) under `dir`.
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files(&p));
+            } else if !p.to_string_lossy().contains('#') {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+async fn claim_one(s: &FileStorage, queue: &str) -> omniq_core::Claimed {
+    let mut got = s
+        .claim(ClaimRequest {
+            queues: vec![queue.to_string()],
+            limit: 1,
+            now: now() + Duration::seconds(1),
+            lease: Duration::seconds(30),
+        })
+        .await
+        .expect("claim");
+    assert_eq!(got.len(), 1, "one task is due");
+    got.pop().unwrap()
+}
+
+async fn complete(s: &FileStorage, c: &omniq_core::Claimed) {
+    let out = s
+        .complete(vec![Completion {
+            lease: c.lease_ref(),
+            result: None,
+            now: now(),
+            next_run: None,
+        }])
+        .await
+        .expect("complete");
+    assert_eq!(out, vec![Outcome::Ok]);
+}
+
+/// A storage on `dir` whose clock runs `ahead` of the wall clock.
+async fn aged(dir: &Path, ahead: Duration) -> FileStorage {
+    FileStorage::builder()
+        .dir(dir)
+        .clock(Arc::new(ManualClock::new(now() + ahead)))
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unique_key_generations_stay_bounded_and_races_have_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Arc::new(FileStorage::open(dir.path()).await.unwrap());
+    let b = Arc::new(FileStorage::open(dir.path()).await.unwrap());
+    let keys_dir = dir.path().join("omniq/u/uq");
+    // A recurring job: the key is taken, the task runs and finishes, again and again.
+    for i in 0..40 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        let out = s.enqueue(vec![task("uq", Some("daily"))]).await.unwrap();
+        assert!(!out[0].duplicate, "round {i}: the key is free");
+        let again = s.enqueue(vec![task("uq", Some("daily"))]).await.unwrap();
+        assert_eq!(
+            (again[0].duplicate, again[0].id),
+            (true, out[0].id),
+            "round {i}: the live holder keeps the key"
+        );
+        let c = claim_one(s, "uq").await;
+        assert_eq!(c.task.id, out[0].id);
+        complete(s, &c).await;
+        let gens = files(&keys_dir).len();
+        assert!(gens <= 2, "round {i}: {gens} generations kept");
+    }
+    // Two instances race for the free key, many times: exactly one takes it each time.
+    for round in 0..25 {
+        let (ta, tb) = (task("uq", Some("daily")), task("uq", Some("daily")));
+        let (ra, rb) = tokio::join!(
+            {
+                let a = Arc::clone(&a);
+                async move { a.enqueue(vec![ta]).await.unwrap() }
+            },
+            {
+                let b = Arc::clone(&b);
+                async move { b.enqueue(vec![tb]).await.unwrap() }
+            }
+        );
+        let winners = [&ra[0], &rb[0]].iter().filter(|e| !e.duplicate).count();
+        assert_eq!(winners, 1, "round {round}: {ra:?} {rb:?}");
+        assert_eq!(ra[0].id, rb[0].id, "round {round}: both name the holder");
+        let c = claim_one(&a, "uq").await;
+        assert_eq!(c.task.id, ra[0].id);
+        complete(&a, &c).await;
+    }
+    let gens = files(&keys_dir);
+    assert!(gens.len() <= 2, "{gens:?}");
+    let newest = gens
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str()?.parse::<u64>().ok())
+        .max()
+        .unwrap();
+    assert!(newest >= 65, "generation numbers only grow: {newest}");
+
+    // A live holder's key survives a purge; a finished holder's key is swept once old.
+    let live = a.enqueue(vec![task("uq", Some("live"))]).await.unwrap()[0].id;
+    let future = aged(dir.path(), Duration::minutes(11)).await;
+    future.purge_results(now() - Duration::days(1)).await.unwrap();
+    let left = files(&keys_dir);
+    assert_eq!(left.len(), 1, "only the live key is left: {left:?}");
+    let dup = a.enqueue(vec![task("uq", Some("live"))]).await.unwrap();
+    assert_eq!((dup[0].duplicate, dup[0].id), (true, live));
+    // The swept key starts over, and is still taken by exactly one racer.
+    let (ra, rb) = tokio::join!(
+        a.enqueue(vec![task("uq", Some("daily"))]),
+        b.enqueue(vec![task("uq", Some("daily"))])
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(u8::from(!ra[0].duplicate) + u8::from(!rb[0].duplicate), 1);
+    assert_eq!(ra[0].id, rb[0].id);
+    let holder = a.get_task(&ra[0].id).await.unwrap().unwrap();
+    assert_eq!(holder.status, TaskStatus::Pending);
+}

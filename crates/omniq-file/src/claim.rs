@@ -292,7 +292,11 @@ impl FileStorage {
                     Redelivery::Cancelled(id) => finished.push(id),
                     Redelivery::Stale | Redelivery::Corrupt => self.line_dead(&path, line).await?,
                     Redelivery::Missing => {
-                        if self.age(modified) >= ORPHAN_AGE {
+                        // Pruned after the task moved on, or its writer is still at it
+                        // (or crashed).
+                        let pruned = self.newest_versions(&[name.id]).await?[0]
+                            .is_some_and(|n| n > name.version);
+                        if pruned || self.age(modified) >= ORPHAN_AGE {
                             self.line_dead(&path, line).await?;
                         }
                     }
@@ -337,6 +341,7 @@ impl FileStorage {
             let mut pairs = Vec::with_capacity(batch.len());
             let mut taken = Vec::with_capacity(batch.len());
             let mut stale = Vec::new();
+            let mut missing = Vec::new();
             for ((queue, key, entry), record) in batch.into_iter().zip(records) {
                 match record {
                     // Entries are written from their record, so a Pending record at the
@@ -357,11 +362,12 @@ impl FileStorage {
                     Ok(Some(record)) if record.task.status != TaskStatus::Pending => {}
                     // Missing, or part of an enqueue batch not committed (yet).
                     Ok(_) => {
-                        // A writer is still creating the record, or crashed before it did.
+                        // A writer is still creating the record, or crashed before it
+                        // did, or the version was pruned after the task moved on.
                         if self.age(entry.modified) >= ORPHAN_AGE {
                             stale.push((entry.path, (key.name.id, key.name.version)));
                         } else {
-                            in_flight.push((queue, key, entry));
+                            missing.push((queue, key, entry));
                         }
                     }
                     // A corrupt record cannot be run (nor failed: its task cannot be
@@ -371,6 +377,16 @@ impl FileStorage {
                         stale.push((entry.path, (key.name.id, key.name.version)));
                     }
                     Err(e) => return Err(e),
+                }
+            }
+            // A missing version below the task's newest was pruned: the line is dead.
+            let ids: Vec<TaskId> = missing.iter().map(|(_, k, _)| k.name.id).collect();
+            let newest = self.newest_versions(&ids).await?;
+            for ((queue, key, entry), newest) in missing.drain(..).zip(newest) {
+                if newest.is_some_and(|n| n > key.name.version) {
+                    stale.push((entry.path, (key.name.id, key.name.version)));
+                } else {
+                    in_flight.push((queue, key, entry));
                 }
             }
             let results = self.transitions(pairs).await?;

@@ -149,3 +149,105 @@ async fn unique_key_generations_stay_bounded_and_races_have_one_winner() {
     let holder = a.get_task(&ra[0].id).await.unwrap().unwrap();
     assert_eq!(holder.status, TaskStatus::Pending);
 }
+
+fn versions_of(dir: &Path, id: &omniq_core::TaskId) -> Vec<u64> {
+    let mut v: Vec<u64> = files(&dir.join("omniq/t").join(id.to_string()))
+        .iter()
+        .filter_map(|p| p.file_name()?.to_str()?.parse().ok())
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+#[tokio::test]
+async fn heartbeats_keep_a_bounded_number_of_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FileStorage::open(dir.path()).await.unwrap();
+    let id = s.enqueue(vec![task("hb", None)]).await.unwrap()[0].id;
+    let c = claim_one(&s, "hb").await;
+    for i in 0..300 {
+        let out = s
+            .heartbeat(&[c.lease_ref()], now() + Duration::seconds(60 + i))
+            .await
+            .unwrap();
+        assert_eq!(out, vec![Outcome::Ok], "heartbeat {i}");
+        let kept = versions_of(dir.path(), &id);
+        assert!(kept.len() <= 3, "heartbeat {i}: {kept:?}");
+    }
+    assert_eq!(versions_of(dir.path(), &id), vec![300, 301, 302]);
+    let t = s.get_task(&id).await.unwrap().unwrap();
+    assert_eq!(t.status, TaskStatus::Running);
+    complete(&s, &c).await;
+    let kept = versions_of(dir.path(), &id);
+    assert_eq!(kept, vec![301, 302, 303]);
+    let r = s.get_result(&id).await.unwrap().unwrap();
+    assert!(r.is_success());
+    // A reader on another instance sees the newest version.
+    let other = FileStorage::open(dir.path()).await.unwrap();
+    let t = other.get_task(&id).await.unwrap().unwrap();
+    assert_eq!(t.status, TaskStatus::Success);
+}
+
+/// A worker that lost its lease remembers a version long pruned: its create of the next
+/// number succeeds (the number is free again) but is recognised as stale, withdrawn,
+/// and the worker is told its lease is lost. Its late completion changes nothing.
+#[tokio::test]
+async fn a_stale_worker_cannot_revive_a_pruned_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = FileStorage::open(dir.path()).await.unwrap();
+    let b = FileStorage::open(dir.path()).await.unwrap();
+    let t0 = now();
+    let id = a.enqueue(vec![task("stale", None)]).await.unwrap()[0].id;
+    let req = |at: OffsetDateTime| ClaimRequest {
+        queues: vec!["stale".into()],
+        limit: 1,
+        now: at,
+        lease: Duration::seconds(30),
+    };
+    let mine = a.claim(req(t0)).await.unwrap().pop().unwrap();
+    assert_eq!(mine.lease.token.0, 2);
+    // B redelivers after the lease ran out and heartbeats on: version 2 and its
+    // successors are pruned.
+    let later = t0 + Duration::seconds(31);
+    let theirs = b.claim(req(later)).await.unwrap().pop().unwrap();
+    assert_eq!(theirs.task.id, id);
+    for i in 0..10 {
+        let out = b
+            .heartbeat(&[theirs.lease_ref()], later + Duration::seconds(40 + i))
+            .await
+            .unwrap();
+        assert_eq!(out, vec![Outcome::Ok]);
+    }
+    assert_eq!(versions_of(dir.path(), &id), vec![11, 12, 13]);
+    // A writes from its remembered version 2: it creates version 3, sees it is stale.
+    let hb = a
+        .heartbeat(&[mine.lease_ref()], later + Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(hb, vec![Outcome::LeaseLost]);
+    let done = a
+        .complete(vec![Completion {
+            lease: mine.lease_ref(),
+            result: Some(Payload(b"late".to_vec())),
+            now: later,
+            next_run: None,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(done, vec![Outcome::LeaseLost]);
+    assert_eq!(
+        versions_of(dir.path(), &id),
+        vec![11, 12, 13],
+        "the stale writes were withdrawn"
+    );
+    let t = b.get_task(&id).await.unwrap().unwrap();
+    assert_eq!((t.status, t.attempts), (TaskStatus::Running, 2));
+    assert!(b.get_result(&id).await.unwrap().is_none());
+    complete(&b, &theirs).await;
+    // A claimer on A still holding the task's first index line does not take it.
+    assert!(a.claim(req(later)).await.unwrap().is_empty());
+    assert!(
+        files(&dir.path().join("omniq/q")).is_empty(),
+        "every index file was retired"
+    );
+}

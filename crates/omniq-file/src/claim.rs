@@ -106,6 +106,7 @@ impl FileStorage {
                 (record, 1)
             })
             .collect();
+        let started = std::time::Instant::now();
         let (created, written) = match self.write_versions(&records).await {
             Ok(done) => done,
             Err(e) => {
@@ -114,27 +115,15 @@ impl FileStorage {
             }
         };
         if let Some(i) = created.iter().position(|ok| !ok) {
-            // Roll back: remove what this call wrote (invisible anyway: no marker). Its
-            // index files list only this call's tasks.
-            let mut undo = Vec::new();
-            let mut files = std::collections::HashSet::new();
-            for (record, ok) in written.iter().zip(&created) {
-                if let Some(path) = self.index_path(record) {
-                    files.insert(path);
-                }
-                if *ok {
-                    undo.push(Op::Delete(self.inner.keys.version(&record.task.id, 1)));
-                }
-            }
-            for path in files {
-                self.inner.index_files.forget(&path);
-                undo.push(Op::Delete(path));
-            }
-            let _ = self.run(undo).await;
-            self.release_unique(&held).await;
+            self.roll_back(&written, &created, &held).await;
             return Err(Error::Exists(fresh[i].id));
         }
         if let Some(batch) = &batch {
+            if started.elapsed() > COMMIT_DEADLINE {
+                // `purge_results` may sweep these records before the marker lands.
+                self.roll_back(&written, &created, &held).await;
+                return Err(Error::SlowBatch(COMMIT_DEADLINE.as_secs()));
+            }
             let marker = self.inner.keys.batch_marker(batch);
             if let Err(e) = self.create(&marker, Vec::new()).await {
                 self.release_unique(&held).await;
@@ -150,6 +139,27 @@ impl FileStorage {
                 .map(|t| t.queue.as_str()),
         );
         Ok(out)
+    }
+
+    /// Removes what a batch enqueue that will not commit wrote (invisible anyway: no
+    /// marker) and gives back its unique keys. Its index files list only its own tasks.
+    async fn roll_back(&self, written: &[Record], created: &[bool], held: &[(TaskId, Path)]) {
+        let mut undo = Vec::new();
+        let mut files = std::collections::HashSet::new();
+        for (record, ok) in written.iter().zip(created) {
+            if let Some(path) = self.index_path(record) {
+                files.insert(path);
+            }
+            if *ok {
+                undo.push(Op::Delete(self.inner.keys.version(&record.task.id, 1)));
+            }
+        }
+        for path in files {
+            self.inner.index_files.forget(&path);
+            undo.push(Op::Delete(path));
+        }
+        let _ = self.run(undo).await;
+        self.release_unique(held).await;
     }
 
     /// Gives back the unique keys an enqueue that failed had taken (best effort: a

@@ -5,6 +5,8 @@
 //! commit (B3). Each clean-up keeps the conditional-create guarantees: the tests race
 //! two instances after many generations and check every lease outcome.
 
+mod common;
+
 use omniq_core::{
     ClaimRequest, Completion, ManualClock, Outcome, Payload, Storage, Task, TaskStatus,
 };
@@ -250,4 +252,81 @@ async fn a_stale_worker_cannot_revive_a_pruned_version() {
         files(&dir.path().join("omniq/q")).is_empty(),
         "every index file was retired"
     );
+}
+
+/// An enqueue batch that died before its commit marker leaves invisible records: a
+/// purge leaves them while the enqueue could still be in flight, sweeps them once they
+/// are ten minutes old (aged with the injected clock), and sweeps the markers of
+/// committed batches whose tasks all moved on — never one a task still needs.
+#[tokio::test]
+async fn uncommitted_batches_and_spent_markers_are_swept_once_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = object_store::local::LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+    let crashing = FileStorage::with_store(Arc::new(common::NoMarkers {
+        inner: Arc::new(local),
+    }))
+    .await
+    .unwrap();
+    let lost: Vec<Task> = (0..3).map(|_| task("batch", None)).collect();
+    let lost_ids: Vec<_> = lost.iter().map(|t| t.id).collect();
+    assert!(crashing.enqueue(lost).await.is_err(), "the marker failed");
+    let records = || files(&dir.path().join("omniq/t")).len();
+    assert_eq!(records(), 3, "the batch's records were left behind");
+
+    let s = FileStorage::open(dir.path()).await.unwrap();
+    // Two committed batches: one whose tasks all finish, one with a task still pending.
+    let done: Vec<Task> = (0..2).map(|_| task("batch", None)).collect();
+    let done_ids: Vec<_> = s.enqueue(done).await.unwrap().iter().map(|e| e.id).collect();
+    for _ in 0..2 {
+        let c = claim_one(&s, "batch").await;
+        assert!(done_ids.contains(&c.task.id));
+        complete(&s, &c).await;
+    }
+    let mut later = vec![task("later", None), task("later", None)];
+    later[0].schedule.eta = Some(now() + Duration::hours(1));
+    later[1].schedule.eta = Some(now() + Duration::hours(1));
+    let pending: Vec<_> = s.enqueue(later).await.unwrap().iter().map(|e| e.id).collect();
+    let markers = || files(&dir.path().join("omniq/b")).len();
+    assert_eq!(markers(), 2);
+    for id in &lost_ids {
+        assert!(s.get_task(id).await.unwrap().is_none(), "never visible");
+    }
+
+    // Now: the lost records might belong to an enqueue still in flight; all stays.
+    assert_eq!(s.purge_results(now() - Duration::days(1)).await.unwrap(), 0);
+    assert_eq!((records(), markers()), (3 + 2 * 3 + 2, 2));
+
+    // Eleven minutes on: the lost records and the spent marker go; the rest stays.
+    let future = aged(dir.path(), Duration::minutes(11)).await;
+    future.purge_results(now() - Duration::days(1)).await.unwrap();
+    for id in &lost_ids {
+        assert!(!dir.path().join("omniq/t").join(id.to_string()).exists());
+    }
+    assert_eq!(markers(), 1, "the pending batch keeps its marker");
+    for id in pending.iter().chain(&done_ids) {
+        assert!(s.get_task(id).await.unwrap().is_some(), "{id} is still there");
+    }
+    let fresh = FileStorage::open(dir.path()).await.unwrap();
+    let t = fresh.get_task(&pending[0]).await.unwrap().unwrap();
+    assert_eq!(t.status, TaskStatus::Pending, "its batch still counts as committed");
+    let claimed = fresh
+        .claim(ClaimRequest {
+            queues: vec!["later".into()],
+            limit: 10,
+            now: now() + Duration::hours(2),
+            lease: Duration::seconds(30),
+        })
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(fresh
+        .claim(ClaimRequest {
+            queues: vec!["batch".into()],
+            limit: 10,
+            now: now() + Duration::hours(2),
+            lease: Duration::seconds(30),
+        })
+        .await
+        .unwrap()
+        .is_empty());
 }

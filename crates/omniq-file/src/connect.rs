@@ -820,7 +820,9 @@ async fn probe_conditional_create(store: &dyn ObjectStore, keys: &Keys) -> Resul
     let unsupported = |detail: String| {
         Error::Unsupported(format!(
             "the object store {store} does not support exclusive conditional creates \
-             (PutMode::Create), which claims rely on: {detail}"
+             (PutMode::Create), which claims rely on: {detail} (S3 needs conditional \
+             writes: AWS S3 has them; leave AWS_CONDITIONAL_PUT unset; an S3-compatible \
+             server must honour `If-None-Match: *`)"
         ))
     };
     match create().await {

@@ -735,8 +735,6 @@ pub(crate) fn to_time(t: chrono::DateTime<chrono::Utc>) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-
-
 pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
         .map_err(|e| corrupt(format!("timestamp {us} out of range: {e}")))

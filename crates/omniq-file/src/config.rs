@@ -107,8 +107,8 @@ const ENV_PREFIXES: &[&str] = &["AWS_", "GOOGLE_", "AZURE_"];
 #[cfg(feature = "cloud")]
 fn cloud_store(scheme: &str, url: &str) -> Result<Arc<dyn ObjectStore>> {
     // Only the scheme and bucket are ever printed (an Azure URL may carry an account).
-    let parsed = url::Url::parse(url)
-        .map_err(|e| config(format!("invalid {scheme}:// URL: {e}")))?;
+    let parsed =
+        url::Url::parse(url).map_err(|e| config(format!("invalid {scheme}:// URL: {e}")))?;
     let bucket = parsed.host_str().unwrap_or_default().to_string();
     let options = std::env::vars()
         .filter(|(k, _)| ENV_PREFIXES.iter().any(|p| k.starts_with(p)))
@@ -123,7 +123,9 @@ fn cloud_store(scheme: &str, url: &str) -> Result<Arc<dyn ObjectStore>> {
     if prefix.as_ref().is_empty() {
         Ok(store)
     } else {
-        Ok(Arc::new(object_store::prefix::PrefixStore::new(store, prefix)))
+        Ok(Arc::new(object_store::prefix::PrefixStore::new(
+            store, prefix,
+        )))
     }
 }
 

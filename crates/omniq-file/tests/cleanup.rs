@@ -1,9 +1,9 @@
-//! The file backend keeps nothing forever: dead unique-key generations are deleted when
-//! a key is taken and by `purge_results` (T5), superseded record versions are pruned as
-//! new ones are written (B1), and the records of an enqueue batch that never committed
-//! are swept by `purge_results` once they are old enough that the enqueue cannot still
-//! commit (B3). Each clean-up keeps the conditional-create guarantees: the tests race
-//! two instances after many generations and check every lease outcome.
+//! The file backend keeps nothing forever (B1): dead unique-key generations are deleted
+//! when a key is taken and by `purge_results` (T1, T11), superseded record versions are
+//! pruned as new ones are written (B1, T3), and the records of an enqueue batch that never
+//! committed are swept by `purge_results` once they are old enough that the enqueue
+//! cannot still commit (T1, T11). Each clean-up keeps the conditional-create guarantees:
+//! the tests race two instances after many generations and check every lease outcome.
 
 mod common;
 
@@ -135,7 +135,10 @@ async fn unique_key_generations_stay_bounded_and_races_have_one_winner() {
     // A live holder's key survives a purge; a finished holder's key is swept once old.
     let live = a.enqueue(vec![task("uq", Some("live"))]).await.unwrap()[0].id;
     let future = aged(dir.path(), Duration::minutes(11)).await;
-    future.purge_results(now() - Duration::days(1)).await.unwrap();
+    future
+        .purge_results(now() - Duration::days(1))
+        .await
+        .unwrap();
     let left = files(&keys_dir);
     assert_eq!(left.len(), 1, "only the live key is left: {left:?}");
     let dup = a.enqueue(vec![task("uq", Some("live"))]).await.unwrap();
@@ -276,7 +279,13 @@ async fn uncommitted_batches_and_spent_markers_are_swept_once_old() {
     let s = FileStorage::open(dir.path()).await.unwrap();
     // Two committed batches: one whose tasks all finish, one with a task still pending.
     let done: Vec<Task> = (0..2).map(|_| task("batch", None)).collect();
-    let done_ids: Vec<_> = s.enqueue(done).await.unwrap().iter().map(|e| e.id).collect();
+    let done_ids: Vec<_> = s
+        .enqueue(done)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
     for _ in 0..2 {
         let c = claim_one(&s, "batch").await;
         assert!(done_ids.contains(&c.task.id));
@@ -285,7 +294,13 @@ async fn uncommitted_batches_and_spent_markers_are_swept_once_old() {
     let mut later = vec![task("later", None), task("later", None)];
     later[0].schedule.eta = Some(now() + Duration::hours(1));
     later[1].schedule.eta = Some(now() + Duration::hours(1));
-    let pending: Vec<_> = s.enqueue(later).await.unwrap().iter().map(|e| e.id).collect();
+    let pending: Vec<_> = s
+        .enqueue(later)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
     let markers = || files(&dir.path().join("omniq/b")).len();
     assert_eq!(markers(), 2);
     for id in &lost_ids {
@@ -298,17 +313,27 @@ async fn uncommitted_batches_and_spent_markers_are_swept_once_old() {
 
     // Eleven minutes on: the lost records and the spent marker go; the rest stays.
     let future = aged(dir.path(), Duration::minutes(11)).await;
-    future.purge_results(now() - Duration::days(1)).await.unwrap();
+    future
+        .purge_results(now() - Duration::days(1))
+        .await
+        .unwrap();
     for id in &lost_ids {
         assert!(!dir.path().join("omniq/t").join(id.to_string()).exists());
     }
     assert_eq!(markers(), 1, "the pending batch keeps its marker");
     for id in pending.iter().chain(&done_ids) {
-        assert!(s.get_task(id).await.unwrap().is_some(), "{id} is still there");
+        assert!(
+            s.get_task(id).await.unwrap().is_some(),
+            "{id} is still there"
+        );
     }
     let fresh = FileStorage::open(dir.path()).await.unwrap();
     let t = fresh.get_task(&pending[0]).await.unwrap().unwrap();
-    assert_eq!(t.status, TaskStatus::Pending, "its batch still counts as committed");
+    assert_eq!(
+        t.status,
+        TaskStatus::Pending,
+        "its batch still counts as committed"
+    );
     let claimed = fresh
         .claim(ClaimRequest {
             queues: vec!["later".into()],
@@ -319,14 +344,16 @@ async fn uncommitted_batches_and_spent_markers_are_swept_once_old() {
         .await
         .unwrap();
     assert_eq!(claimed.len(), 2);
-    assert!(fresh
-        .claim(ClaimRequest {
-            queues: vec!["batch".into()],
-            limit: 10,
-            now: now() + Duration::hours(2),
-            lease: Duration::seconds(30),
-        })
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        fresh
+            .claim(ClaimRequest {
+                queues: vec!["batch".into()],
+                limit: 10,
+                now: now() + Duration::hours(2),
+                lease: Duration::seconds(30),
+            })
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

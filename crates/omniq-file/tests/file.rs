@@ -354,7 +354,9 @@ async fn store_without_conditional_create_is_refused() {
 
 #[tokio::test]
 async fn urls_and_settings_are_checked() {
-    let e = FileStorage::from_url("ftp://host/prefix").await.unwrap_err();
+    let e = FileStorage::from_url("ftp://host/prefix")
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), StorageErrorKind::Config);
     #[cfg(not(feature = "cloud"))]
     {

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The URL schemes `--url` accepts, for error messages.
-pub(crate) const VALID_URLS: &str =
-    "file://DIR, sqlite://PATH (or sqlite::memory:), postgres://USER@HOST/DB, redis://HOST:PORT";
+pub(crate) const VALID_URLS: &str = "file://DIR, sqlite://PATH (or sqlite::memory:), \
+     postgres://USER@HOST/DB, redis://HOST:PORT, s3://BUCKET/PREFIX (gs://, az://; the \
+     `cloud` feature)";
 
 /// Where a storage comes from, for messages: the flag that named it, or the environment.
 #[derive(Debug, Clone)]
@@ -116,7 +117,11 @@ fn parse_url(flag: &str, url: &str) -> CliResult<(Backend, Option<String>, Optio
         }
         return Ok((Backend::File, None, Some(PathBuf::from(dir))));
     }
-    let backend = if lower.starts_with("sqlite:") {
+    let backend = if omniq::is_object_store_url(&lower) {
+        // The file backend in an object store (needs the `cloud` feature; the facade
+        // says so otherwise).
+        Backend::File
+    } else if lower.starts_with("sqlite:") {
         Backend::Sqlite
     } else if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
         Backend::Postgres
@@ -143,6 +148,11 @@ mod tests {
         assert_eq!(
             (b, u.as_deref(), d),
             (Backend::Sqlite, Some("sqlite:///tmp/x.db"), None)
+        );
+        let (b, u, d) = parse_url("--url", "s3://bucket/q").expect("s3");
+        assert_eq!(
+            (b, u.as_deref(), d),
+            (Backend::File, Some("s3://bucket/q"), None)
         );
         let (b, _, _) = parse_url("--url", "postgresql://u@h/db").expect("pg");
         assert_eq!(b, Backend::Postgres);

@@ -5,7 +5,8 @@
 //! listed in id order) and read each task's newest version: they cost two requests per
 //! task and are meant for dashboards and maintenance, not for hot paths.
 
-use crate::claim::UniqueHold;
+use crate::claim::{UniqueHold, to_time};
+use crate::connect::Op;
 use crate::convert::Versioned;
 use crate::error::{Error, Result};
 use crate::lease::PARALLEL_ITEMS;
@@ -16,11 +17,27 @@ use omniq_core::{
     CancelOutcome, Cursor, Page, QueueCounts, Task, TaskFilter, TaskId, TaskResult, TaskStatus,
     Wake,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use time::OffsetDateTime;
+
+/// What purging one task did.
+#[derive(Default)]
+struct Purged {
+    /// Results removed.
+    results: u64,
+    /// The enqueue batch whose marker the task still needs.
+    batch: Option<String>,
+}
 
 /// How often a write re-reads after losing a race before giving up (`Unavailable`).
 const MAX_RACES: usize = 32;
+
+/// Leftovers older than this are swept by `purge_results`: the records of an enqueue
+/// batch that never committed, the marker of a batch whose tasks all moved on, the
+/// generations of a unique key whose holder is finished or gone. An enqueue that has not
+/// committed within [`crate::claim::COMMIT_DEADLINE`] (half of this) gives up, so an
+/// enqueue in flight is never swept.
+pub(crate) const SWEEP_AGE: time::Duration = time::Duration::minutes(10);
 
 impl FileStorage {
     pub(crate) async fn read_task(&self, id: &TaskId) -> Result<Option<Task>> {
@@ -33,8 +50,8 @@ impl FileStorage {
         let Some(v) = self.latest(id).await? else {
             return Ok(None);
         };
-        // The TTL is bookkeeping: the wall clock decides it.
-        let cutoff = OffsetDateTime::now_utc() - self.inner.result_ttl;
+        // The TTL is bookkeeping: the configured (wall) clock decides it.
+        let cutoff = self.now() - self.inner.result_ttl;
         Ok(v.record.result.filter(|r| r.finished_at >= cutoff))
     }
 
@@ -233,20 +250,27 @@ impl FileStorage {
 
     pub(crate) async fn purge(&self, older_than: OffsetDateTime) -> Result<u64> {
         self.check_open()?;
+        let started = self.now();
         let ids = self.task_ids().await?;
         let mut removed = 0;
+        // Enqueue batches whose commit marker a task still needs (its newest version is
+        // its first).
+        let mut needed = HashSet::new();
         for chunk in ids.chunks(PARALLEL_ITEMS * 4) {
             let futures: Vec<_> = chunk
                 .iter()
                 .map(|id| self.purge_one(id, older_than))
                 .collect();
-            let results: Vec<Result<u64>> = futures::stream::iter(futures)
+            let results: Vec<Result<Purged>> = futures::stream::iter(futures)
                 .buffered(PARALLEL_ITEMS)
                 .collect()
                 .await;
             for (id, r) in chunk.iter().zip(results) {
                 match r {
-                    Ok(n) => removed += n,
+                    Ok(p) => {
+                        removed += p.results;
+                        needed.extend(p.batch);
+                    }
                     Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => {
                         tracing::warn!(task_id = %id, error = %e, "purge skips a corrupt task record");
                     }
@@ -254,17 +278,22 @@ impl FileStorage {
                 }
             }
         }
+        self.sweep_batch_markers(&needed, started).await?;
+        self.sweep_unique_keys().await?;
         self.sync().await?;
         Ok(removed)
     }
 
     /// Purges one task: deletes it when it is finished and older than the cutoff, else
-    /// drops its result when that is older. Returns the number of results removed.
-    async fn purge_one(&self, id: &TaskId, older_than: OffsetDateTime) -> Result<u64> {
+    /// drops its result when that is older. A task that is not visible may be the
+    /// leftover of an enqueue batch that never committed: swept once old enough.
+    async fn purge_one(&self, id: &TaskId, older_than: OffsetDateTime) -> Result<Purged> {
         for _ in 0..MAX_RACES {
             let Some(cur) = self.latest(id).await? else {
-                return Ok(0);
+                self.sweep_uncommitted(id).await?;
+                return Ok(Purged::default());
             };
+            let batch = cur.record.batch.clone().filter(|_| cur.version == 1);
             let old_result = cur
                 .record
                 .result
@@ -273,18 +302,129 @@ impl FileStorage {
             let t = &cur.record.task;
             if t.status.is_finished() && t.updated_at < older_than {
                 self.delete_task(id).await?;
-                return Ok(u64::from(old_result));
+                return Ok(Purged {
+                    results: u64::from(old_result),
+                    batch: None,
+                });
             }
             if !old_result {
-                return Ok(0);
+                return Ok(Purged { results: 0, batch });
             }
             let mut next = cur.record.clone();
             next.result = None;
             if self.transition(&cur, next).await?.is_some() {
-                return Ok(1);
+                return Ok(Purged {
+                    results: 1,
+                    batch: None,
+                });
             }
         }
         Err(Error::Contended(*id))
+    }
+
+    /// Deletes the first version of a task whose enqueue batch never committed, once it
+    /// is [`SWEEP_AGE`] old (an enqueue still in flight gives up long before).
+    async fn sweep_uncommitted(&self, id: &TaskId) -> Result<()> {
+        let dir = self.inner.keys.task_dir(id);
+        let listing = self.list_dir(&dir).await?;
+        let [only] = listing.objects.as_slice() else {
+            return Ok(());
+        };
+        let first = self.inner.keys.version(id, 1);
+        if only.location != first || self.age(to_time(only.last_modified)) < SWEEP_AGE {
+            return Ok(());
+        }
+        let Some(record) = self.read_version(id, 1).await? else {
+            return Ok(());
+        };
+        let Some(batch) = record.batch.as_deref() else {
+            return Ok(());
+        };
+        let marker = self.inner.keys.batch_marker(batch);
+        if self.read(&marker).await?.is_none() {
+            tracing::info!(task_id = %id, batch, "sweeping a task of an enqueue batch that never committed");
+            self.delete_quiet(&first).await?;
+            self.remove_empty_dir(&dir).await;
+        }
+        Ok(())
+    }
+
+    /// Deletes the commit markers no task needs any more: those of batches whose tasks
+    /// all moved past their first version (or were purged), created [`SWEEP_AGE`] before
+    /// this purge began (so every task of theirs was in its listing).
+    async fn sweep_batch_markers(
+        &self,
+        needed: &HashSet<String>,
+        started: OffsetDateTime,
+    ) -> Result<()> {
+        let listing = self.list_dir(&self.inner.keys.batch_root()).await?;
+        let dead: Vec<Op> = listing
+            .objects
+            .into_iter()
+            .filter(|o| {
+                file_name(&o.location).is_some_and(|b| !needed.contains(b))
+                    && started - to_time(o.last_modified) >= SWEEP_AGE
+            })
+            .map(|o| Op::Delete(o.location))
+            .collect();
+        if !dead.is_empty() {
+            self.run(dead).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the unique keys nobody holds: every generation of a key whose newest
+    /// holder is finished or gone and that was taken at least [`SWEEP_AGE`] ago (a holder
+    /// whose task is still being written is younger), and the dead generations of the
+    /// others. Oldest first, so a taker that is checking its new generation finds its
+    /// predecessor gone and starts over.
+    async fn sweep_unique_keys(&self) -> Result<()> {
+        let root = self.inner.keys.unique_root();
+        for queue_dir in self.list_dir(&root).await?.common_prefixes {
+            for key_dir in self.list_dir(&queue_dir).await?.common_prefixes {
+                self.sweep_unique_key(&key_dir).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn sweep_unique_key(&self, dir: &object_store::path::Path) -> Result<()> {
+        let gens = self.generations(dir).await?;
+        let Some(&(newest, modified)) = gens.last() else {
+            self.remove_empty_dir(dir).await;
+            return Ok(());
+        };
+        let path = dir.clone().join(format!("{newest:010}"));
+        let holder: Option<TaskId> = self
+            .read(&path)
+            .await?
+            .and_then(|b| std::str::from_utf8(&b).ok()?.trim().parse().ok());
+        let held = match holder {
+            Some(holder) => match self.latest(&holder).await {
+                Ok(Some(v)) => matches!(
+                    v.record.task.status,
+                    TaskStatus::Pending | TaskStatus::Running
+                ),
+                Ok(None) => false,
+                // Unreadable: leave the key alone.
+                Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => true,
+                Err(e) => return Err(e),
+            },
+            None => false,
+        };
+        let free = !held && self.age(modified) >= SWEEP_AGE;
+        let dead: Vec<Op> = gens
+            .iter()
+            .filter(|(g, _)| free || *g + 1 < newest)
+            .map(|(g, _)| Op::Delete(dir.clone().join(format!("{g:010}"))))
+            .collect();
+        if !dead.is_empty() {
+            self.run(dead).await?;
+        }
+        if free {
+            self.remove_empty_dir(dir).await;
+        }
+        Ok(())
     }
 
     /// Deletes every version of a finished task (it has no index entries).

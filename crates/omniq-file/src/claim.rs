@@ -23,6 +23,12 @@ use omniq_core::{
 use std::collections::{BTreeMap, HashMap};
 use time::OffsetDateTime;
 
+/// An enqueue batch that could not create its commit marker within this time after it
+/// started writing its records rolls back instead: `purge_results` sweeps uncommitted
+/// records once they are [`crate::admin::SWEEP_AGE`] (twice this) old, so it never
+/// sweeps a batch that may still commit.
+pub(crate) const COMMIT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
 impl FileStorage {
     pub(crate) async fn enqueue_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
         self.check_open()?;
@@ -100,6 +106,7 @@ impl FileStorage {
                 (record, 1)
             })
             .collect();
+        let started = std::time::Instant::now();
         let (created, written) = match self.write_versions(&records).await {
             Ok(done) => done,
             Err(e) => {
@@ -108,27 +115,15 @@ impl FileStorage {
             }
         };
         if let Some(i) = created.iter().position(|ok| !ok) {
-            // Roll back: remove what this call wrote (invisible anyway: no marker). Its
-            // index files list only this call's tasks.
-            let mut undo = Vec::new();
-            let mut files = std::collections::HashSet::new();
-            for (record, ok) in written.iter().zip(&created) {
-                if let Some(path) = self.index_path(record) {
-                    files.insert(path);
-                }
-                if *ok {
-                    undo.push(Op::Delete(self.inner.keys.version(&record.task.id, 1)));
-                }
-            }
-            for path in files {
-                self.inner.index_files.forget(&path);
-                undo.push(Op::Delete(path));
-            }
-            let _ = self.run(undo).await;
-            self.release_unique(&held).await;
+            self.roll_back(&written, &created, &held).await;
             return Err(Error::Exists(fresh[i].id));
         }
         if let Some(batch) = &batch {
+            if started.elapsed() > COMMIT_DEADLINE {
+                // `purge_results` may sweep these records before the marker lands.
+                self.roll_back(&written, &created, &held).await;
+                return Err(Error::SlowBatch(COMMIT_DEADLINE.as_secs()));
+            }
             let marker = self.inner.keys.batch_marker(batch);
             if let Err(e) = self.create(&marker, Vec::new()).await {
                 self.release_unique(&held).await;
@@ -146,6 +141,27 @@ impl FileStorage {
         Ok(out)
     }
 
+    /// Removes what a batch enqueue that will not commit wrote (invisible anyway: no
+    /// marker) and gives back its unique keys. Its index files list only its own tasks.
+    async fn roll_back(&self, written: &[Record], created: &[bool], held: &[(TaskId, Path)]) {
+        let mut undo = Vec::new();
+        let mut files = std::collections::HashSet::new();
+        for (record, ok) in written.iter().zip(created) {
+            if let Some(path) = self.index_path(record) {
+                files.insert(path);
+            }
+            if *ok {
+                undo.push(Op::Delete(self.inner.keys.version(&record.task.id, 1)));
+            }
+        }
+        for path in files {
+            self.inner.index_files.forget(&path);
+            undo.push(Op::Delete(path));
+        }
+        let _ = self.run(undo).await;
+        self.release_unique(held).await;
+    }
+
     /// Gives back the unique keys an enqueue that failed had taken (best effort: a
     /// generation left behind names a task that does not exist, which frees the key
     /// once it is a minute old).
@@ -160,6 +176,14 @@ impl FileStorage {
     /// Holders are generations `u/{queue}/{key}/{n}`; the newest one holds the key while
     /// its task is Pending or Running. Taking a free key is the conditional create of the
     /// next generation, so of two racing enqueuers exactly one gets it.
+    ///
+    /// Dead generations are deleted, so a created number can come free again and a
+    /// process that decided long ago could create it anew. A take therefore counts only
+    /// when, listed right after the create, its generation is the newest and the one it
+    /// succeeded is still there (a deleted predecessor means the decision is stale);
+    /// otherwise the create is withdrawn and the take starts over. Only then are the
+    /// older generations deleted. Everyone else deletes only generations below the
+    /// newest one's predecessor, which a taker still checking needs.
     pub(crate) async fn hold_unique(
         &self,
         queue: &str,
@@ -167,20 +191,16 @@ impl FileStorage {
         id: TaskId,
     ) -> Result<UniqueHold> {
         let keys = &self.inner.keys;
+        let dir = keys.unique_dir(queue, key);
         for _ in 0..16 {
-            let listing = self.list_dir(&keys.unique_dir(queue, key)).await?;
-            let newest = listing
-                .objects
-                .iter()
-                .filter_map(|o| {
-                    file_name(&o.location)
-                        .and_then(parse_version)
-                        .map(|g| (g, to_time(o.last_modified)))
-                })
-                .max_by_key(|(g, _)| *g);
-            let generation = match newest {
+            let gens = self.generations(&dir).await?;
+            let generation = match gens.last() {
                 None => 0,
                 Some((g, modified)) => {
+                    let (g, modified) = (*g, *modified);
+                    // Long dead generations (a crash, or a racing taker) go now.
+                    self.drop_generations(queue, key, gens.iter().filter(|(o, _)| *o + 1 < g))
+                        .await;
                     let path = keys.unique(queue, key, g);
                     let Some(bytes) = self.read(&path).await? else {
                         continue;
@@ -199,7 +219,7 @@ impl FileStorage {
                             return Ok(UniqueHold::Duplicate(holder));
                         }
                         // The holder's record is still being written.
-                        None if age(modified) < ORPHAN_AGE => {
+                        None if self.age(modified) < ORPHAN_AGE => {
                             return Ok(UniqueHold::Duplicate(holder));
                         }
                         _ => g,
@@ -207,11 +227,54 @@ impl FileStorage {
                 }
             };
             let path = keys.unique(queue, key, generation + 1);
-            if self.create(&path, id.to_string().into_bytes()).await? {
-                return Ok(UniqueHold::Held(path));
+            if !self.create(&path, id.to_string().into_bytes()).await? {
+                continue;
             }
+            let after = self.generations(&dir).await?;
+            let newest = after.last().map(|(g, _)| *g);
+            let predecessor = generation == 0 || after.iter().any(|(g, _)| *g == generation);
+            if newest != Some(generation + 1) || !predecessor {
+                // A stale decision re-created a deleted number: not a holder.
+                self.delete_quiet(&path).await?;
+                continue;
+            }
+            self.drop_generations(queue, key, after.iter().filter(|(g, _)| *g <= generation))
+                .await;
+            return Ok(UniqueHold::Held(path));
         }
         Err(Error::Contended(id))
+    }
+
+    /// The generations of a unique key's directory, oldest first, with their times.
+    pub(crate) async fn generations(&self, dir: &Path) -> Result<Vec<(u64, OffsetDateTime)>> {
+        let listing = self.list_dir(dir).await?;
+        let mut gens: Vec<(u64, OffsetDateTime)> = listing
+            .objects
+            .iter()
+            .filter_map(|o| {
+                file_name(&o.location)
+                    .and_then(parse_version)
+                    .map(|g| (g, to_time(o.last_modified)))
+            })
+            .collect();
+        gens.sort_unstable_by_key(|(g, _)| *g);
+        Ok(gens)
+    }
+
+    /// Deletes dead generations of a unique key, oldest first (best effort: one left
+    /// behind is deleted by the next take).
+    pub(crate) async fn drop_generations<'a>(
+        &self,
+        queue: &str,
+        key: &str,
+        gens: impl Iterator<Item = &'a (u64, OffsetDateTime)>,
+    ) {
+        let ops: Vec<Op> = gens
+            .map(|(g, _)| Op::Delete(self.inner.keys.unique(queue, key, *g)))
+            .collect();
+        if !ops.is_empty() {
+            let _ = self.run(ops).await;
+        }
     }
 
     pub(crate) async fn claim_tasks(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
@@ -239,7 +302,11 @@ impl FileStorage {
                     Redelivery::Cancelled(id) => finished.push(id),
                     Redelivery::Stale | Redelivery::Corrupt => self.line_dead(&path, line).await?,
                     Redelivery::Missing => {
-                        if age(modified) >= ORPHAN_AGE {
+                        // Pruned after the task moved on, or its writer is still at it
+                        // (or crashed).
+                        let pruned = self.newest_versions(&[name.id]).await?[0]
+                            .is_some_and(|n| n > name.version);
+                        if pruned || self.age(modified) >= ORPHAN_AGE {
                             self.line_dead(&path, line).await?;
                         }
                     }
@@ -284,6 +351,7 @@ impl FileStorage {
             let mut pairs = Vec::with_capacity(batch.len());
             let mut taken = Vec::with_capacity(batch.len());
             let mut stale = Vec::new();
+            let mut missing = Vec::new();
             for ((queue, key, entry), record) in batch.into_iter().zip(records) {
                 match record {
                     // Entries are written from their record, so a Pending record at the
@@ -304,11 +372,12 @@ impl FileStorage {
                     Ok(Some(record)) if record.task.status != TaskStatus::Pending => {}
                     // Missing, or part of an enqueue batch not committed (yet).
                     Ok(_) => {
-                        // A writer is still creating the record, or crashed before it did.
-                        if age(entry.modified) >= ORPHAN_AGE {
+                        // A writer is still creating the record, or crashed before it
+                        // did, or the version was pruned after the task moved on.
+                        if self.age(entry.modified) >= ORPHAN_AGE {
                             stale.push((entry.path, (key.name.id, key.name.version)));
                         } else {
-                            in_flight.push((queue, key, entry));
+                            missing.push((queue, key, entry));
                         }
                     }
                     // A corrupt record cannot be run (nor failed: its task cannot be
@@ -318,6 +387,16 @@ impl FileStorage {
                         stale.push((entry.path, (key.name.id, key.name.version)));
                     }
                     Err(e) => return Err(e),
+                }
+            }
+            // A missing version below the task's newest was pruned: the line is dead.
+            let ids: Vec<TaskId> = missing.iter().map(|(_, k, _)| k.name.id).collect();
+            let newest = self.newest_versions(&ids).await?;
+            for ((queue, key, entry), newest) in missing.drain(..).zip(newest) {
+                if newest.is_some_and(|n| n > key.name.version) {
+                    stale.push((entry.path, (key.name.id, key.name.version)));
+                } else {
+                    in_flight.push((queue, key, entry));
                 }
             }
             let results = self.transitions(pairs).await?;
@@ -651,14 +730,9 @@ fn claimed_record(cur: &Versioned, req: &ClaimRequest) -> Record {
 }
 
 /// An object's modification time as `OffsetDateTime`.
-fn to_time(t: chrono::DateTime<chrono::Utc>) -> OffsetDateTime {
+pub(crate) fn to_time(t: chrono::DateTime<chrono::Utc>) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(t.timestamp_micros()) * 1_000)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-/// How long ago (by the wall clock) something was modified.
-fn age(modified: OffsetDateTime) -> time::Duration {
-    OffsetDateTime::now_utc() - modified
 }
 
 pub(crate) fn from_micros(us: i64) -> Result<OffsetDateTime> {

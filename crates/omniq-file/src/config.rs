@@ -3,7 +3,7 @@
 use crate::FileStorage;
 use crate::error::{Result, config};
 use object_store::ObjectStore;
-use omniq_core::{Format, OperationExt, StorageError, validate_name};
+use omniq_core::{Clock, Format, OperationExt, StorageError, SystemClock, validate_name};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -76,6 +76,9 @@ pub struct FileConfig {
     pub result_ttl: time::Duration,
     /// Flush policy for local directories (default [`Durability::Full`]).
     pub durability: Durability,
+    /// The clock that ages objects (orphaned entries, abandoned batches, dead unique
+    /// keys) and results; the wall clock by default.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for FileConfig {
@@ -86,16 +89,69 @@ impl Default for FileConfig {
             format: Format::default(),
             result_ttl: DEFAULT_RESULT_TTL,
             durability: Durability::default(),
+            clock: Arc::new(SystemClock),
         }
     }
+}
+
+/// URL schemes of object stores (`s3a` and `adl`/`azure`/`abfs`/`abfss` are aliases).
+const CLOUD_SCHEMES: &[&str] = &["s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss"];
+
+/// Environment variables handed to the object store's builder (lower-cased, as
+/// object_store's `from_env` does): credentials, region, endpoint and other options.
+#[cfg(feature = "cloud")]
+const ENV_PREFIXES: &[&str] = &["AWS_", "GOOGLE_", "AZURE_"];
+
+/// The object store a cloud URL names, with its options from the environment; the
+/// URL's path becomes a key prefix.
+#[cfg(feature = "cloud")]
+fn cloud_store(scheme: &str, url: &str) -> Result<Arc<dyn ObjectStore>> {
+    // Only the scheme and bucket are ever printed (an Azure URL may carry an account).
+    let parsed =
+        url::Url::parse(url).map_err(|e| config(format!("invalid {scheme}:// URL: {e}")))?;
+    let bucket = parsed.host_str().unwrap_or_default().to_string();
+    let options = std::env::vars()
+        .filter(|(k, _)| ENV_PREFIXES.iter().any(|p| k.starts_with(p)))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v));
+    let (store, prefix) = object_store::parse_url_opts(&parsed, options).map_err(|e| {
+        config(format!(
+            "cannot open the object store {scheme}://{bucket}: {e} (options come from \
+             the AWS_*, GOOGLE_* or AZURE_* environment variables)"
+        ))
+    })?;
+    let store: Arc<dyn ObjectStore> = Arc::from(store);
+    if prefix.as_ref().is_empty() {
+        Ok(store)
+    } else {
+        Ok(Arc::new(object_store::prefix::PrefixStore::new(
+            store, prefix,
+        )))
+    }
+}
+
+/// Without the `cloud` feature a cloud URL is a clear configuration error.
+#[cfg(not(feature = "cloud"))]
+fn cloud_store(scheme: &str, _url: &str) -> Result<Arc<dyn ObjectStore>> {
+    Err(config(format!(
+        "{scheme}:// URLs need omniq-file's `cloud` cargo feature (omniq's `file-cloud`); \
+         or build the object store yourself and pass it to FileStorage::builder().store(...)"
+    )))
 }
 
 impl FileConfig {
     /// The defaults with the location a URL names: `file://PATH` or a plain path for a
     /// local directory (created if missing; `file:///abs` and `file://./rel` both work),
-    /// `memory://` for a private in-memory store. Other schemes (`s3://`, `gs://`,
-    /// `az://`) are a `Config` error: build such a store with object_store and pass it to
-    /// [`FileStorageBuilder::store`].
+    /// `memory://` for a private in-memory store.
+    ///
+    /// With the `cloud` feature, `s3://BUCKET/PREFIX` (AWS S3 or a compatible server),
+    /// `gs://BUCKET/PREFIX` (Google Cloud Storage) and `az://CONTAINER/PREFIX` or
+    /// `abfs[s]://…` (Azure) open that object store, every key under the prefix, with
+    /// credentials and options from the environment as object_store reads them
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`,
+    /// `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`, …). The store must
+    /// support conditional creates (S3: conditional writes, on by default; do not set
+    /// `AWS_CONDITIONAL_PUT=disabled`): `build` checks and refuses it otherwise. Without
+    /// the feature these URLs are a `Config` error naming it.
     ///
     /// ```
     /// use omniq_file::{FileConfig, Location};
@@ -103,7 +159,7 @@ impl FileConfig {
     /// let c = FileConfig::from_url("file://./omniq_data").unwrap();
     /// assert_eq!(c.location, Some(Location::Dir("./omniq_data".into())));
     /// assert_eq!(FileConfig::from_url("memory://").unwrap().location, Some(Location::Memory));
-    /// assert!(FileConfig::from_url("s3://bucket/queues").is_err());
+    /// assert!(FileConfig::from_url("ftp://host/queues").is_err());
     /// ```
     pub fn from_url(url: &str) -> Result<Self, StorageError> {
         Self::parse_url(url).operation("configure")
@@ -121,11 +177,15 @@ impl FileConfig {
             }
             Location::Dir(PathBuf::from(path))
         } else if let Some((scheme, _)) = url.split_once("://") {
-            return Err(config(format!(
-                "unsupported URL scheme {scheme:?} for the file backend (valid: file://PATH, \
-                 memory://, or a plain path); for S3, GCS or Azure build the object store \
-                 yourself and pass it to FileStorage::builder().store(...)"
-            )));
+            let lower = scheme.to_ascii_lowercase();
+            if !CLOUD_SCHEMES.contains(&lower.as_str()) {
+                return Err(config(format!(
+                    "unsupported URL scheme {scheme:?} for the file backend (valid: \
+                     file://PATH, memory://, a plain path, or with the `cloud` feature \
+                     s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, az://CONTAINER/PREFIX)"
+                )));
+            }
+            Location::Store(cloud_store(&lower, url)?)
         } else if url.is_empty() {
             return Err(config("the file backend URL is empty"));
         } else {
@@ -246,6 +306,14 @@ impl FileStorageBuilder {
         self
     }
 
+    /// The clock that decides how old stored objects and results are (default: the wall
+    /// clock). Object times come from the store, so a clock set ahead makes everything
+    /// look older — what tests of the clean-ups use.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.config.clock = clock;
+        self
+    }
+
     /// The configuration so far.
     pub fn config(&self) -> &FileConfig {
         &self.config
@@ -289,6 +357,22 @@ mod tests {
         assert_eq!(e.kind(), StorageErrorKind::Config);
         assert!(!e.to_string().contains("secret"));
         assert!(FileConfig::from_url("file://").is_err());
+        let e = FileConfig::from_url("ftp://h/x").unwrap_err();
+        assert!(e.to_string().contains("s3://"), "{e}");
+        #[cfg(not(feature = "cloud"))]
+        for url in ["s3://bucket/q", "gs://b/q", "az://c/q", "abfss://c@a.dfs/q"] {
+            let e = FileConfig::from_url(url).unwrap_err();
+            assert_eq!(e.kind(), StorageErrorKind::Config);
+            assert!(e.to_string().contains("`cloud` cargo feature"), "{e}");
+        }
+        #[cfg(feature = "cloud")]
+        {
+            let c = FileConfig::from_url("s3://bucket/some/prefix").unwrap();
+            let Some(Location::Store(store)) = c.location else {
+                panic!("an object store");
+            };
+            assert!(store.to_string().contains("some/prefix"), "{store}");
+        }
         assert!(FileConfig::from_url("").is_err());
     }
 }

@@ -125,6 +125,7 @@ impl FileStorage {
                 format: cfg.format,
                 result_ttl: cfg.result_ttl,
                 durability: cfg.durability,
+                clock: cfg.clock,
                 closed: AtomicBool::new(false),
                 wake,
                 ready: Default::default(),
@@ -226,8 +227,9 @@ impl FileStorage {
 
     /// The newest version of a task, or None for an unknown id.
     pub(crate) async fn latest(&self, id: &TaskId) -> Result<Option<Versioned>> {
-        // A purge may delete the versions between the listing and the read: look again.
-        for _ in 0..3 {
+        // A purge, or the pruning of superseded versions, may delete the newest version
+        // between the listing and the read: look again.
+        for _ in 0..8 {
             let listing = self.list_dir(&self.inner.keys.task_dir(id)).await?;
             let newest = listing
                 .objects
@@ -499,7 +501,7 @@ impl FileStorage {
                     key,
                     ReadyEntry {
                         path,
-                        modified: time::OffsetDateTime::now_utc(),
+                        modified: self.now(),
                     },
                 );
             }
@@ -524,6 +526,11 @@ impl FileStorage {
     /// Replaces each `cur` by its `next` (version `cur.version + 1`). Per item, None
     /// when another writer changed the task first; the caller re-reads and decides
     /// again. The replaced versions' index entries are removed.
+    ///
+    /// Then each task's directory is listed once: to check the new version (see
+    /// [`is_ghost`]) and to delete the versions it supersedes beyond the newest
+    /// [`KEEP_VERSIONS`] (with any a crash left behind), so a task keeps a bounded number
+    /// of versions however often it is written.
     pub(crate) async fn transitions(
         &self,
         pairs: Vec<(Versioned, Record)>,
@@ -538,31 +545,103 @@ impl FileStorage {
             })
             .collect();
         let (created, written) = self.write_versions(&items).await?;
-        let mut retired = Vec::new();
+        let keys = &self.inner.keys;
+        let lists = pairs
+            .iter()
+            .zip(&created)
+            .filter(|(_, ok)| **ok)
+            .map(|((cur, _), _)| Op::Versions(keys.task_dir(&cur.record.task.id)))
+            .collect();
+        let mut listings = self.run(lists).await?.into_iter();
+        let mut cleanup = Vec::new();
         let mut out = Vec::with_capacity(pairs.len());
         for (((cur, _), ok), next) in pairs.into_iter().zip(created).zip(written) {
+            let id = cur.record.task.id;
             if !ok {
+                self.inner.held.forget(&id);
                 out.push(None);
                 continue;
             }
+            let version = cur.version + 1;
+            let versions = match listings.next() {
+                Some(Done::Versions(v)) => v,
+                _ => Vec::new(),
+            };
+            if is_ghost(version, &versions) {
+                // Not a write: take it back, with its index line.
+                tracing::debug!(task_id = %id, version, "withdrawing a stale write of a pruned version");
+                self.inner.held.forget(&id);
+                if let Some((queue, key)) = ready_key(&next, version) {
+                    self.inner.ready.remove(queue, &key);
+                }
+                cleanup.extend(self.retire(&next, version));
+                cleanup.push(Op::Delete(keys.version(&id, version)));
+                out.push(None);
+                continue;
+            }
+            cleanup.extend(
+                versions
+                    .iter()
+                    .filter(|v| **v + KEEP_VERSIONS <= version)
+                    .map(|v| Op::Delete(keys.version(&id, *v))),
+            );
             if let Some((queue, key)) = ready_key(&cur.record, cur.version) {
                 self.inner.ready.remove(queue, &key);
             }
-            retired.extend(self.retire(&cur.record, cur.version));
+            cleanup.extend(self.retire(&cur.record, cur.version));
             let done = Versioned {
-                version: cur.version + 1,
+                version,
                 record: next,
             };
             if done.record.task.status == TaskStatus::Running {
                 self.inner.held.put(&done);
             } else {
-                self.inner.held.forget(&done.record.task.id);
+                self.inner.held.forget(&id);
             }
             out.push(Some(done));
         }
-        self.run(retired).await?;
+        self.run(cleanup).await?;
         Ok(out)
     }
+
+    /// The newest version of each task (None when it has none), one listing each.
+    pub(crate) async fn newest_versions(&self, ids: &[TaskId]) -> Result<Vec<Option<u64>>> {
+        let ops = ids
+            .iter()
+            .map(|id| Op::Versions(self.inner.keys.task_dir(id)))
+            .collect();
+        Ok(self
+            .run(ops)
+            .await?
+            .into_iter()
+            .map(|d| match d {
+                Done::Versions(v) => v.last().copied(),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+/// Versions a task keeps: the newest and the two before it. A reader that listed the
+/// directory and then reads the newest version finds it unless three more were written
+/// in between (it then lists again); a new version's check needs its predecessor.
+pub(crate) const KEEP_VERSIONS: u64 = 3;
+
+/// Whether a version this process just created is a stale write rather than the task's
+/// next version, from a listing of the task's directory taken after the create.
+///
+/// Pruned version numbers are free again, so a writer whose view is old (a worker that
+/// lost its lease and remembers an old version, a claimer holding an old index line)
+/// could create one. Versions are pruned only once [`KEEP_VERSIONS`] newer ones exist
+/// and oldest first, so such a create finds its predecessor gone, or a version two or
+/// more above its own present. A genuine write has its predecessor (it read or wrote
+/// it, and only a third write after it deletes it) and at most one version above it
+/// (a write built on it). Two writers building on a genuine write before its listing
+/// make it look stale: it is withdrawn and its writer re-reads, which is safe.
+pub(crate) fn is_ghost(version: u64, versions: &[u64]) -> bool {
+    (version > 1 && !versions.contains(&(version - 1)))
+        || versions.iter().any(|v| *v >= version + 2)
+        || !versions.contains(&version)
 }
 
 /// Store operations run in batches by [`FileStorage::run`].
@@ -576,6 +655,8 @@ pub(crate) enum Op {
     Delete(Path),
     /// Read; missing is `None`.
     Read(Path),
+    /// The record versions in a task's directory, ascending (none when it is gone).
+    Versions(Path),
 }
 
 /// What an [`Op`] did.
@@ -585,6 +666,7 @@ pub(crate) enum Done {
     Created(bool),
     Deleted,
     Read(Option<Vec<u8>>),
+    Versions(Vec<u64>),
 }
 
 /// Operations of one run in flight at once on remote stores.
@@ -622,6 +704,19 @@ async fn exec(store: &dyn ObjectStore, op: Op, verify: bool) -> Result<Done> {
         Op::Delete(path) => match store.delete(&path).await {
             Ok(()) => Done::Deleted,
             Err(e) if is_not_found(&e) => Done::Deleted,
+            Err(e) => return Err(e.into()),
+        },
+        Op::Versions(dir) => match store.list_with_delimiter(Some(&dir)).await {
+            Ok(l) => {
+                let mut versions: Vec<u64> = l
+                    .objects
+                    .iter()
+                    .filter_map(|o| file_name(&o.location).and_then(parse_version))
+                    .collect();
+                versions.sort_unstable();
+                Done::Versions(versions)
+            }
+            Err(e) if is_not_found(&e) => Done::Versions(Vec::new()),
             Err(e) => return Err(e.into()),
         },
         Op::Read(path) => match store.get(&path).await {
@@ -725,7 +820,9 @@ async fn probe_conditional_create(store: &dyn ObjectStore, keys: &Keys) -> Resul
     let unsupported = |detail: String| {
         Error::Unsupported(format!(
             "the object store {store} does not support exclusive conditional creates \
-             (PutMode::Create), which claims rely on: {detail}"
+             (PutMode::Create), which claims rely on: {detail} (S3 needs conditional \
+             writes: AWS S3 has them; leave AWS_CONDITIONAL_PUT unset; an S3-compatible \
+             server must honour `If-None-Match: *`)"
         ))
     };
     match create().await {

@@ -66,6 +66,12 @@ pub(crate) enum Error {
     /// A task with this id already exists.
     #[error("task {0} already exists; enqueue never overwrites a task")]
     Exists(TaskId),
+    /// An enqueue batch too slow to commit safely was rolled back.
+    #[error(
+        "the enqueue batch took longer than {0}s to write and was rolled back (nothing was \
+         stored); try again"
+    )]
+    SlowBatch(u64),
     /// Too many concurrent writers changed one task while this call tried to.
     #[error("task {0} kept changing under this write; try again")]
     Contended(TaskId),
@@ -94,7 +100,9 @@ impl Error {
             Self::Codec(_) | Self::Corrupt(_) => StorageErrorKind::Serialization,
             Self::Config(_) => StorageErrorKind::Config,
             Self::Unsupported(_) => StorageErrorKind::Unsupported,
-            Self::Io { .. } | Self::Contended(_) => StorageErrorKind::Unavailable,
+            Self::Io { .. } | Self::Contended(_) | Self::SlowBatch(_) => {
+                StorageErrorKind::Unavailable
+            }
             Self::Closed => StorageErrorKind::Closed,
             Self::NotFound(_) => StorageErrorKind::NotFound,
             Self::Finished { .. } | Self::Exists(_) | Self::KeyHeld { .. } => {

@@ -16,7 +16,12 @@
 //! Records are staged and renamed
 //! into place: a reader never sees a torn record. With [`Durability::Full`] (the default)
 //! every call that stores an enqueue or an outcome flushes the file system once before it
-//! returns.
+//! returns. Nothing is kept forever: a task keeps its newest three versions, dead
+//! unique-key holders and the leftovers of failed batch enqueues are deleted.
+//!
+//! The `cloud` cargo feature opens `s3://`, `gs://` and `az://` URLs with
+//! [`FileStorage::from_url`], with options from the `AWS_*`, `GOOGLE_*` and `AZURE_*`
+//! environment variables.
 //!
 //! ```
 //! use omniq_core::{ClaimRequest, Completion, Payload, Storage, StorageExt, Task};

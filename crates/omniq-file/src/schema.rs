@@ -109,6 +109,16 @@ impl Keys {
         self.path(["q", queue, "l", &bucket(until_us), name])
     }
 
+    /// `{ns}/u`: every unique key's holders.
+    pub(crate) fn unique_root(&self) -> Path {
+        self.path(["u"])
+    }
+
+    /// `{ns}/b`: every enqueue batch's commit marker.
+    pub(crate) fn batch_root(&self) -> Path {
+        self.path(["b"])
+    }
+
     /// `{ns}/u/{queue}/{key}`: the holders of one unique key.
     pub(crate) fn unique_dir(&self, queue: &str, key: &str) -> Path {
         self.path(["u", queue, &unique_segment(key)])

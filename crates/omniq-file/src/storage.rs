@@ -39,6 +39,7 @@ pub(crate) struct Inner {
     pub(crate) format: Format,
     pub(crate) result_ttl: time::Duration,
     pub(crate) durability: Durability,
+    pub(crate) clock: Arc<dyn omniq_core::Clock>,
     pub(crate) closed: AtomicBool,
     /// Shared by every instance of this process on the same directory and namespace.
     pub(crate) wake: broadcast::Sender<Wake>,
@@ -104,6 +105,16 @@ impl FileStorage {
     /// The object store under this storage.
     pub fn object_store(&self) -> &Arc<dyn ObjectStore> {
         &self.inner.store
+    }
+
+    /// Now, by the configured clock.
+    pub(crate) fn now(&self) -> OffsetDateTime {
+        self.inner.clock.now()
+    }
+
+    /// How old something modified at `modified` is, by the configured clock.
+    pub(crate) fn age(&self, modified: OffsetDateTime) -> time::Duration {
+        self.now() - modified
     }
 
     pub(crate) fn check_open(&self) -> Result<()> {

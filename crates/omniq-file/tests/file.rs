@@ -354,10 +354,18 @@ async fn store_without_conditional_create_is_refused() {
 
 #[tokio::test]
 async fn urls_and_settings_are_checked() {
-    let e = FileStorage::from_url("s3://bucket/prefix")
+    let e = FileStorage::from_url("ftp://host/prefix")
         .await
         .unwrap_err();
     assert_eq!(e.kind(), StorageErrorKind::Config);
+    #[cfg(not(feature = "cloud"))]
+    {
+        let e = FileStorage::from_url("s3://bucket/prefix")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), StorageErrorKind::Config);
+        assert!(e.to_string().contains("cloud"), "{e}");
+    }
     let e = FileStorage::builder()
         .in_memory()
         .namespace("bad name")

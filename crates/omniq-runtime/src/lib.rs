@@ -48,7 +48,7 @@ pub use error::{Error, Result};
 pub use handler::{BoxError, HandlerError, TaskCtx, TaskFn, TaskHandler, TaskType};
 pub use outcome::{TaskOutcome, TypedTaskId};
 pub use queue::{AsyncTaskQueue, EnqueueBuilder, QueueDefaults, TaskSpec, TypedEnqueueBuilder};
-pub use settings::{Backend, Settings};
+pub use settings::{Backend, Settings, is_object_store_url};
 pub use worker::{
     AsyncWorkerPool, DEFAULT_MAX_PAYLOAD_BYTES, LEGACY_STORAGE_WARNING, MAX_CONCURRENCY,
     StopReport, WorkerOptions, WorkerPoolBuilder,

@@ -117,6 +117,18 @@ impl Default for Settings {
 
 const LOG_LEVELS: [&str; 5] = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"];
 
+/// Whether `url` names an object store the file backend can use instead of
+/// `OMNIQ_BASE_DIR` (`s3://`, `gs://`, `az://`, `abfs[s]://`, …; they need the facade's
+/// `file-cloud` feature).
+pub fn is_object_store_url(url: &str) -> bool {
+    url.trim().split_once("://").is_some_and(|(scheme, _)| {
+        matches!(
+            scheme.to_ascii_lowercase().as_str(),
+            "s3" | "s3a" | "gs" | "az" | "adl" | "azure" | "abfs" | "abfss"
+        )
+    })
+}
+
 impl Settings {
     /// Reads the `OMNIQ_*` variables from the process environment.
     pub fn from_env() -> Result<Self> {
@@ -187,10 +199,13 @@ impl Settings {
                 self.backend.as_str()
             )));
         }
-        if self.backend == Backend::File && self.url.is_some() {
+        if self.backend == Backend::File
+            && self.url.as_deref().is_some_and(|u| !is_object_store_url(u))
+        {
             return Err(Error::Config(
-                "OMNIQ_URL is set but OMNIQ_BACKEND=file stores under OMNIQ_BASE_DIR; \
-                 set OMNIQ_BACKEND to the URL's backend (sqlite, postgres, redis) or unset OMNIQ_URL"
+                "OMNIQ_URL is set but OMNIQ_BACKEND=file stores under OMNIQ_BASE_DIR (or in \
+                 the object store an s3://, gs:// or az:// OMNIQ_URL names); set OMNIQ_BACKEND \
+                 to the URL's backend (sqlite, postgres, redis) or unset OMNIQ_URL"
                     .into(),
             ));
         }
@@ -314,6 +329,14 @@ mod tests {
             .expect_err("file + url")
             .to_string();
         assert!(err.contains("OMNIQ_BACKEND"), "{err}");
+        // An object-store URL is where the file backend keeps its files.
+        let s = from(&[("OMNIQ_URL", "s3://bucket/queues")]).expect("file + s3");
+        assert_eq!(
+            (s.backend, s.url.as_deref()),
+            (Backend::File, Some("s3://bucket/queues"))
+        );
+        assert!(is_object_store_url("GS://b/p") && is_object_store_url("abfss://c@a/p"));
+        assert!(!is_object_store_url("redis://h") && !is_object_store_url("a.db"));
         assert_eq!(
             from(&[("OMNIQ_LOG_LEVEL", "warn")])
                 .expect("alias")

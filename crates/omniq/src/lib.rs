@@ -37,8 +37,8 @@ pub use omniq_runtime::{
     AsyncTaskQueue, AsyncWorkerPool, Backend, BoxError, DEFAULT_MAX_PAYLOAD_BYTES, EnqueueBuilder,
     Error, HandlerError, IntoDuration, LEGACY_STORAGE_WARNING, MAX_CONCURRENCY, QueueDefaults,
     Result, Settings, StopReport, TaskCtx, TaskFn, TaskHandler, TaskOutcome, TaskSpec, TaskType,
-    TypedEnqueueBuilder, TypedTaskId, WorkerOptions, WorkerPool, WorkerPoolBuilder, logging,
-    metrics, middleware, task_type,
+    TypedEnqueueBuilder, TypedTaskId, WorkerOptions, WorkerPool, WorkerPoolBuilder,
+    is_object_store_url, logging, metrics, middleware, task_type,
 };
 
 /// Cron schedules: parsing an expression in a time zone and its next slot (feature `cron`,

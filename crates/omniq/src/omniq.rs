@@ -135,14 +135,22 @@ pub async fn build_storage(settings: &Settings) -> Result<Arc<dyn Storage>> {
     match settings.backend {
         #[cfg(feature = "file")]
         Backend::File => {
-            std::fs::create_dir_all(&settings.base_dir).map_err(|e| {
-                Error::Config(format!(
-                    "OMNIQ_BASE_DIR={}: cannot create directory: {e}",
-                    settings.base_dir.display()
-                ))
-            })?;
-            let storage = omniq_file::FileStorage::builder()
-                .dir(&settings.base_dir)
+            let builder = match settings.url.as_deref() {
+                // An object store (validate() lets only those through).
+                Some(url) => omniq_file::FileStorageBuilder::from_config(
+                    omniq_file::FileConfig::from_url(url).map_err(|e| url_error(&e))?,
+                ),
+                None => {
+                    std::fs::create_dir_all(&settings.base_dir).map_err(|e| {
+                        Error::Config(format!(
+                            "OMNIQ_BASE_DIR={}: cannot create directory: {e}",
+                            settings.base_dir.display()
+                        ))
+                    })?;
+                    omniq_file::FileStorage::builder().dir(&settings.base_dir)
+                }
+            };
+            let storage = builder
                 .namespace(&settings.namespace)
                 .serializer(settings.serializer)
                 .result_ttl(settings.result_ttl)
@@ -256,6 +264,22 @@ mod tests {
         let err = err.unwrap_or_default();
         assert!(
             err.contains("OMNIQ_URL") && err.contains("without query parameters"),
+            "{err}"
+        );
+    }
+
+    #[cfg(all(feature = "file", not(feature = "file-cloud")))]
+    #[tokio::test]
+    async fn an_object_store_url_names_the_feature_it_needs() {
+        let settings = Settings {
+            backend: Backend::File,
+            url: Some("s3://bucket/queues".into()),
+            ..Settings::default()
+        };
+        let err = build_storage(&settings).await.err().map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(
+            err.contains("OMNIQ_URL") && err.contains("`file-cloud`"),
             "{err}"
         );
     }

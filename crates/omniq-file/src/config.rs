@@ -149,7 +149,7 @@ impl FileConfig {
     /// credentials and options from the environment as object_store reads them
     /// (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`,
     /// `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`, …). The store must
-    /// support conditional creates (S3: conditional writes, on by default; do not set
+    /// support conditional creates (AWS S3: conditional writes, on by default; do not set
     /// `AWS_CONDITIONAL_PUT=disabled`): `build` checks and refuses it otherwise. Without
     /// the feature these URLs are a `Config` error naming it.
     ///

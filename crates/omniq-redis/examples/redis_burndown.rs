@@ -11,8 +11,8 @@
 //! A probe, not the benchmark: `cargo xtask bench` is where figures are reported.
 
 use omniq_core::{Storage, TaskStatus};
-use omniq_runtime::{AsyncTaskQueue, AsyncWorkerPool, HandlerError};
 use omniq_redis::RedisStorage;
+use omniq_runtime::{AsyncTaskQueue, AsyncWorkerPool, HandlerError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

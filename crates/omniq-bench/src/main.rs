@@ -187,7 +187,7 @@ async fn run(args: RunArgs) -> Result<()> {
             Err(Skip::Unreachable(why)) => {
                 bail!("{}: the backend is unreachable: {why}", backend.name())
             }
-            Err(Skip::Failed(e)) => return Err(e.context(format!("{}", backend.name()))),
+            Err(Skip::Failed(e)) => return Err(e.context(backend.name())),
         };
         eprintln!(
             "omniq-bench: {} done in {:.0} s",
@@ -261,10 +261,8 @@ async fn measure_backend(
     let ns = namespace(run_id);
     let storage = match tokio::time::timeout(Duration::from_secs(15), site.open(&ns)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            let _ = site.cleanup(&ns).await;
-            return Err(Skip::Unreachable(format!("{e:#}")));
-        }
+        // Nothing was created in the namespace: there is nothing to delete.
+        Ok(Err(e)) => return Err(Skip::Unreachable(e.to_string())),
         Err(_) => return Err(Skip::Unreachable("no answer within 15 s".into())),
     };
     // Floor, single enqueue and latency share one namespace.

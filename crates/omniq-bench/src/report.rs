@@ -135,8 +135,16 @@ pub(crate) fn table(backends: &[Value], linear_small: usize, linear_large: usize
                 verdict("linear_ratio")
             ),
         };
+        let logging = match b["logging_skipped"].as_str() {
+            Some(why) => format!("skipped: {why}"),
+            None => format!(
+                "{:.1}% (≤ {LOGGING_OVERHEAD_MAX_PCT}%: {})",
+                f(b, "logging_overhead_pct"),
+                verdict("logging_overhead_pct")
+            ),
+        };
         out.push_str(&format!(
-            "| {name} | {} | {} (≥ {}: {}) | {} | {} (≥ {}: {}) | {} | {:.2} / {:.2} ms (≤ {} / ≤ {} ms: {} / {}) | {linear} | {:.0} MiB | {:.1}% (≤ {LOGGING_OVERHEAD_MAX_PCT}%: {}) |\n",
+            "| {name} | {} | {} (≥ {}: {}) | {} | {} (≥ {}: {}) | {} | {:.2} / {:.2} ms (≤ {} / ≤ {} ms: {} / {}) | {linear} | {:.0} MiB | {logging} |\n",
             rate(f(b, "floor_per_s")),
             rate(f(b, "enqueue_batch_per_s")),
             rate(f(t, "enqueue_batch_per_s")),
@@ -153,8 +161,6 @@ pub(crate) fn table(backends: &[Value], linear_small: usize, linear_large: usize
             verdict("latency_p50_ms"),
             verdict("latency_p99_ms"),
             f(b, "worker_peak_rss_mb"),
-            f(b, "logging_overhead_pct"),
-            verdict("logging_overhead_pct"),
         ));
     }
     out

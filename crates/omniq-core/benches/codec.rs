@@ -1,6 +1,9 @@
 //! Microbenchmarks of the hot-path codec work: a task record encoded and decoded with each
 //! serializer, and a `TaskError` created and encoded (`cargo bench -p omniq-core`).
 
+// `criterion_main!` defines an undocumented `pub fn main`.
+#![allow(missing_docs)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use omniq_core::{ErrorType, Format, Payload, Task, TaskError};
 use std::hint::black_box;

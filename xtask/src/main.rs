@@ -3,6 +3,10 @@
 //! - `cargo xtask conformance [--backend file|sqlite|postgres|redis|all] [--report-dir DIR]
 //!   [--url URL]` runs the backend conformance suite and writes `DIR/<backend>.json`; `--url`
 //!   checks a deployment of your choosing (a server URL, or a path for the embedded backends).
+//! - `cargo xtask bench [--backend file|sqlite|postgres|redis|all] [--tasks N] [--report FILE]
+//!   [-- BENCH-OPTIONS]` builds `omniq-bench` in release mode and runs it: a table of
+//!   figures against their targets, and a JSON report (default `target/bench/report.json`).
+//!   It is long, so `ci` does not run it.
 //! - `cargo xtask ci` runs what CI runs, stopping at the first failure.
 //!
 //! With no arguments it prints help.
@@ -50,6 +54,24 @@ enum Task {
         /// deletes what it created.
         #[arg(long, value_name = "URL")]
         url: Option<String>,
+    },
+    /// Benchmark the backends in release mode: print a table of figures against their
+    /// targets and write a JSON report. Not part of `ci` (it takes minutes).
+    ///
+    /// A named backend whose server is unreachable fails; with `all`, it is a visible skip.
+    Bench {
+        /// file, sqlite, postgres, redis, or all.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        /// Tasks in the main burn-down (default 50000).
+        #[arg(long, value_name = "N")]
+        tasks: Option<usize>,
+        /// Where the JSON report goes (default: target/bench/report.json).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+        /// More options for the bench itself, after `--` (see `cargo xtask bench -- --help`).
+        #[arg(last = true, value_name = "BENCH-OPTIONS")]
+        extra: Vec<String>,
     },
     /// Run CI locally: tests, the quickstart, the conformance suite with services required, clippy
     /// with warnings denied, and rustfmt --check; stops at the first failure.
@@ -123,6 +145,12 @@ fn main() -> ExitCode {
             let require = backend != "all";
             conformance(&root, &backend, report_dir, require, url.as_deref())
         }
+        Task::Bench {
+            backend,
+            tasks,
+            report,
+            extra,
+        } => bench(&root, &backend, tasks, report, &extra),
         Task::Ci => ci(&root),
     };
     match result {
@@ -241,6 +269,60 @@ fn conformance(
     }
 }
 
+/// The `cargo run --release -p omniq-bench -- …` arguments of `cargo xtask bench`.
+fn bench_args(
+    root: &Path,
+    backend: &str,
+    tasks: Option<usize>,
+    report: Option<PathBuf>,
+    extra: &[String],
+) -> Result<Vec<OsString>, String> {
+    let report = report.unwrap_or_else(|| root.join("target").join("bench").join("report.json"));
+    let report = if report.is_absolute() {
+        report
+    } else {
+        std::env::current_dir()
+            .map_err(|e| format!("cannot read the current directory: {e}"))?
+            .join(report)
+    };
+    let mut args: Vec<OsString> = ["run", "--release", "--quiet", "-p", "omniq-bench", "--"]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    args.extend(["--backend".into(), backend.into()]);
+    if let Some(n) = tasks {
+        args.extend(["--tasks".into(), n.to_string().into()]);
+    }
+    args.extend(["--report".into(), report.into_os_string()]);
+    args.extend(extra.iter().map(OsString::from));
+    Ok(args)
+}
+
+/// Builds the bench in release mode and runs it from the workspace root.
+fn bench(
+    root: &Path,
+    backend: &str,
+    tasks: Option<usize>,
+    report: Option<PathBuf>,
+    extra: &[String],
+) -> Result<(), String> {
+    let args = bench_args(root, backend, tasks, report, extra)?;
+    println!(
+        "xtask: bench: cargo {}",
+        args.iter()
+            .map(|a| a.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root).args(&args);
+    if run(&mut cmd)? {
+        Ok(())
+    } else {
+        Err("bench failed".into())
+    }
+}
+
 fn ci(root: &Path) -> Result<(), String> {
     step("tests", root, &["test", "--workspace"])?;
     // The README's first command must keep working on a fresh machine.
@@ -319,6 +401,69 @@ mod tests {
                 }) if backend == "all"
             ),
             "{cli:?}"
+        );
+    }
+
+    #[test]
+    fn bench_runs_the_release_harness_with_a_report_under_target() {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "bench",
+            "--backend",
+            "sqlite",
+            "--tasks",
+            "1000",
+            "--",
+            "--no-linear",
+        ])
+        .map_err(|e| e.to_string());
+        let Ok(Cli {
+            command:
+                Task::Bench {
+                    backend,
+                    tasks,
+                    report,
+                    extra,
+                },
+        }) = cli
+        else {
+            panic!("{cli:?}");
+        };
+        let root = workspace_root();
+        let args = bench_args(&root, &backend, tasks, report, &extra).unwrap_or_default();
+        let args: Vec<String> = args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let report = root.join("target/bench/report.json").display().to_string();
+        assert_eq!(
+            args,
+            [
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "omniq-bench",
+                "--",
+                "--backend",
+                "sqlite",
+                "--tasks",
+                "1000",
+                "--report",
+                &report,
+                "--no-linear",
+            ],
+        );
+        // ci never runs the bench: it takes minutes.
+        let src = include_str!("main.rs");
+        let ci_body = src
+            .split("fn ci(root: &Path)")
+            .nth(1)
+            .and_then(|s| s.split("\n}\n").next())
+            .unwrap_or_default();
+        assert!(
+            !ci_body.is_empty() && !ci_body.contains("bench"),
+            "{ci_body}"
         );
     }
 

@@ -219,10 +219,14 @@ impl AsyncTaskQueue {
         }
         let max = self.storage.capabilities().max_batch.max(1);
         let mut out = Vec::with_capacity(tasks.len());
-        let mut rest = tasks;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(max));
-            let batch = std::mem::replace(&mut rest, tail);
+        // Batches are taken from the front by moving each task once: splitting the tail
+        // off a Vec per batch would copy the rest every time (quadratic in the count).
+        let mut rest = tasks.into_iter();
+        loop {
+            let batch: Vec<Task> = rest.by_ref().take(max).collect();
+            if batch.is_empty() {
+                break;
+            }
             let names: Vec<(TaskId, String, String)> = batch
                 .iter()
                 .map(|t| (t.id, t.func_path.clone(), t.queue.clone()))

@@ -799,3 +799,28 @@ async fn a_panicking_backend_does_not_kill_the_pool() {
         "both injected panics happened"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_many_over_several_batches_keeps_every_task_in_input_order() {
+    let storage = storage().await;
+    let max = storage.capabilities().max_batch;
+    let n = max * 2 + max / 2;
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let specs = (0..n as u64).map(|i| queue.task("job", &i)).collect();
+    let out = queue.enqueue_many(specs).await.expect("enqueue");
+    assert_eq!(out.len(), n);
+    assert!(out.iter().all(|e| !e.duplicate));
+    assert_eq!(count(&storage, TaskStatus::Pending).await, n as u64);
+    // Answers line up with the input across the batch boundaries.
+    for i in [0, max - 1, max, 2 * max - 1, 2 * max, n - 1] {
+        let task = storage
+            .get_task(&out[i].id)
+            .await
+            .expect("get")
+            .expect("stored");
+        let arg: u64 = omniq::Format::MessagePack
+            .decode(task.args.as_bytes())
+            .expect("args");
+        assert_eq!(arg, i as u64, "answer {i}");
+    }
+}

@@ -1,0 +1,106 @@
+//! The harness end to end on the file backend at a tiny size: the report has every figure
+//! (timings are never asserted; performance is measured by `cargo xtask bench`).
+
+use std::process::Command;
+
+#[test]
+fn a_tiny_file_run_reports_every_figure() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_omniq-bench"))
+        .args([
+            "--backend",
+            "file",
+            "--tasks",
+            "200",
+            "--linear-small",
+            "100",
+            "--linear-large",
+            "300",
+            "--single-tasks",
+            "50",
+            "--latency-tasks",
+            "50",
+            "--latency-rate",
+            "200",
+            "--floor-ops",
+            "50",
+            "--concurrency",
+            "8",
+            "--prefetch",
+            "16",
+            "--report",
+        ])
+        .arg(&report)
+        .output()
+        .expect("run omniq-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("| file |"),
+        "no table row for file: {stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report written"))
+            .expect("report is JSON");
+    for k in ["nproc", "cpu", "ram_gib"] {
+        assert!(!v["machine"][k].is_null(), "machine.{k} missing: {v}");
+    }
+    let b = &v["backends"][0];
+    assert_eq!(b["backend"], "file", "{v}");
+    for k in [
+        "floor_per_s",
+        "enqueue_batch_per_s",
+        "enqueue_single_per_s",
+        "processed_per_s",
+        "processed_per_s_at_10k",
+        "processed_per_s_at_200k",
+        "linear_ratio",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "worker_peak_rss_mb",
+        "processed_per_s_logged",
+        "logging_overhead_pct",
+    ] {
+        let x = b[k].as_f64();
+        assert!(x.is_some_and(f64::is_finite), "{k} is {:?} in {b}", b[k]);
+    }
+    for k in [
+        "floor_per_s",
+        "enqueue_batch_per_s",
+        "enqueue_single_per_s",
+        "processed_per_s",
+        "worker_peak_rss_mb",
+    ] {
+        assert!(b[k].as_f64().unwrap_or(0.0) > 0.0, "{k} not positive: {b}");
+    }
+    assert_eq!(b["latency_samples"], 50, "{b}");
+    for k in [
+        "enqueue_batch_per_s",
+        "processed_per_s",
+        "latency_p50_ms",
+        "latency_p99_ms",
+        "linear_ratio",
+        "logging_overhead_pct",
+    ] {
+        assert!(b["met"][k].is_boolean(), "met.{k} missing: {b}");
+    }
+}
+
+#[test]
+fn an_unknown_backend_names_the_valid_ones() {
+    let out = Command::new(env!("CARGO_BIN_EXE_omniq-bench"))
+        .args(["--backend", "mongo"])
+        .output()
+        .expect("run omniq-bench");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("valid values: file, sqlite, postgres, redis, all"),
+        "{err}"
+    );
+}

@@ -143,13 +143,13 @@ impl FileConfig {
     /// local directory (created if missing; `file:///abs` and `file://./rel` both work),
     /// `memory://` for a private in-memory store.
     ///
-    /// With the `cloud` feature, `s3://BUCKET/PREFIX` (AWS S3 or a compatible server),
+    /// With the `cloud` feature, `s3://BUCKET/PREFIX` (AWS or a compatible server),
     /// `gs://BUCKET/PREFIX` (Google Cloud Storage) and `az://CONTAINER/PREFIX` or
     /// `abfs[s]://…` (Azure) open that object store, every key under the prefix, with
     /// credentials and options from the environment as object_store reads them
     /// (`AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`,
     /// `GOOGLE_SERVICE_ACCOUNT`, `AZURE_STORAGE_ACCOUNT_NAME`, …). The store must
-    /// support conditional creates (AWS S3: conditional writes, on by default; do not set
+    /// support conditional creates (on AWS: conditional writes, on by default; do not set
     /// `AWS_CONDITIONAL_PUT=disabled`): `build` checks and refuses it otherwise. Without
     /// the feature these URLs are a `Config` error naming it.
     ///

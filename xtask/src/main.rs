@@ -3,6 +3,10 @@
 //! - `cargo xtask conformance [--backend file|sqlite|postgres|redis|all] [--report-dir DIR]
 //!   [--url URL]` runs the backend conformance suite and writes `DIR/<backend>.json`; `--url`
 //!   checks a deployment of your choosing (a server URL, or a path for the embedded backends).
+//! - `cargo xtask chaos [--backend NAME|all] [--scenario NAME|all] [--tasks N] [--small]
+//!   [--report FILE]` runs the failure harness (`crates/omniq-chaos`) and prints, per
+//!   backend and scenario, tasks, faults injected, lost, double runs under a live lease
+//!   and panics; it fails unless the last three are all 0.
 //! - `cargo xtask ci` runs what CI runs, stopping at the first failure.
 //!
 //! With no arguments it prints help.
@@ -50,6 +54,27 @@ enum Task {
         /// deletes what it created.
         #[arg(long, value_name = "URL")]
         url: Option<String>,
+    },
+    /// Run the failure harness (killed workers, restarted servers, injected storage
+    /// faults, hangs, bad data, skewed clocks, load) on real worker processes and real
+    /// servers; fails unless lost, double runs and panics are all 0.
+    Chaos {
+        /// file, sqlite, postgres, redis (comma-separated) or all.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        /// worker-kills, server-restarts, storage-faults, hang, bad-data, clock-skew, load
+        /// (comma-separated) or all.
+        #[arg(long, default_value = "all")]
+        scenario: String,
+        /// Tasks of the worker-kill scenario.
+        #[arg(long, default_value_t = 10_000)]
+        tasks: u64,
+        /// The CI-sized variant of every scenario.
+        #[arg(long)]
+        small: bool,
+        /// Also write the report (Markdown, or JSON for a .json name).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
     /// Run CI locally: tests, the quickstart, the conformance suite with services required, clippy
     /// with warnings denied, and rustfmt --check; stops at the first failure.
@@ -123,6 +148,13 @@ fn main() -> ExitCode {
             let require = backend != "all";
             conformance(&root, &backend, report_dir, require, url.as_deref())
         }
+        Task::Chaos {
+            backend,
+            scenario,
+            tasks,
+            small,
+            report,
+        } => chaos(&root, &backend, &scenario, tasks, small, report.as_deref()),
         Task::Ci => ci(&root),
     };
     match result {
@@ -238,6 +270,50 @@ fn conformance(
         Ok(())
     } else {
         Err(format!("conformance failed: {}", failed.join(", ")))
+    }
+}
+
+/// Runs `cargo run -p omniq-chaos -- run …` in the workspace root.
+fn chaos(
+    root: &Path,
+    backend: &str,
+    scenario: &str,
+    tasks: u64,
+    small: bool,
+    report: Option<&Path>,
+) -> Result<(), String> {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root).args([
+        "run",
+        "--quiet",
+        "-p",
+        "omniq-chaos",
+        "--",
+        "run",
+        "--backend",
+        backend,
+        "--scenario",
+        scenario,
+        "--tasks",
+        &tasks.to_string(),
+    ]);
+    if small {
+        cmd.arg("--small");
+    }
+    if let Some(r) = report {
+        let r = if r.is_absolute() {
+            r.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| format!("cannot read the current directory: {e}"))?
+                .join(r)
+        };
+        cmd.arg("--report").arg(r);
+    }
+    if run(&mut cmd)? {
+        Ok(())
+    } else {
+        Err("chaos failed (see the table above)".into())
     }
 }
 

@@ -76,7 +76,8 @@ enum Task {
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
     },
-    /// Run CI locally: tests, the quickstart, the conformance suite with services required, clippy
+    /// Run CI locally: tests, the quickstart, the conformance suite with services required,
+    /// the failure harness's small variant, clippy
     /// with warnings denied, and rustfmt --check; stops at the first failure.
     Ci,
 }
@@ -330,6 +331,10 @@ fn ci(root: &Path) -> Result<(), String> {
     );
     conformance(root, "all", None, true, None)
         .map_err(|e| format!("ci failed at step conformance: {e}"))?;
+    // The failure harness, CI-sized (about three minutes for every backend).
+    println!("xtask: ci: chaos: cargo xtask chaos --backend all --small");
+    chaos(root, "all", "all", 10_000, true, None)
+        .map_err(|e| format!("ci failed at step chaos: {e}"))?;
     step(
         "clippy",
         root,

@@ -60,12 +60,16 @@ pub async fn hang(target: &Target, size: Size) -> Result<Row> {
     p.start()?;
     wait_count(&inner, TaskStatus::Success, n / 4, Duration::from_secs(60)).await;
     // Hang one: the pool must recover by itself.
+    let hang_for = Duration::from_secs(size.pick(3, 2));
     faulty.hang();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(hang_for).await;
     faulty.release();
     let before = count_success(&inner).await;
     let recovered = wait_count(&inner, TaskStatus::Success, before + n / 10, Duration::from_secs(30)).await;
-    notes.push(format!("pool recovered after a 3 s hang: {recovered}"));
+    notes.push(format!(
+        "pool recovered after a {} s hang: {recovered}",
+        hang_for.as_secs()
+    ));
     // Hang two: stop must not wait for the backend.
     faulty.hang();
     let t = Instant::now();
@@ -77,7 +81,6 @@ pub async fn hang(target: &Target, size: Size) -> Result<Row> {
         stop_took.as_secs_f64(),
         if stop.is_ok() { "ok" } else { "error" }
     ));
-    // The bound: the drain, plus one storage deadline per shutdown step, with slack.
     // max(1 s, storage_timeout 1 s) + storage_timeout, a quarter second of grace, slack.
     let stop_ok = stop_took < Duration::from_secs(3);
     let p = pool(&storage, storage_timeout)?;

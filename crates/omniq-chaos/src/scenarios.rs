@@ -11,6 +11,7 @@ use omniq::{AsyncTaskQueue, Backend, Storage, TaskFilter, TaskId, TaskStatus};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// One line of the report: a scenario on a backend.
@@ -143,30 +144,6 @@ async fn finished(storage: &Arc<dyn Storage>) -> Result<u64> {
         .sum())
 }
 
-/// Waits until `n` tasks are finished (and `tick`, called about every 250 ms, says
-/// its chaos is complete) or `deadline`.
-async fn wait_finished(
-    storage: &Arc<dyn Storage>,
-    n: u64,
-    deadline: Instant,
-    mut tick: impl FnMut() -> Result<bool>,
-) -> Result<bool> {
-    let mut pending = true;
-    loop {
-        // A storage error here (a server restarting) is not the end of the scenario.
-        if let Ok(done) = finished(storage).await {
-            if done >= n && !pending {
-                return Ok(true);
-            }
-        }
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        pending = tick()?;
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
 /// The audit at the end of a multi-process scenario: every id Success and run to its
 /// end at least once.
 async fn audit_success(
@@ -248,43 +225,62 @@ impl ProcessRun<'_> {
             &self.workers,
         )?;
         let deadline = started + self.deadline;
-        let mut chaos_count = 0u64;
-        let mut last = Instant::now();
-        let mut next_worker = 0usize;
+        let stop = AtomicBool::new(false);
+        let chaos_done = AtomicBool::new(!matches!(self.chaos, Chaos::Restarts { .. }));
         let mut chaos = self.chaos;
-        let mut chaos_err = None;
-        let done = wait_finished(&storage, self.tasks, deadline, || {
-            match &mut chaos {
-                Chaos::None => Ok(false),
-                Chaos::Kills { every, max } => {
-                    if chaos_count < *max && last.elapsed() >= *every {
-                        workers.kill_and_restart(next_worker % workers.len(), &log)?;
-                        next_worker += 1;
-                        chaos_count += 1;
-                        last = Instant::now();
+        let n = self.tasks;
+        // Watches progress while the chaos runs at its own pace, in the same task.
+        let waiter = async {
+            let done = loop {
+                // A storage error here (a server restarting) is not the end of the scenario.
+                if let Ok(fin) = finished(&storage).await {
+                    if fin >= n && chaos_done.load(Ordering::SeqCst) {
+                        break true;
                     }
-                    Ok(false)
+                }
+                if Instant::now() >= deadline {
+                    break false;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            };
+            stop.store(true, Ordering::SeqCst);
+            done
+        };
+        let workers_ref = &mut workers;
+        let log_ref = &log;
+        let chaos_ref = &mut chaos;
+        let agent = async {
+            let mut count = 0u64;
+            match chaos_ref {
+                Chaos::None => {}
+                Chaos::Kills { every, max } => {
+                    while count < *max {
+                        tokio::time::sleep(*every).await;
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let i = (count as usize) % workers_ref.len();
+                        workers_ref.kill_and_restart(i, log_ref)?;
+                        count += 1;
+                    }
                 }
                 Chaos::Restarts {
                     server,
                     every,
                     times,
                 } => {
-                    if chaos_count < *times && last.elapsed() >= *every {
-                        if let Err(e) = server.restart() {
-                            chaos_err = Some(e);
-                        }
-                        chaos_count += 1;
-                        last = Instant::now();
+                    while count < *times && !stop.load(Ordering::SeqCst) {
+                        tokio::time::sleep(*every).await;
+                        server.restart().context("server restart")?;
+                        count += 1;
                     }
-                    Ok(chaos_count < *times)
+                    chaos_done.store(true, Ordering::SeqCst);
                 }
             }
-        })
-        .await?;
-        if let Some(e) = chaos_err {
-            return Err(e.context("server restart"));
-        }
+            anyhow::Ok(count)
+        };
+        let (done, chaos_count) = tokio::join!(waiter, agent);
+        let chaos_count = chaos_count?;
         let bad_exits = workers.stop(Duration::from_secs(20));
         let (panics, panic_lines) = workers.panics();
         let facts = audit::analyze(&audit_path)?;
@@ -388,7 +384,7 @@ pub async fn clock_skew(target: &Target, size: Size) -> Result<Row> {
     ProcessRun {
         name: "clock-skew",
         tasks: size.pick(3000, 300),
-        task_ms: task_ms(size.pick(3000, 300), 3, size.pick(30, 9)),
+        task_ms: task_ms(size.pick(3000, 300), 3, size.pick(30, 6)),
         common: vec![
             "--lease-ms".into(),
             ms(10_000),
@@ -401,8 +397,8 @@ pub async fn clock_skew(target: &Target, size: Size) -> Result<Row> {
             vec![],
         ],
         chaos: Chaos::Kills {
-            every: Duration::from_secs(3),
-            max: size.pick(10, 3),
+            every: Duration::from_secs(size.pick(3, 2)),
+            max: size.pick(10, 2),
         },
         deadline: Duration::from_secs(size.pick(300, 120)),
     }

@@ -1,4 +1,4 @@
-//! 5. Bad data: records that do not decode (garbage written straight into the backend's
+//! Scenario 5, bad data: records that do not decode (garbage written straight into the backend's
 //! table, key or file), payloads that do not match the handler's type, payloads over the
 //! worker's limit and a large valid one, among good tasks. Each bad task must end Failed
 //! with a clear error (the file backend: skipped, see below), every good one Success, and
@@ -9,8 +9,8 @@ use crate::scenarios::{Row, Size, enqueue};
 use crate::worker::{Work, WorkArgs};
 use anyhow::{Context, Result, bail};
 use omniq::{
-    AsyncTaskQueue, AsyncWorkerPool, Backend, Format, HandlerError, Payload, Storage, Task,
-    TaskId, TaskStatus,
+    AsyncTaskQueue, AsyncWorkerPool, Backend, Format, HandlerError, Payload, Storage, Task, TaskId,
+    TaskStatus,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,7 +124,11 @@ async fn raw_statuses(target: &Target, ids: &[TaskId]) -> Result<Option<Vec<Stri
             let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", target.location)).await?;
             let mut out = Vec::new();
             for (i, id) in ids.iter().enumerate() {
-                let key = if i == 0 { "not-a-uuid-0".to_string() } else { id.to_string() };
+                let key = if i == 0 {
+                    "not-a-uuid-0".to_string()
+                } else {
+                    id.to_string()
+                };
                 let st: Option<String> = sqlx::query_scalar(&format!(
                     "SELECT status FROM \"{}_tasks\" WHERE id = ?",
                     target.namespace
@@ -174,7 +178,10 @@ pub async fn run(target: &Target, size: Size) -> Result<Row> {
             .await?
             .id,
         storage
-            .enqueue(vec![Task::new(crate::worker::WORK, Payload(GARBAGE.to_vec()))])
+            .enqueue(vec![Task::new(
+                crate::worker::WORK,
+                Payload(GARBAGE.to_vec()),
+            )])
             .await?[0]
             .id,
     ];
@@ -223,8 +230,15 @@ pub async fn run(target: &Target, size: Size) -> Result<Row> {
     let deadline = Instant::now() + Duration::from_secs(size.pick(300, 90));
     let mut notes = Vec::new();
     loop {
-        let st = by_id(&storage, good.iter().chain(&mismatch).chain([&huge_id, &large_id])).await;
-        let fin = st.iter().filter(|s| s.is_some_and(|s| s.is_finished())).count() as u64;
+        let st = by_id(
+            &storage,
+            good.iter().chain(&mismatch).chain([&huge_id, &large_id]),
+        )
+        .await;
+        let fin = st
+            .iter()
+            .filter(|s| s.is_some_and(|s| s.is_finished()))
+            .count() as u64;
         if fin >= expect_finished || Instant::now() >= deadline {
             break;
         }
@@ -279,11 +293,12 @@ pub async fn run(target: &Target, size: Size) -> Result<Row> {
                 lost += (st.len() - failed) as u64;
                 bad_examples.push(format!("corrupt records left as {st:?}"));
             }
-            notes.push(format!("3 corrupt records: {failed} failed with a decode error"));
+            notes.push(format!(
+                "3 corrupt records: {failed} failed with a decode error"
+            ));
         }
-        None => notes.push(
-            "3 corrupt records: unreadable, skipped by claims, the queue kept moving".into(),
-        ),
+        None => notes
+            .push("3 corrupt records: unreadable, skipped by claims, the queue kept moving".into()),
     }
     notes.extend(how);
     notes.extend(bad_examples);

@@ -286,11 +286,7 @@ mod tests {
 
     #[test]
     fn the_fault_rate_is_close_to_p() {
-        let s = FaultyStorage::new(
-            Arc::new(NoStorage),
-            0.1,
-            7,
-        );
+        let s = FaultyStorage::new(Arc::new(NoStorage), 0.1, 7);
         let n = 100_000;
         let faults = (0..n).filter(|_| s.roll("claim", true).is_some()).count();
         assert!((9_000..11_000).contains(&faults), "{faults}");
@@ -355,7 +351,11 @@ mod tests {
         async fn get_result(&self, _: &TaskId) -> Result<Option<TaskResult>, StorageError> {
             unreachable!()
         }
-        async fn cancel(&self, _: &TaskId, _: OffsetDateTime) -> Result<CancelOutcome, StorageError> {
+        async fn cancel(
+            &self,
+            _: &TaskId,
+            _: OffsetDateTime,
+        ) -> Result<CancelOutcome, StorageError> {
             unreachable!()
         }
         async fn list_tasks(&self, _: TaskFilter) -> Result<Page<Task>, StorageError> {

@@ -13,7 +13,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-async fn wait_count(storage: &Arc<dyn Storage>, status: TaskStatus, n: u64, timeout: Duration) -> bool {
+async fn wait_count(
+    storage: &Arc<dyn Storage>,
+    status: TaskStatus,
+    n: u64,
+    timeout: Duration,
+) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if let Ok(c) = storage.counts(None).await {
@@ -44,7 +49,7 @@ fn pool(storage: &Arc<dyn Storage>, storage_timeout: Duration) -> Result<AsyncWo
     Ok(p)
 }
 
-/// 4. Hangs: every storage call hangs for a while under a running pool, which recovers
+/// Scenario 4, hangs: every storage call hangs for a while under a running pool, which recovers
 /// when they return; then the backend hangs again and `stop` must return within its
 /// timeout plus the storage deadline; a new pool finishes the rest.
 pub async fn hang(target: &Target, size: Size) -> Result<Row> {
@@ -65,7 +70,13 @@ pub async fn hang(target: &Target, size: Size) -> Result<Row> {
     tokio::time::sleep(hang_for).await;
     faulty.release();
     let before = count_success(&inner).await;
-    let recovered = wait_count(&inner, TaskStatus::Success, before + n / 10, Duration::from_secs(30)).await;
+    let recovered = wait_count(
+        &inner,
+        TaskStatus::Success,
+        before + n / 10,
+        Duration::from_secs(30),
+    )
+    .await;
     notes.push(format!(
         "pool recovered after a {} s hang: {recovered}",
         hang_for.as_secs()
@@ -123,7 +134,7 @@ async fn count_success(storage: &Arc<dyn Storage>) -> u64 {
         .unwrap_or(0)
 }
 
-/// 7a. Concurrent claimers: 64 tasks of this process claim and complete batches straight
+/// Scenario 7a, concurrent claimers: 64 tasks of this process claim and complete batches straight
 /// through the storage; no task may be claimed twice (leases are far longer than the run).
 pub async fn claimers(target: &Target, size: Size) -> Result<Row> {
     let started = Instant::now();
@@ -221,7 +232,7 @@ pub async fn claimers(target: &Target, size: Size) -> Result<Row> {
     })
 }
 
-/// 7b. A large backlog processed by one worker process; its peak RSS is the figure
+/// Scenario 7b: A large backlog processed by one worker process; its peak RSS is the figure
 /// (the file backend is not part of it: see docs/reliability.md).
 pub async fn backlog(target: &Target, size: Size) -> Result<Option<Row>> {
     if target.backend == Backend::File {
@@ -300,7 +311,7 @@ pub async fn backlog(target: &Target, size: Size) -> Result<Option<Row>> {
     }))
 }
 
-/// 7. Load: the concurrent claimers, then the backlog.
+/// Scenario 7, load: the concurrent claimers, then the backlog.
 pub async fn load(target: &Target, size: Size) -> Result<Vec<Row>> {
     let mut rows = vec![claimers(target, size).await.context("claimers")?];
     let t2 = Target::new(target.backend, "backlog", None)?;
@@ -310,7 +321,7 @@ pub async fn load(target: &Target, size: Size) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// 5. Bad data: see [`crate::baddata`].
+/// Scenario 5, bad data: see [`crate::baddata`].
 pub async fn bad_data(target: &Target, size: Size) -> Result<Row> {
     crate::baddata::run(target, size).await
 }

@@ -121,7 +121,14 @@ async fn run(
                 Ok(Ok(mut rs)) => {
                     for r in &mut rs {
                         r.panics += panicked;
-                        print!("{}", report::table(std::slice::from_ref(r)).lines().nth(1).map(|l| format!("{l}\n")).unwrap_or_default());
+                        print!(
+                            "{}",
+                            report::table(std::slice::from_ref(r))
+                                .lines()
+                                .nth(1)
+                                .map(|l| format!("{l}\n"))
+                                .unwrap_or_default()
+                        );
                     }
                     rows.extend(rs);
                 }
@@ -165,7 +172,11 @@ async fn run(
     if !errors.is_empty() || !failed.is_empty() {
         anyhow::bail!(
             "chaos failed: {}",
-            errors.into_iter().chain(failed).collect::<Vec<_>>().join("; ")
+            errors
+                .into_iter()
+                .chain(failed)
+                .collect::<Vec<_>>()
+                .join("; ")
         );
     }
     println!("chaos passed: lost, double and panics are 0 in every row");

@@ -8,7 +8,10 @@ use omniq::redis::fred::prelude::*;
 pub async fn redis_delete_namespace(url: &str, namespace: &str) -> Result<usize> {
     let client = redis_client(url).await?;
     let mut n = 0;
-    for pattern in [format!("omniq:{{{namespace}:*"), format!("omniq:{namespace}:*")] {
+    for pattern in [
+        format!("omniq:{{{namespace}:*"),
+        format!("omniq:{namespace}:*"),
+    ] {
         let keys = scan(&client, &pattern).await?;
         for chunk in keys.chunks(500) {
             let dels = chunk.iter().map(|k| client.del::<(), _>(k.clone()));

@@ -160,7 +160,9 @@ async fn audit_success(
         if s != Some(TaskStatus::Success) || !ran {
             lost += 1;
             if examples.len() < 5 {
-                examples.push(format!("task {id}: status {s:?}, finished run logged: {ran}"));
+                examples.push(format!(
+                    "task {id}: status {s:?}, finished run logged: {ran}"
+                ));
             }
         }
     }
@@ -325,7 +327,7 @@ pub(crate) fn task_ms(tasks: u64, workers: u64, secs: u64) -> u64 {
     (workers * 4 * secs * 1000 / tasks.max(1)).clamp(1, 2000)
 }
 
-/// 1. Worker kills: three workers, one SIGKILLed about every second and restarted.
+/// Scenario 1, worker kills: three workers, one SIGKILLed about every second and restarted.
 pub async fn worker_kills(target: &Target, size: Size) -> Result<Row> {
     let tasks = size.tasks;
     ProcessRun {
@@ -349,7 +351,7 @@ pub async fn worker_kills(target: &Target, size: Size) -> Result<Row> {
     .await
 }
 
-/// 3. Storage faults: two workers whose storage fails a fraction `p` of calls, half of
+/// Scenario 3, storage faults: two workers whose storage fails a fraction `p` of calls, half of
 /// the failed writes applied anyway (ambiguous commits).
 pub async fn storage_faults(target: &Target, size: Size, p: f64) -> Result<Row> {
     let name = match (p * 100.0).round() as u32 {
@@ -377,7 +379,7 @@ pub async fn storage_faults(target: &Target, size: Size, p: f64) -> Result<Row> 
     .await
 }
 
-/// 6. Clock jumps: one worker 2 s ahead, one 2 s behind, one on time, with kills so that
+/// Scenario 6, clock jumps: one worker 2 s ahead, one 2 s behind, one on time, with kills so that
 /// leases are redelivered between skewed clocks. The lease (10 s, heartbeat every 2.5 s)
 /// keeps the skew within the documented tolerance.
 pub async fn clock_skew(target: &Target, size: Size) -> Result<Row> {

@@ -63,7 +63,14 @@ impl RedisServer {
     fn spawn(&mut self) -> Result<()> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -210,7 +217,7 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// 2. Server restarts (Postgres and Redis only): a private server restarted twice
+/// Scenario 2: Server restarts (Postgres and Redis only): a private server restarted twice
 /// mid-run under three workers; they reconnect by themselves.
 pub async fn server_restarts(backend: Backend, size: Size) -> Result<Option<Row>> {
     let mut redis;

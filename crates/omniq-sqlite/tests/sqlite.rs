@@ -530,9 +530,18 @@ async fn an_undecodable_row_fails_alone_and_does_not_block_claims() {
     }
     let mut conn = raw_connection(&path).await;
     for (sql, id) in [
-        (r#"UPDATE "omniq_tasks" SET id = 'not-a-uuid' WHERE id = ?1"#, ids[0]),
-        (r#"UPDATE "omniq_tasks" SET created_at = 9223372036854775807 WHERE id = ?1"#, ids[2]),
-        (r#"UPDATE "omniq_tasks" SET attempts = -7 WHERE id = ?1"#, ids[4]),
+        (
+            r#"UPDATE "omniq_tasks" SET id = 'not-a-uuid' WHERE id = ?1"#,
+            ids[0],
+        ),
+        (
+            r#"UPDATE "omniq_tasks" SET created_at = 9223372036854775807 WHERE id = ?1"#,
+            ids[2],
+        ),
+        (
+            r#"UPDATE "omniq_tasks" SET attempts = -7 WHERE id = ?1"#,
+            ids[4],
+        ),
     ] {
         sqlx::query(sql)
             .bind(id.to_string())
@@ -542,7 +551,11 @@ async fn an_undecodable_row_fails_alone_and_does_not_block_claims() {
     }
     let claimed = claim(&s, "default", 10, t0).await;
     let got: Vec<TaskId> = claimed.iter().map(|c| c.task.id).collect();
-    assert_eq!(got, vec![ids[1], ids[3], ids[5]], "the readable rows, in order");
+    assert_eq!(
+        got,
+        vec![ids[1], ids[3], ids[5]],
+        "the readable rows, in order"
+    );
     // The unreadable ones are Failed with the reason, not Running or Pending.
     let rows: Vec<(String, String, Option<Vec<u8>>)> = sqlx::query_as(
         r#"SELECT id, status, error FROM "omniq_tasks" WHERE id IN ('not-a-uuid', ?1, ?2)"#,

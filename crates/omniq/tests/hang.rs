@@ -225,7 +225,12 @@ async fn stop_with_outcomes_to_flush_on_a_hung_backend_is_bounded() {
     // The backend answers again: the tasks are still there and finish (their runs'
     // outcomes were lost, so they run again after the lease or are already stored).
     hang.hung.store(false, Ordering::SeqCst);
-    let task = hang.inner.get_task(&ids[0]).await.expect("get").expect("exists");
+    let task = hang
+        .inner
+        .get_task(&ids[0])
+        .await
+        .expect("get")
+        .expect("exists");
     assert!(
         matches!(task.status, TaskStatus::Running | TaskStatus::Success),
         "{:?}",

@@ -316,7 +316,7 @@ pub async fn load(target: &Target, size: Size) -> Result<Vec<Row>> {
     let mut rows = vec![claimers(target, size).await.context("claimers")?];
     let t2 = Target::new(target.backend, "backlog", None)?;
     let r = backlog(&t2, size).await;
-    let _ = t2.cleanup().await;
+    crate::scenarios::cleanup(&t2).await;
     rows.extend(r.context("backlog")?);
     Ok(rows)
 }

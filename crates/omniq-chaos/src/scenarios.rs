@@ -428,27 +428,27 @@ pub async fn run(name: &str, backend: Backend, size: Size) -> Result<Vec<Row>> {
         "worker-kills" => {
             let t = target()?;
             let r = worker_kills(&t, size).await;
-            let _ = t.cleanup().await;
+            cleanup(&t).await;
             rows.push(r?);
         }
         "storage-faults" => {
             for p in [0.01, 0.1, 0.3] {
                 let t = target()?;
                 let r = storage_faults(&t, size, p).await;
-                let _ = t.cleanup().await;
+                cleanup(&t).await;
                 rows.push(r?);
             }
         }
         "clock-skew" => {
             let t = target()?;
             let r = clock_skew(&t, size).await;
-            let _ = t.cleanup().await;
+            cleanup(&t).await;
             rows.push(r?);
         }
         "hang" => {
             let t = target()?;
             let r = crate::inproc::hang(&t, size).await;
-            let _ = t.cleanup().await;
+            cleanup(&t).await;
             rows.push(r?);
         }
         "server-restarts" => {
@@ -459,13 +459,13 @@ pub async fn run(name: &str, backend: Backend, size: Size) -> Result<Vec<Row>> {
         "bad-data" => {
             let t = target()?;
             let r = crate::inproc::bad_data(&t, size).await;
-            let _ = t.cleanup().await;
+            cleanup(&t).await;
             rows.push(r?);
         }
         "load" => {
             let t = target()?;
             let r = crate::inproc::load(&t, size).await;
-            let _ = t.cleanup().await;
+            cleanup(&t).await;
             rows.extend(r?);
         }
         other => anyhow::bail!(
@@ -474,4 +474,15 @@ pub async fn run(name: &str, backend: Backend, size: Size) -> Result<Vec<Row>> {
         ),
     }
     Ok(rows)
+}
+
+/// Deletes a scenario's namespace; a failure is reported, not fatal.
+pub(crate) async fn cleanup(t: &Target) {
+    if let Err(e) = t.cleanup().await {
+        eprintln!(
+            "chaos: could not delete namespace {} on {}: {e:#}",
+            t.namespace,
+            t.backend.as_str()
+        );
+    }
 }

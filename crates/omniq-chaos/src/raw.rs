@@ -10,6 +10,7 @@ pub async fn redis_delete_namespace(url: &str, namespace: &str) -> Result<usize>
     let mut n = 0;
     for pattern in [
         format!("omniq:{{{namespace}:*"),
+        format!("omniq:{{{namespace}}}:*"),
         format!("omniq:{namespace}:*"),
     ] {
         let keys = scan(&client, &pattern).await?;

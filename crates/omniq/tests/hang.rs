@@ -237,3 +237,41 @@ async fn stop_with_outcomes_to_flush_on_a_hung_backend_is_bounded() {
         task.status
     );
 }
+
+/// The queue's own calls have a deadline too: an enqueue, a read or a cancel on a hung
+/// backend fails with a temporary error naming the operation instead of blocking the
+/// producer for good, and works again once the backend answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_calls_on_a_hung_backend_end_at_the_storage_timeout() {
+    let hang = Arc::new(Hang {
+        inner: SqliteStorage::in_memory().await.expect("sqlite"),
+        hung: AtomicBool::new(false),
+    });
+    let queue = AsyncTaskQueue::new(Arc::clone(&hang) as Arc<dyn Storage>)
+        .with_storage_timeout(Duration::from_millis(200));
+    assert_eq!(queue.storage_timeout(), Duration::from_millis(200));
+    let id = queue.enqueue("work", &1u32).await.expect("enqueue");
+    hang.hung.store(true, Ordering::SeqCst);
+    let t = Instant::now();
+    let e = queue
+        .enqueue("work", &2u32)
+        .await
+        .expect_err("hung enqueue fails");
+    let omniq::Error::Storage(se) = &e else {
+        panic!("not a storage error: {e}")
+    };
+    assert_eq!(se.kind(), omniq::StorageErrorKind::Unavailable, "{se}");
+    assert_eq!(se.operation(), Some("enqueue"));
+    assert!(se.is_temporary());
+    for (op, r) in [
+        ("get_task", queue.get_task(&id).await.map(|_| ())),
+        ("cancel", queue.cancel(&id).await.map(|_| ())),
+        ("counts", queue.counts(None).await.map(|_| ())),
+    ] {
+        let e = r.expect_err(op);
+        assert!(e.to_string().contains("storage_timeout"), "{op}: {e}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    hang.hung.store(false, Ordering::SeqCst);
+    assert!(queue.get_task(&id).await.expect("answers again").is_some());
+}

@@ -7,6 +7,10 @@
 //!   [-- BENCH-OPTIONS]` builds `omniq-bench` in release mode and runs it: a table of
 //!   figures against their targets, and a JSON report (default `target/bench/report.json`).
 //!   It is long, so `ci` does not run it.
+//! - `cargo xtask chaos [--backend NAME|all] [--scenario NAME|all] [--tasks N] [--small]
+//!   [--report FILE]` runs the failure harness (`crates/omniq-chaos`) and prints, per
+//!   backend and scenario, tasks, faults injected, lost, double runs under a live lease
+//!   and panics; it fails unless the last three are all 0.
 //! - `cargo xtask ci` runs what CI runs, stopping at the first failure.
 //!
 //! With no arguments it prints help.
@@ -73,7 +77,29 @@ enum Task {
         #[arg(last = true, value_name = "BENCH-OPTIONS")]
         extra: Vec<String>,
     },
-    /// Run CI locally: tests, the quickstart, the conformance suite with services required, clippy
+    /// Run the failure harness (killed workers, restarted servers, injected storage
+    /// faults, hangs, bad data, skewed clocks, load) on real worker processes and real
+    /// servers; fails unless lost, double runs and panics are all 0.
+    Chaos {
+        /// file, sqlite, postgres, redis (comma-separated) or all.
+        #[arg(long, default_value = "all")]
+        backend: String,
+        /// worker-kills, server-restarts, storage-faults, hang, bad-data, clock-skew, load
+        /// (comma-separated) or all.
+        #[arg(long, default_value = "all")]
+        scenario: String,
+        /// Tasks of the worker-kill scenario.
+        #[arg(long, default_value_t = 10_000)]
+        tasks: u64,
+        /// The CI-sized variant of every scenario.
+        #[arg(long)]
+        small: bool,
+        /// Also write the report (Markdown, or JSON for a .json name).
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
+    },
+    /// Run CI locally: tests, the quickstart, the conformance suite with services required,
+    /// the failure harness's small variant, clippy
     /// with warnings denied, and rustfmt --check; stops at the first failure.
     Ci,
 }
@@ -151,6 +177,13 @@ fn main() -> ExitCode {
             report,
             extra,
         } => bench(&root, &backend, tasks, report, &extra),
+        Task::Chaos {
+            backend,
+            scenario,
+            tasks,
+            small,
+            report,
+        } => chaos(&root, &backend, &scenario, tasks, small, report.as_deref()),
         Task::Ci => ci(&root),
     };
     match result {
@@ -323,6 +356,50 @@ fn bench(
     }
 }
 
+/// Runs `cargo run -p omniq-chaos -- run …` in the workspace root.
+fn chaos(
+    root: &Path,
+    backend: &str,
+    scenario: &str,
+    tasks: u64,
+    small: bool,
+    report: Option<&Path>,
+) -> Result<(), String> {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(root).args([
+        "run",
+        "--quiet",
+        "-p",
+        "omniq-chaos",
+        "--",
+        "run",
+        "--backend",
+        backend,
+        "--scenario",
+        scenario,
+        "--tasks",
+        &tasks.to_string(),
+    ]);
+    if small {
+        cmd.arg("--small");
+    }
+    if let Some(r) = report {
+        let r = if r.is_absolute() {
+            r.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| format!("cannot read the current directory: {e}"))?
+                .join(r)
+        };
+        cmd.arg("--report").arg(r);
+    }
+    if run(&mut cmd)? {
+        Ok(())
+    } else {
+        Err("chaos failed (see the table above)".into())
+    }
+}
+
 fn ci(root: &Path) -> Result<(), String> {
     step("tests", root, &["test", "--workspace"])?;
     // The README's first command must keep working on a fresh machine.
@@ -336,6 +413,10 @@ fn ci(root: &Path) -> Result<(), String> {
     );
     conformance(root, "all", None, true, None)
         .map_err(|e| format!("ci failed at step conformance: {e}"))?;
+    // The failure harness, CI-sized (about three minutes for every backend).
+    println!("xtask: ci: chaos: cargo xtask chaos --backend all --small");
+    chaos(root, "all", "all", 10_000, true, None)
+        .map_err(|e| format!("ci failed at step chaos: {e}"))?;
     step(
         "clippy",
         root,

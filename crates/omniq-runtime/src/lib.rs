@@ -47,7 +47,10 @@ pub use duration::IntoDuration;
 pub use error::{Error, Result};
 pub use handler::{BoxError, HandlerError, TaskCtx, TaskFn, TaskHandler, TaskType};
 pub use outcome::{TaskOutcome, TypedTaskId};
-pub use queue::{AsyncTaskQueue, EnqueueBuilder, QueueDefaults, TaskSpec, TypedEnqueueBuilder};
+pub use queue::{
+    AsyncTaskQueue, DEFAULT_QUEUE_STORAGE_TIMEOUT, EnqueueBuilder, QueueDefaults, TaskSpec,
+    TypedEnqueueBuilder,
+};
 pub use settings::{Backend, Settings, is_object_store_url};
 pub use worker::{
     AsyncWorkerPool, DEFAULT_MAX_PAYLOAD_BYTES, LEGACY_STORAGE_WARNING, MAX_CONCURRENCY,

@@ -40,6 +40,9 @@ impl Default for QueueDefaults {
     }
 }
 
+/// The default deadline of each storage call of an [`AsyncTaskQueue`]: 30 s.
+pub const DEFAULT_QUEUE_STORAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The client side of OmniQ: enqueue tasks and read their state and results.
 ///
 /// Cheap to clone; clones share the storage.
@@ -65,6 +68,7 @@ pub struct AsyncTaskQueue {
     pub(crate) format: Format,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) defaults: Arc<QueueDefaults>,
+    pub(crate) storage_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for AsyncTaskQueue {
@@ -84,6 +88,44 @@ impl AsyncTaskQueue {
             format: Format::default(),
             clock: Arc::new(SystemClock),
             defaults: Arc::new(QueueDefaults::default()),
+            storage_timeout: DEFAULT_QUEUE_STORAGE_TIMEOUT,
+        }
+    }
+
+    /// The longest one storage call of this queue (enqueue, get, cancel, list, …) may
+    /// take before it fails with a temporary `Unavailable` error naming the operation, so
+    /// a hung backend cannot block a producer for good. Default 30 s; zero means no
+    /// deadline. (A call given up on may still be applied later.)
+    pub fn with_storage_timeout(mut self, d: impl IntoDuration) -> Self {
+        self.storage_timeout = d.into_std();
+        self
+    }
+
+    /// The deadline of each storage call (see [`AsyncTaskQueue::with_storage_timeout`]).
+    pub fn storage_timeout(&self) -> std::time::Duration {
+        self.storage_timeout
+    }
+
+    /// One storage call under the deadline.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = std::result::Result<T, StorageError>>,
+    ) -> std::result::Result<T, StorageError> {
+        if self.storage_timeout.is_zero() {
+            return fut.await;
+        }
+        match tokio::time::timeout(self.storage_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(StorageError::new(
+                omniq_core::StorageErrorKind::Unavailable,
+                self.storage.backend_name(),
+                format!(
+                    "no answer within {:?} (storage_timeout)",
+                    self.storage_timeout
+                ),
+            )
+            .with_operation(op)),
         }
     }
 
@@ -231,7 +273,7 @@ impl AsyncTaskQueue {
                 .iter()
                 .map(|t| (t.id, t.func_path.clone(), t.queue.clone()))
                 .collect();
-            let res = match self.storage.enqueue(batch).await {
+            let res = match self.call("enqueue", self.storage.enqueue(batch)).await {
                 Ok(res) => res,
                 Err(e) => {
                     crate::metrics::storage_error("enqueue", e.kind().as_str());
@@ -283,14 +325,14 @@ impl AsyncTaskQueue {
 
     /// The task, or None.
     pub async fn get_task(&self, id: &TaskId) -> Result<Option<Task>> {
-        Ok(self.storage.get_task(id).await?)
+        Ok(self.call("get_task", self.storage.get_task(id)).await?)
     }
 
     /// The latest finished run's result, or None. Never returns the failure of a run
     /// that will be retried (those are not stored as results).
     pub async fn get_result(&self, id: &TaskId) -> Result<Option<TaskOutcome>> {
-        let result = match self.storage.get_task(id).await? {
-            None => self.storage.get_result(id).await?,
+        let result = match self.call("get_task", self.storage.get_task(id)).await? {
+            None => self.call("get_result", self.storage.get_result(id)).await?,
             Some(task) => self.settled_result(&task).await?,
         };
         Ok(result.map(|r| TaskOutcome::new(r, self.format)))
@@ -302,7 +344,9 @@ impl AsyncTaskQueue {
             return Ok(None);
         }
         // A recurring task's latest run is its result; a one-off's only once it finished.
-        let res = self.storage.get_result(&task.id).await?;
+        let res = self
+            .call("get_result", self.storage.get_result(&task.id))
+            .await?;
         if res.is_none() && task.status.is_finished() {
             // Finished without a stored result (purged, expired, or cancelled before it
             // ever ran on a backend that stores none): report the task's own outcome.
@@ -391,8 +435,8 @@ impl AsyncTaskQueue {
     /// The settled result, None while the task is still on its way, NotFound when neither
     /// the task nor a result exists.
     async fn check_result(&self, id: &TaskId) -> Result<Option<TaskResult>> {
-        match self.storage.get_task(id).await? {
-            None => match self.storage.get_result(id).await? {
+        match self.call("get_task", self.storage.get_task(id)).await? {
+            None => match self.call("get_result", self.storage.get_result(id)).await? {
                 Some(r) => Ok(Some(r)),
                 None => Err(Error::Storage(
                     StorageError::not_found(
@@ -408,29 +452,35 @@ impl AsyncTaskQueue {
 
     /// Cancel a task (Pending → Cancelled; Running → its worker stops it).
     pub async fn cancel(&self, id: &TaskId) -> Result<CancelOutcome> {
-        let outcome = self.storage.cancel(id, self.clock.now()).await?;
+        let outcome = self
+            .call("cancel", self.storage.cancel(id, self.clock.now()))
+            .await?;
         tracing::info!(target: "omniq::queue", task_id = %id, operation = "cancel", correlation_id = %id, "Task cancel: {id} -> {outcome:?}");
         Ok(outcome)
     }
 
     /// One page of tasks.
     pub async fn list(&self, filter: TaskFilter) -> Result<Page<Task>> {
-        Ok(self.storage.list_tasks(filter).await?)
+        Ok(self
+            .call("list_tasks", self.storage.list_tasks(filter))
+            .await?)
     }
 
     /// Counts by status, for one queue or all.
     pub async fn counts(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>> {
-        Ok(self.storage.counts(queue).await?)
+        Ok(self.call("counts", self.storage.counts(queue)).await?)
     }
 
     /// Move a task to `eta` (Failed tasks are retried by hand this way).
     pub async fn reschedule(&self, id: &TaskId, eta: OffsetDateTime) -> Result<()> {
-        self.storage
-            .reschedule(id, eta, self.clock.now())
-            .await
-            .inspect_err(|e| {
-                events::log_storage_error("reschedule", e);
-            })?;
+        self.call(
+            "reschedule",
+            self.storage.reschedule(id, eta, self.clock.now()),
+        )
+        .await
+        .inspect_err(|e| {
+            events::log_storage_error("reschedule", e);
+        })?;
         tracing::info!(target: "omniq::queue", task_id = %id, operation = "reschedule", correlation_id = %id, eta = %eta, "Task rescheduled: {id} at {eta}");
         Ok(())
     }

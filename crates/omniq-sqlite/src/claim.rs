@@ -148,10 +148,39 @@ impl SqliteStorage {
             q = q.bind(*queue);
         }
         let rows = q.fetch_all(&mut *tx).await?;
-        let mut claimed = rows
-            .iter()
-            .map(|r| convert::task_from_row(r, format))
-            .collect::<Result<Vec<TaskRow>>>()?;
+        let mut claimed: Vec<TaskRow> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match convert::task_from_row(row, format) {
+                Ok(r) => claimed.push(r),
+                // A row that cannot be read back (tampered with) must not fail every
+                // claim of its queue: it fails at once, with a decode error saying why.
+                Err(e @ (Error::Corrupt(_) | Error::Codec(_)))
+                | Err(e @ Error::Sqlx(sqlx::Error::ColumnDecode { .. })) => {
+                    let id: String = row.try_get(0)?;
+                    tracing::error!(target: "omniq::storage", backend = "sqlite", task_id = %id, "claimed task cannot be read, failing it: {e}");
+                    let error = omniq_core::TaskError::new(
+                        omniq_core::ErrorType::Decode,
+                        format!("the stored task cannot be read: {e}"),
+                    )
+                    .with_retryable(false);
+                    let error = encode_error(format, &error)?;
+                    sqlx::query(&self.inner.sql.unreadable_result)
+                        .bind(id.as_str())
+                        .bind(&error)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(&self.inner.sql.unreadable_task)
+                        .bind(id.as_str())
+                        .bind(&error)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    finished.push(id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
         tx.commit().await?;
 
         for id in finished {

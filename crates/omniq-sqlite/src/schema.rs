@@ -195,6 +195,9 @@ pub(crate) struct Sql {
     pub(crate) status_of: String,
     pub(crate) cancel_task: String,
     pub(crate) cancel_result: String,
+    /// A claimed row that cannot be decoded: its result, then the row itself, failed.
+    pub(crate) unreadable_result: String,
+    pub(crate) unreadable_task: String,
     pub(crate) request_cancel: String,
     pub(crate) reschedule: String,
     pub(crate) lease_expired: String,
@@ -356,6 +359,15 @@ impl Sql {
                 "INSERT OR REPLACE INTO {r} ({RESULT_COLUMNS}) \
                  SELECT id, 'cancelled', NULL, error, ?2, attempts, last_attempt_at \
                  FROM {t} WHERE id = ?1"
+            ),
+            unreadable_result: format!(
+                "INSERT OR REPLACE INTO {r} ({RESULT_COLUMNS}) \
+                 SELECT id, 'failed', NULL, ?2, ?3, MAX(attempts, 0), last_attempt_at \
+                 FROM {t} WHERE id = ?1"
+            ),
+            unreadable_task: format!(
+                "UPDATE {t} SET status = 'failed', lease_until = NULL, error = ?2, \
+                 updated_at = ?3 WHERE id = ?1"
             ),
             request_cancel: format!(
                 "UPDATE {t} SET cancel_requested = 1, updated_at = ?2 WHERE id = ?1"

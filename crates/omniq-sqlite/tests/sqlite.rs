@@ -512,6 +512,73 @@ async fn a_corrupt_stored_error_does_not_block_claims() {
     assert_eq!(ids, vec![first, second], "both claimed, priority first");
 }
 
+/// S4: a row that cannot be decoded at all (an id that is not a UUID, a timestamp out
+/// of range, a negative attempt count) used to fail every claim of its queue, so nothing
+/// behind it ever ran. Now the claim fails each unreadable row with a `decode` error and
+/// returns the others.
+#[tokio::test]
+async fn an_undecodable_row_fails_alone_and_does_not_block_claims() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("garbage.db");
+    let s = SqliteStorage::open(&path).await.expect("open");
+    let t0 = now();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let mut t = task("default", t0);
+        t.priority = 10 - i;
+        ids.push(s.enqueue_one(t).await.expect("enqueue").id);
+    }
+    let mut conn = raw_connection(&path).await;
+    for (sql, id) in [
+        (
+            r#"UPDATE "omniq_tasks" SET id = 'not-a-uuid' WHERE id = ?1"#,
+            ids[0],
+        ),
+        (
+            r#"UPDATE "omniq_tasks" SET created_at = 9223372036854775807 WHERE id = ?1"#,
+            ids[2],
+        ),
+        (
+            r#"UPDATE "omniq_tasks" SET attempts = -7 WHERE id = ?1"#,
+            ids[4],
+        ),
+    ] {
+        sqlx::query(sql)
+            .bind(id.to_string())
+            .execute(&mut conn)
+            .await
+            .expect("corrupt the row");
+    }
+    let claimed = claim(&s, "default", 10, t0).await;
+    let got: Vec<TaskId> = claimed.iter().map(|c| c.task.id).collect();
+    assert_eq!(
+        got,
+        vec![ids[1], ids[3], ids[5]],
+        "the readable rows, in order"
+    );
+    // The unreadable ones are Failed with the reason, not Running or Pending.
+    let rows: Vec<(String, String, Option<Vec<u8>>)> = sqlx::query_as(
+        r#"SELECT id, status, error FROM "omniq_tasks" WHERE id IN ('not-a-uuid', ?1, ?2)"#,
+    )
+    .bind(ids[2].to_string())
+    .bind(ids[4].to_string())
+    .fetch_all(&mut conn)
+    .await
+    .expect("read back");
+    assert_eq!(rows.len(), 3);
+    for (id, status, error) in rows {
+        assert_eq!(status, "failed", "{id}");
+        let e: omniq_core::TaskError = omniq_core::Format::MessagePack
+            .decode(&error.expect("an error"))
+            .expect("decodes");
+        assert_eq!(e.error_type, ErrorType::Decode, "{id}");
+        assert!(e.message.contains("cannot be read"), "{}", e.message);
+        assert!(!e.is_retryable);
+    }
+    // Nothing is left to claim, and a second claim does not trip over them again.
+    assert!(claim(&s, "default", 10, t0).await.is_empty());
+}
+
 /// A stored error written with the other serializer (the app switched
 /// OMNIQ_SERIALIZER) still decodes.
 #[tokio::test]

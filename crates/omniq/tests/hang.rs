@@ -176,3 +176,102 @@ async fn a_hung_backend_neither_stalls_stop_nor_the_pool_for_good() {
     assert_eq!(out.status, TaskStatus::Success);
     pool.stop(Duration::from_secs(5)).await.expect("stop");
 }
+
+/// Outcomes waiting to be stored when the backend hangs: `stop` must not retry them for
+/// a whole lease (30 s by default); it returns within `max(timeout, storage_timeout)`
+/// plus one `storage_timeout`, and the tasks are redelivered afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_with_outcomes_to_flush_on_a_hung_backend_is_bounded() {
+    let hang = Arc::new(Hang {
+        inner: SqliteStorage::in_memory().await.expect("sqlite"),
+        hung: AtomicBool::new(false),
+    });
+    let queue = AsyncTaskQueue::new(Arc::clone(&hang) as Arc<dyn Storage>);
+    let started = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut pool = AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .concurrency(4)
+        .poll_interval(Duration::from_millis(20))
+        .storage_timeout(Duration::from_millis(300))
+        .build()
+        .expect("pool");
+    let signal = Arc::clone(&started);
+    pool.register("slow", move |x: u32| {
+        let signal = Arc::clone(&signal);
+        async move {
+            signal.add_permits(1);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, HandlerError>(x)
+        }
+    });
+    pool.start().expect("start");
+    let mut ids = Vec::new();
+    for i in 0..4u32 {
+        ids.push(queue.enqueue("slow", &i).await.expect("enqueue"));
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(10), started.acquire_many(4))
+        .await
+        .expect("all four runs started");
+    // The runs finish while the backend hangs: their outcomes cannot be stored.
+    hang.hung.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stopping = Instant::now();
+    pool.stop(Duration::from_millis(100)).await.expect("stop");
+    let took = stopping.elapsed();
+    // Bound: max(0.1, 0.3) + 0.3 s, and a quarter second of grace; the old behaviour
+    // retried the flush for the whole 30 s lease.
+    assert!(took < Duration::from_secs(3), "stop took {took:?}");
+
+    // The backend answers again: the tasks are still there and finish (their runs'
+    // outcomes were lost, so they run again after the lease or are already stored).
+    hang.hung.store(false, Ordering::SeqCst);
+    let task = hang
+        .inner
+        .get_task(&ids[0])
+        .await
+        .expect("get")
+        .expect("exists");
+    assert!(
+        matches!(task.status, TaskStatus::Running | TaskStatus::Success),
+        "{:?}",
+        task.status
+    );
+}
+
+/// The queue's own calls have a deadline too: an enqueue, a read or a cancel on a hung
+/// backend fails with a temporary error naming the operation instead of blocking the
+/// producer for good, and works again once the backend answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_calls_on_a_hung_backend_end_at_the_storage_timeout() {
+    let hang = Arc::new(Hang {
+        inner: SqliteStorage::in_memory().await.expect("sqlite"),
+        hung: AtomicBool::new(false),
+    });
+    let queue = AsyncTaskQueue::new(Arc::clone(&hang) as Arc<dyn Storage>)
+        .with_storage_timeout(Duration::from_millis(200));
+    assert_eq!(queue.storage_timeout(), Duration::from_millis(200));
+    let id = queue.enqueue("work", &1u32).await.expect("enqueue");
+    hang.hung.store(true, Ordering::SeqCst);
+    let t = Instant::now();
+    let e = queue
+        .enqueue("work", &2u32)
+        .await
+        .expect_err("hung enqueue fails");
+    let omniq::Error::Storage(se) = &e else {
+        panic!("not a storage error: {e}")
+    };
+    assert_eq!(se.kind(), omniq::StorageErrorKind::Unavailable, "{se}");
+    assert_eq!(se.operation(), Some("enqueue"));
+    assert!(se.is_temporary());
+    for (op, r) in [
+        ("get_task", queue.get_task(&id).await.map(|_| ())),
+        ("cancel", queue.cancel(&id).await.map(|_| ())),
+        ("counts", queue.counts(None).await.map(|_| ())),
+    ] {
+        let e = r.expect_err(op);
+        assert!(e.to_string().contains("storage_timeout"), "{op}: {e}");
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    hang.hung.store(false, Ordering::SeqCst);
+    assert!(queue.get_task(&id).await.expect("answers again").is_some());
+}

@@ -380,6 +380,9 @@ impl AsyncWorkerPool {
     /// let running handlers finish for up to `timeout` (then abort them and hand their
     /// tasks back), flush every outcome, then stop heartbeats.
     ///
+    /// It returns within `max(timeout, storage_timeout)` plus one `storage_timeout`
+    /// even if the backend hangs (see [`WorkerPoolBuilder::storage_timeout`]).
+    ///
     /// The shutdown runs in its own task: if the caller stops waiting (its future is
     /// dropped), the shutdown still completes.
     pub async fn stop(&self, timeout: impl IntoDuration) -> Result<StopReport> {

@@ -208,8 +208,9 @@ impl WorkerPoolBuilder {
     }
     /// The longest one storage call (claim, heartbeat, complete, …) may take before the
     /// pool treats it as a temporary failure and backs off: a hung backend cannot stall
-    /// the pool, and `stop` returns within its timeout plus at most this for the final
-    /// flush. Default 10 s; must be positive. (A call given up on may still commit
+    /// the pool, and `stop(timeout)` returns within `max(timeout, storage_timeout)` plus
+    /// one more `storage_timeout` for the final flush and hand-back (what that cuts short
+    /// is redelivered after its lease). Default 10 s; must be positive. (A call given up on may still commit
     /// later; fencing keeps that harmless, and claimed tasks come back after their lease.)
     pub fn storage_timeout(mut self, d: impl IntoDuration) -> Self {
         self.opts.storage_timeout = d.into_std();

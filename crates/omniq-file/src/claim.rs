@@ -18,7 +18,8 @@ use crate::schema::{
 use crate::storage::{FileStorage, distinct_queues, validate_queue};
 use object_store::path::Path;
 use omniq_core::{
-    ClaimRequest, Claimed, Enqueued, Lease, LeaseToken, Task, TaskId, TaskStatus, Wake,
+    ClaimRequest, Claimed, Enqueued, ErrorType, Lease, LeaseToken, Payload, Task, TaskError,
+    TaskId, TaskResult, TaskStatus, Wake,
 };
 use std::collections::{BTreeMap, HashMap};
 use time::OffsetDateTime;
@@ -297,9 +298,13 @@ impl FileStorage {
                     break;
                 }
                 let line = (name.id, name.version);
-                match self.redeliver(&name, &req).await? {
+                match self.redeliver(&name, queue, &req).await? {
                     Redelivery::Claimed(c) => claimed.push((None, *c)),
                     Redelivery::Cancelled(id) => finished.push(id),
+                    Redelivery::Failed(id) => {
+                        finished.push(id);
+                        self.line_dead(&path, line).await?
+                    }
                     Redelivery::Stale | Redelivery::Corrupt => self.line_dead(&path, line).await?,
                     Redelivery::Missing => {
                         // Pruned after the task moved on, or its writer is still at it
@@ -380,10 +385,15 @@ impl FileStorage {
                             missing.push((queue, key, entry));
                         }
                     }
-                    // A corrupt record cannot be run (nor failed: its task cannot be
-                    // decoded); it must not stop every other claim either.
+                    // A corrupt record cannot be run; it must not stop every other
+                    // claim either: its task fails alone, with a decode error.
                     Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => {
-                        tracing::warn!(task_id = %key.name.id, error = %e, "skipping a corrupt task record");
+                        if self
+                            .fail_unreadable(&key.name.id, &queue, key.name.version, req.now, &e)
+                            .await?
+                        {
+                            finished.push(key.name.id);
+                        }
                         stale.push((entry.path, (key.name.id, key.name.version)));
                     }
                     Err(e) => return Err(e),
@@ -466,13 +476,26 @@ impl FileStorage {
 
     /// Redelivers the task of an expired lease entry (or ends it Cancelled when its
     /// cancellation was requested).
-    async fn redeliver(&self, name: &LeaseName, req: &ClaimRequest) -> Result<Redelivery> {
+    async fn redeliver(
+        &self,
+        name: &LeaseName,
+        queue: &str,
+        req: &ClaimRequest,
+    ) -> Result<Redelivery> {
         let record = match self.read_version(&name.id, name.version).await {
             Ok(Some(record)) => record,
             Ok(None) => return Ok(Redelivery::Missing),
             Err(e) if e.kind() == omniq_core::StorageErrorKind::Serialization => {
-                tracing::warn!(task_id = %name.id, error = %e, "skipping a corrupt task record");
-                return Ok(Redelivery::Corrupt);
+                return Ok(
+                    if self
+                        .fail_unreadable(&name.id, queue, name.version, req.now, &e)
+                        .await?
+                    {
+                        Redelivery::Failed(name.id)
+                    } else {
+                        Redelivery::Corrupt
+                    },
+                );
             }
             Err(e) => return Err(e),
         };
@@ -498,6 +521,55 @@ impl FileStorage {
             Some(c) => Redelivery::Claimed(Box::new(c)),
             None => Redelivery::Stale,
         })
+    }
+
+    /// A task whose record `version` cannot be decoded: its next version is written, by
+    /// the usual conditional create (so of racing writers one wins), as a minimal
+    /// Failed record — id and queue from the key and index paths, a non-retryable
+    /// decode error and a Failed result — so the task ends alone, readable, and its
+    /// queue goes on. False when another writer moved the task on first.
+    async fn fail_unreadable(
+        &self,
+        id: &TaskId,
+        queue: &str,
+        version: u64,
+        now: OffsetDateTime,
+        why: &Error,
+    ) -> Result<bool> {
+        tracing::error!(target: "omniq::storage", backend = "file", task_id = %id, version, "claimed task cannot be read, failing it: {why}");
+        let error = TaskError::new(
+            ErrorType::Decode,
+            format!("the stored task cannot be read: {why}"),
+        )
+        .with_retryable(false);
+        let mut task = Task::new("", Payload(Vec::new()));
+        task.id = *id;
+        task.queue = queue.to_string();
+        task.status = TaskStatus::Failed;
+        task.created_at = now;
+        task.updated_at = now;
+        task.error = Some(error.clone());
+        let record = Record {
+            result: Some(TaskResult {
+                task_id: *id,
+                status: TaskStatus::Failed,
+                result: None,
+                error: Some(error),
+                finished_at: now,
+                attempts: 0,
+                last_attempt_at: None,
+            }),
+            task,
+            lease: None,
+            cancel: false,
+            seq: 0,
+            batch: None,
+            nonce: None,
+            index: None,
+        };
+        let (created, _) = self.write_versions(&[(record, version + 1)]).await?;
+        self.inner.held.forget(id);
+        Ok(created.first().copied().unwrap_or(false))
     }
 
     /// Live lines of `queue`'s lease files that expired at `now_us`, earliest first,
@@ -710,7 +782,9 @@ enum Redelivery {
     Stale,
     /// The entry's record version does not exist (yet).
     Missing,
-    /// The record cannot be decoded; skipped.
+    /// The record cannot be decoded: its task was failed with a decode error.
+    Failed(TaskId),
+    /// The record cannot be decoded and another writer moved the task on first.
     Corrupt,
 }
 

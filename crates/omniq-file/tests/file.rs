@@ -313,35 +313,79 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// S4: a record version that no longer decodes fails its task alone (Failed, with a
+/// decode error, readable by `get_task` and `get_result`); its neighbours run on.
 #[tokio::test]
-async fn corrupt_record_is_a_serialization_error_and_claims_go_on() {
+async fn corrupt_record_fails_its_task_alone_and_claims_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let s = FileStorage::open(dir.path()).await.unwrap();
-    let mut all = tasks(2, "default");
-    all[1].created_at = all[0].created_at + Duration::seconds(1);
-    let (bad, good) = (all[0].id, all[1].id);
+    let mut all = tasks(4, "default");
+    for (i, t) in all.iter_mut().enumerate() {
+        t.created_at += Duration::milliseconds(i as i64);
+    }
+    let ids: Vec<TaskId> = all.iter().map(|t| t.id).collect();
     enqueue_all(&s, all).await;
-    let record = dir
-        .path()
-        .join("omniq/t")
-        .join(bad.to_string())
-        .join("0000000001");
-    std::fs::write(&record, b"\xc1 not msgpack").unwrap();
-    let e = s.get_task(&bad).await.unwrap_err();
+    let version = |id: &TaskId, v: &str| dir.path().join("omniq/t").join(id.to_string()).join(v);
+    // A pending record (garbage), and one that is valid JSON but not a record.
+    std::fs::write(version(&ids[0], "0000000001"), b"\xc1 not msgpack").unwrap();
+    std::fs::write(version(&ids[2], "0000000001"), b"{\"id\": 42}").unwrap();
+    let e = s.get_task(&ids[0]).await.unwrap_err();
     assert_eq!(e.kind(), StorageErrorKind::Serialization);
+    let t0 = now() + Duration::seconds(5);
+    let req = |at: OffsetDateTime| ClaimRequest {
+        queues: vec!["default".into()],
+        limit: 10,
+        now: at,
+        lease: Duration::seconds(30),
+    };
     let claimed = s
-        .claim(ClaimRequest {
-            queues: vec!["default".into()],
-            limit: 10,
-            now: now() + Duration::seconds(5),
-            lease: Duration::seconds(30),
-        })
+        .claim(req(t0))
         .await
         .expect("a corrupt record never stops claims");
-    let ids: Vec<TaskId> = claimed.iter().map(|c| c.task.id).collect();
-    assert_eq!(ids, vec![good]);
+    let got: Vec<TaskId> = claimed.iter().map(|c| c.task.id).collect();
+    assert_eq!(got, vec![ids[1], ids[3]], "the good neighbours are claimed");
+    for bad in [ids[0], ids[2]] {
+        let t = s
+            .get_task(&bad)
+            .await
+            .unwrap()
+            .expect("the failed task is readable");
+        assert_eq!(
+            (t.status, t.queue.as_str()),
+            (TaskStatus::Failed, "default")
+        );
+        let e = t.error.expect("its error");
+        assert_eq!(e.error_type, omniq_core::ErrorType::Decode, "{e:?}");
+        assert!(!e.is_retryable);
+        let r = s.get_result(&bad).await.unwrap().expect("a result");
+        assert_eq!(r.status, TaskStatus::Failed);
+        assert_eq!(
+            r.error.map(|e| e.error_type),
+            Some(omniq_core::ErrorType::Decode)
+        );
+    }
+    // A Running record corrupted under its lease: failed when the lease expires.
+    std::fs::write(version(&ids[1], "0000000002"), b"").unwrap();
+    s.complete(vec![Completion {
+        lease: claimed[1].lease_ref(),
+        result: None,
+        now: t0,
+        next_run: None,
+    }])
+    .await
+    .unwrap();
+    let again = s.claim(req(t0 + Duration::seconds(60))).await.unwrap();
+    assert!(again.is_empty(), "nothing left to run: {again:?}");
+    let t = s.get_task(&ids[1]).await.unwrap().expect("readable");
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert_eq!(
+        t.error.map(|e| e.error_type),
+        Some(omniq_core::ErrorType::Decode)
+    );
+    let t = s.get_task(&ids[3]).await.unwrap().expect("the neighbour");
+    assert_eq!(t.status, TaskStatus::Success);
     let page = s.list_tasks(TaskFilter::default()).await.unwrap();
-    assert_eq!(page.items.len(), 1, "listing skips the corrupt record");
+    assert_eq!(page.items.len(), 4, "every task lists again");
 }
 
 #[tokio::test]

@@ -323,13 +323,23 @@ impl RedisStorage {
         limit: usize,
         peek: bool,
     ) -> Result<ClaimReply> {
-        let mut args = self.common_args(6 + queues.len());
+        // What a task whose stored state does not parse fails with (the script fails
+        // it alone, so it blocks nothing).
+        let broken = self.format().encode(
+            &TaskError::new(
+                ErrorType::Decode,
+                "the stored state of the task cannot be read",
+            )
+            .with_retryable(false),
+        )?;
+        let mut args = self.common_args(7 + queues.len());
         args.extend([
             us_arg(now),
             us_arg(until),
             arg(limit.to_string()),
             arg(PROMOTE.to_string()),
             arg(if peek { "peek" } else { "claim" }),
+            bytes(&broken),
             arg(queues.len().to_string()),
         ]);
         args.extend(queues.iter().map(|q| arg(*q)));

@@ -368,6 +368,72 @@ async fn a_corrupt_record_fails_its_task_and_the_queue_goes_on() {
     s.close().await.expect("close");
 }
 
+/// S4: a task whose state field `m` does not parse (garbage, or fields that do not read
+/// back) fails alone with a decode error, readable afterwards; its neighbours run.
+#[tokio::test]
+async fn a_corrupt_state_fails_its_task_and_the_queue_goes_on() {
+    let url = redis_url();
+    let ns = unique_namespace("corrupt-m");
+    let _cleanup = Cleanup(url.clone(), ns.clone());
+    let s = storage(&url, &ns).await;
+    let t0 = now();
+    let mut all: Vec<Task> = (0..4).map(|_| task("q", t0)).collect();
+    for (i, t) in all.iter_mut().enumerate() {
+        t.priority = -(i as i32);
+    }
+    let ids: Vec<TaskId> = all.iter().map(|t| t.id).collect();
+    s.enqueue(all).await.expect("enqueue");
+    let raw = Builder::from_config(Config::from_url(&url).expect("url"))
+        .build()
+        .expect("client");
+    raw.init().await.expect("connect");
+    for (id, m) in [
+        (ids[0], "\u{c1}garbage"),
+        (ids[2], "pending|0|x|0|||||0|0|"),
+    ] {
+        let _: () = raw
+            .hset(format!("omniq:{{{ns}:q}}:t:{id}"), ("m", m))
+            .await
+            .expect("corrupt the state");
+    }
+    let got = s
+        .claim(claim_req(&["q"], 10, t0))
+        .await
+        .expect("claim goes on");
+    let claimed: Vec<TaskId> = got.iter().map(|c| c.task.id).collect();
+    assert_eq!(
+        claimed,
+        vec![ids[1], ids[3]],
+        "only the good tasks are claimed"
+    );
+    for bad in [ids[0], ids[2]] {
+        let t = s
+            .get_task(&bad)
+            .await
+            .expect("readable again")
+            .expect("still there");
+        assert_eq!(t.status, TaskStatus::Failed);
+        assert_eq!(
+            t.error.map(|e| e.error_type),
+            Some(omniq_core::ErrorType::Decode)
+        );
+        let r = s
+            .get_result(&bad)
+            .await
+            .expect("get_result")
+            .expect("a result");
+        assert_eq!(r.status, TaskStatus::Failed);
+        assert_eq!(
+            r.error.map(|e| e.error_type),
+            Some(omniq_core::ErrorType::Decode)
+        );
+    }
+    let counts = s.claim(claim_req(&["q"], 10, t0)).await.expect("claim");
+    assert!(counts.is_empty(), "the failed tasks are not claimed again");
+    let _ = raw.quit().await;
+    s.close().await.expect("close");
+}
+
 /// A backlog far past what one script call may unpack: 200k due tasks, claimed and
 /// completed in batches of 1000 without an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 -- claim: ARGV[A..] = now, until, limit, promote (max promotions / redeliveries per
--- queue), mode ('claim' | 'peek'), nq, queue names…
+-- queue), mode ('claim' | 'peek'), broken (the encoded decode error a task whose state
+-- `m` does not parse fails with), nq, queue names…
 -- Per queue: expired leases are redelivered (into the ready set) or, when their
 -- cancellation was requested, end Cancelled; due scheduled tasks are promoted into the
 -- ready set; both bounded by `promote`. Then 'claim' takes the `limit` best ready tasks
@@ -12,11 +13,37 @@ local untilv = ARGV[A + 1]
 local limit = tonumber(ARGV[A + 2])
 local pmax = tonumber(ARGV[A + 3])
 local mode = ARGV[A + 4]
-local nq = tonumber(ARGV[A + 5])
+local broken = ARGV[A + 5]
+local nq = tonumber(ARGV[A + 6])
 local nows = ts(now)
 local queues = {}
+
+-- A state whose every field reads back (see convert.rs State).
+local STATUSES = {pending = true, running = true, success = true, failed = true,
+                  cancelled = true}
+local function num(x) return string.match(x, '^%-?%d+$') ~= nil end
+local function opt(x) return x == '' or num(x) end
+local function sane(f)
+  return STATUSES[f.st] and opt(f.tk) and num(f.at) and num(f.up) and opt(f.la)
+    and opt(f.lu) and opt(f.due) and opt(f.pr) and opt(f.sq) and opt(f.eta)
+end
+
+-- A task whose state cannot be read fails alone: a fresh Failed state, a Failed result
+-- with the decode error, out of every index.
+local function fail_broken(P, id, tk, member)
+  local uk = redis.call('HGET', tk, 'uk') or ''
+  local g = {st = 'failed', tk = '0', at = '0', up = nows, la = '', lu = '', cr = '',
+             due = nows, pr = '0', sq = '0', eta = '', uk = uk, er = '', rk = member}
+  for _, st in ipairs({'pending', 'running', 'success', 'cancelled'}) do
+    zrem(P .. 's:' .. st, id)
+  end
+  store_result(P, id, 'failed', false, broken, now, '0', '')
+  finish(P, id, 'unreadable', 'failed', now, g, {'er', broken})
+  wake_fin(id)
+end
+
 for j = 1, nq do
-  local q = ARGV[A + 5 + j]
+  local q = ARGV[A + 6 + j]
   local P = NS .. q .. '}:'
   queues[j] = {q, P}
   local ex = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', nows, 'LIMIT', 0, pmax)
@@ -68,7 +95,10 @@ elseif limit > 0 then
     zrem(P .. 'ready', member)
     local v = redis.call('HMGET', tk, 'm', 'd', 'er')
     local f = v[1] and unpack_m(v[1])
-    if not f then
+    if f and not sane(f) then f = nil end
+    if not f and (v[1] or v[2]) then
+      fail_broken(P, id, tk, member)
+    elseif not f then
       -- A ready member without its record (expired or deleted): dropped.
     elseif f.cr == '1' then
       -- Flagged while its expired lease waited here: its worker is gone.

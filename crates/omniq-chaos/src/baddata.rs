@@ -1,8 +1,8 @@
 //! Scenario 5, bad data: records that do not decode (garbage written straight into the backend's
 //! table, key or file), payloads that do not match the handler's type, payloads over the
 //! worker's limit and a large valid one, among good tasks. Each bad task must end Failed
-//! with a clear error (the file backend: skipped, see below), every good one Success, and
-//! nothing may panic.
+//! with a clear error (a corrupt record: with a `decode` error), every good one Success,
+//! and nothing may panic.
 
 use crate::backend::Target;
 use crate::scenarios::{Row, Size, enqueue};
@@ -65,17 +65,18 @@ async fn corrupt(target: &Target, ids: &[TaskId]) -> Result<Vec<String>> {
                     target.namespace,
                     omniq::DEFAULT_QUEUE
                 );
-                let value: &[u8] = match i {
-                    0 => GARBAGE,
-                    1 => b"",
-                    _ => b"{\"id\": 42}",
+                // The record `d` twice, and once the state string `m`.
+                let (field, value): (&str, &[u8]) = match i {
+                    0 => ("d", GARBAGE),
+                    1 => ("d", b""),
+                    _ => ("m", b"pending|1|\xc1|garbage"),
                 };
-                let n: i64 = client.hset(&key, ("d", value)).await?;
+                let n: i64 = client.hset(&key, (field, value)).await?;
                 let exists: bool = client.exists(&key).await?;
                 if !exists || n != 0 {
                     bail!("redis: {key} was not an existing task record");
                 }
-                how.push(format!("HSET {key} d <{} bytes>", value.len()));
+                how.push(format!("HSET {key} {field} <{} bytes>", value.len()));
             }
             let _ = client.quit().await;
         }
@@ -116,10 +117,30 @@ async fn by_id(
     out
 }
 
-/// The stored status of each corrupted record, read with SQL (the model cannot read
-/// them); None where the backend stores no plain status column.
-async fn raw_statuses(target: &Target, ids: &[TaskId]) -> Result<Option<Vec<String>>> {
+/// The stored status of each corrupted record: read with SQL where the backend has a
+/// status column (the model cannot read those rows), else from the task's result,
+/// which must carry a decode error (Redis keeps the undecodable record beside it; the
+/// file backend wrote a fresh Failed version over it).
+async fn raw_statuses(
+    target: &Target,
+    storage: &Arc<dyn Storage>,
+    ids: &[TaskId],
+) -> Result<Vec<String>> {
     Ok(match target.backend {
+        Backend::Redis | Backend::File => {
+            let mut out = Vec::new();
+            for id in ids {
+                out.push(match storage.get_result(id).await {
+                    Ok(Some(r)) => match r.error.map(|e| e.error_type) {
+                        Some(omniq::ErrorType::Decode) => r.status.as_str().to_string(),
+                        other => format!("{} ({other:?} error)", r.status.as_str()),
+                    },
+                    Ok(None) => "no result".into(),
+                    Err(e) => format!("unreadable result: {e}"),
+                });
+            }
+            out
+        }
         Backend::Sqlite => {
             let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", target.location)).await?;
             let mut out = Vec::new();
@@ -139,7 +160,7 @@ async fn raw_statuses(target: &Target, ids: &[TaskId]) -> Result<Option<Vec<Stri
                 out.push(st.unwrap_or_else(|| "missing".into()));
             }
             pool.close().await;
-            Some(out)
+            out
         }
         Backend::Postgres => {
             let pool = sqlx::PgPool::connect(&target.location).await?;
@@ -155,9 +176,8 @@ async fn raw_statuses(target: &Target, ids: &[TaskId]) -> Result<Option<Vec<Stri
                 out.push(st.unwrap_or_else(|| "missing".into()));
             }
             pool.close().await;
-            Some(out)
+            out
         }
-        _ => None,
     })
 }
 
@@ -283,23 +303,17 @@ pub async fn run(target: &Target, size: Size) -> Result<Row> {
         }
         check(id, t, TaskStatus::Failed, what);
     }
-    // Corrupt records: where a status column can be read with SQL, each must be
-    // Failed (with a decode error); elsewhere the model cannot address them, and what
-    // counts is that they block nothing (every good task above finished).
-    match raw_statuses(target, &victims).await? {
-        Some(st) => {
-            let failed = st.iter().filter(|s| *s == "failed").count();
-            if failed != st.len() {
-                lost += (st.len() - failed) as u64;
-                bad_examples.push(format!("corrupt records left as {st:?}"));
-            }
-            notes.push(format!(
-                "3 corrupt records: {failed} failed with a decode error"
-            ));
-        }
-        None => notes
-            .push("3 corrupt records: unreadable, skipped by claims, the queue kept moving".into()),
+    // Corrupt records: each must be Failed with a decode error, and block nothing
+    // (every good task above finished).
+    let st = raw_statuses(target, &storage, &victims).await?;
+    let failed = st.iter().filter(|s| *s == "failed").count();
+    if failed != st.len() {
+        lost += (st.len() - failed) as u64;
+        bad_examples.push(format!("corrupt records left as {st:?}"));
     }
+    notes.push(format!(
+        "3 corrupt records: {failed} failed with a decode error"
+    ));
     notes.extend(how);
     notes.extend(bad_examples);
     let _ = storage.close().await;

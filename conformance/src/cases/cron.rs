@@ -142,6 +142,25 @@ mod imp {
             }
         }
 
+        /// A started pool (see [`Rig::pool`]).
+        fn started(&self, fail_first: usize) -> Result<AsyncWorkerPool, CaseError> {
+            let p = self.pool(fail_first)?;
+            rt(p.start(), "start")?;
+            Ok(p)
+        }
+
+        /// Enqueue `cron.job` on the series `expr` in `tz`.
+        async fn enqueue_cron(
+            &self,
+            expr: &str,
+            tz: &str,
+        ) -> Result<omniq_core::TaskId, CaseError> {
+            rt(
+                self.queue.enqueue("cron.job", &()).cron(expr, tz).await,
+                "enqueue",
+            )
+        }
+
         /// A pool that runs `cron.job`, failing the first `fail_first` runs.
         fn pool(&self, fail_first: usize) -> Result<AsyncWorkerPool, CaseError> {
             let mut p = rt(
@@ -223,15 +242,8 @@ mod imp {
         storage: Arc<dyn Storage>,
     ) -> CaseResult {
         let rig = Rig::new(storage, datetime!(2027-01-04 09:59:30 UTC));
-        let p = rig.pool(0)?;
-        rt(p.start(), "start")?;
-        let id = rt(
-            rig.queue
-                .enqueue("cron.job", &())
-                .cron("0 * * * *", "UTC")
-                .await,
-            "enqueue",
-        )?;
+        let p = rig.started(0)?;
+        let id = rig.enqueue_cron("0 * * * *", "UTC").await?;
         let first = rt(rig.queue.get_task(&id).await, "get_task")?.and_then(|t| t.schedule.eta);
         if first != Some(datetime!(2027-01-04 10:00 UTC)) {
             return Err(fail(format!("first slot: {first:?}")));
@@ -267,8 +279,7 @@ mod imp {
         )?;
         // No worker for five slots, then one starts at 15:30.
         rig.clock.set(datetime!(2027-01-04 15:30 UTC));
-        let p = rig.pool(0)?;
-        rt(p.start(), "start")?;
+        let p = rig.started(0)?;
         let next = rig
             .wait_runs(&id, 1, Some(datetime!(2027-01-04 10:00 UTC)))
             .await?;
@@ -303,15 +314,8 @@ mod imp {
             ),
         ] {
             let rig = Rig::new(Arc::clone(&storage), start);
-            let p = rig.pool(0)?;
-            rt(p.start(), "start")?;
-            let id = rt(
-                rig.queue
-                    .enqueue("cron.job", &())
-                    .cron("30 2 * * *", "Europe/Berlin")
-                    .await,
-                "enqueue",
-            )?;
+            let p = rig.started(0)?;
+            let id = rig.enqueue_cron("30 2 * * *", "Europe/Berlin").await?;
             let first = rt(rig.queue.get_task(&id).await, "get_task")?.and_then(|t| t.schedule.eta);
             if first != Some(expected[0]) {
                 return Err(fail(format!(
@@ -337,8 +341,7 @@ mod imp {
         storage: Arc<dyn Storage>,
     ) -> CaseResult {
         let rig = Rig::new(storage, datetime!(2027-01-04 09:59:30 UTC));
-        let p = rig.pool(1)?;
-        rt(p.start(), "start")?;
+        let p = rig.started(1)?;
         let id = rt(
             rig.queue
                 .enqueue("cron.job", &())
@@ -370,15 +373,8 @@ mod imp {
         storage: Arc<dyn Storage>,
     ) -> CaseResult {
         let rig = Rig::new(storage, datetime!(2027-01-04 09:59:30 UTC));
-        let p = rig.pool(0)?;
-        rt(p.start(), "start")?;
-        let id = rt(
-            rig.queue
-                .enqueue("cron.job", &())
-                .cron("0 * * * *", "UTC")
-                .await,
-            "enqueue",
-        )?;
+        let p = rig.started(0)?;
+        let id = rig.enqueue_cron("0 * * * *", "UTC").await?;
         rig.clock.set(datetime!(2027-01-04 10:00 UTC));
         let next = rig
             .wait_runs(&id, 1, Some(datetime!(2027-01-04 10:00 UTC)))

@@ -453,6 +453,12 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   (case: `claim_from_several_queues`). Duplicate queue names count once: a call
     ///   returns each task at most once, under one token (case:
     ///   `claim_with_duplicate_queue_names_returns_each_task_once`).
+    /// - A due task whose stored record no longer decodes (corrupted outside the backend)
+    ///   never fails the call and never blocks the tasks behind it: it ends Failed with a
+    ///   non-retryable [`crate::ErrorType::Decode`] TaskError and a Failed result, and the
+    ///   claim goes on with the next task. The suite cannot write garbage into your
+    ///   storage, so no case checks this; `cargo xtask chaos` does for the backends in
+    ///   this repository.
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>, StorageError>;
 
     /// The earliest instant at which a claim on `queues` could return a task: the

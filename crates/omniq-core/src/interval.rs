@@ -112,11 +112,12 @@ impl<'de> Visitor<'de> for TimedeltaVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
-        if v.is_finite() {
-            Ok(Duration::seconds_f64(v))
-        } else {
-            Err(E::custom("interval must be finite"))
+        if !v.is_finite() {
+            return Err(E::custom("interval must be finite"));
         }
+        // A stored number can be anything: out of range is an error, never a panic.
+        Duration::checked_seconds_f64(v)
+            .ok_or_else(|| E::custom(format!("interval of {v} seconds is out of range")))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Duration, A::Error> {

@@ -250,3 +250,19 @@ fn serializer(f: Format) -> &'static dyn Serializer {
         Format::Json => &JsonSerializer,
     }
 }
+
+/// A stored interval too large for a `Duration` is a decode error, never a panic (the
+/// decoder fuzzing found `1e300` seconds panicking inside `time`).
+#[test]
+fn an_out_of_range_interval_is_a_decode_error_not_a_panic() {
+    let huge = serde_json::json!({"type": "timedelta", "total_seconds": 1e300});
+    let err = omniq_core::compat::deserialize_timedelta(&huge).expect_err("out of range");
+    assert!(err.to_string().contains("out of range"), "{err}");
+
+    let mut record = serde_json::to_value(full_task()).expect("task as JSON");
+    record["schedule"]["interval"] = huge;
+    let bytes = serde_json::to_vec(&record).expect("JSON bytes");
+    assert!(JsonSerializer.decode_task(&bytes).is_err());
+    let packed = rmp_serde::to_vec_named(&record).expect("MessagePack bytes");
+    assert!(MsgPackSerializer.decode_task(&packed).is_err());
+}

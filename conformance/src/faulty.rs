@@ -16,6 +16,7 @@
 //! | [`ClaimsDuplicateQueuesTwice`] | a claim naming a queue twice returns its tasks twice | [`ClaimsDuplicateQueuesTwice::TARGETS`] |
 //! | [`MissesWakeUps`] | wakes only after enqueue and complete / fail | [`MissesWakeUps::TARGETS`] |
 //! | [`SkipsUpdatedAt`] | complete, fail, release and cancel leave `updated_at` alone | [`SkipsUpdatedAt::TARGETS`] |
+//! | [`ForgetsRuns`] | `start` answers `Ok` and records no run | [`ForgetsRuns::TARGETS`] |
 //! | [`LooseCursor`] | a full last page still carries a cursor | [`LooseCursor::TARGETS`] |
 //! | [`WrongCountsShape`] | no entry for an empty queue; emptied queues still listed | [`WrongCountsShape::TARGETS`] |
 //! | [`AcceptsInvalidNamesInReads`] | `next_due`, `list_tasks`, `counts` accept invalid queue names | [`AcceptsInvalidNamesInReads::TARGETS`] |
@@ -69,6 +70,10 @@ trait Hooks: Send + Sync + fmt::Debug + 'static {
         until: OffsetDateTime,
     ) -> Result<Vec<Outcome>, StorageError> {
         self.inner().heartbeat(leases, until).await
+    }
+
+    async fn on_start(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>, StorageError> {
+        self.inner().start(leases).await
     }
 
     async fn on_complete(&self, items: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
@@ -158,6 +163,9 @@ macro_rules! faulty_storage {
                 until: OffsetDateTime,
             ) -> Result<Vec<Outcome>, StorageError> {
                 Hooks::on_heartbeat(self, leases, until).await
+            }
+            async fn start(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>, StorageError> {
+                Hooks::on_start(self, leases).await
             }
             async fn complete(&self, items: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
                 Hooks::on_complete(self, items).await
@@ -345,6 +353,7 @@ impl IgnoresFencing {
         "reschedule_fences_running_task",
         "release_hands_back_unstarted_claim",
         "cancel_of_running_task_with_expired_lease_is_cancelled",
+        "start_counts_runs_under_the_fencing_rule",
     ];
 
     /// Wraps `inner`.
@@ -383,6 +392,10 @@ impl Hooks for IgnoresFencing {
 
     async fn on_fail(&self, items: Vec<Failure>) -> Result<Vec<Outcome>, StorageError> {
         self.inner.fail(items).await.map(lost_is_ok)
+    }
+
+    async fn on_start(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>, StorageError> {
+        self.inner.start(leases).await.map(lost_is_ok)
     }
 }
 
@@ -609,6 +622,39 @@ impl Hooks for SkipsUpdatedAt {
 }
 
 faulty_storage!(SkipsUpdatedAt);
+
+/// Breaks recorded runs: `start` answers `Ok` for every lease and records nothing, as a
+/// backend that treats it as a no-op would (the crash-loop guard then never fires).
+#[derive(Debug)]
+pub struct ForgetsRuns {
+    inner: Arc<dyn Storage>,
+}
+
+impl ForgetsRuns {
+    /// The cases that must fail against this wrapper.
+    pub const TARGETS: &'static [&'static str] = &[
+        "start_counts_runs_under_the_fencing_rule",
+        "runs_start_over_with_each_series_and_on_reschedule",
+    ];
+
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Storage>) -> Self {
+        Self { inner }
+    }
+}
+
+#[async_trait]
+impl Hooks for ForgetsRuns {
+    fn inner(&self) -> &Arc<dyn Storage> {
+        &self.inner
+    }
+
+    async fn on_start(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>, StorageError> {
+        Ok(vec![Outcome::Ok; leases.len()])
+    }
+}
+
+faulty_storage!(ForgetsRuns);
 
 /// Breaks the strict cursor: a full page always carries a cursor, also the last one
 /// (the caller then reads an empty page), as a backend that fetches exactly `limit`
@@ -857,6 +903,11 @@ pub const FAULTS: &[Fault] = &[
         name: "SkipsUpdatedAt",
         wrap: SkipsUpdatedAt::wrap,
         targets: SkipsUpdatedAt::TARGETS,
+    },
+    Fault {
+        name: "ForgetsRuns",
+        wrap: ForgetsRuns::wrap,
+        targets: ForgetsRuns::TARGETS,
     },
     Fault {
         name: "LooseCursor",

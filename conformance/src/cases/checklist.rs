@@ -175,6 +175,7 @@ async fn get_task_returns_stored_task(s: Arc<dyn Storage>) -> Result<(), CaseErr
     ensure_eq!(got.max_retries, t.max_retries, "max_retries");
     ensure_eq!(got.timeout, t.timeout, "timeout");
     ensure_eq!(got.attempts, 0, "attempts");
+    ensure_eq!(got.runs, t.runs, "runs");
     ensure_eq!(got.created_at, t.created_at, "created_at");
     ensure_eq!(got.last_attempt_at, None, "last_attempt_at");
     ensure_eq!(got.error, None, "error");

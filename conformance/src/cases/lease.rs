@@ -1,4 +1,4 @@
-//! The fenced lease writes: heartbeat, complete, fail, release; per-item outcomes.
+//! The fenced lease writes: heartbeat, start, complete, fail, release; per-item outcomes.
 //!
 //! Each case's rule is written in the `# Behavior` section of the method it checks
 //! (`crates/omniq-core/src/storage.rs`), which names the case.
@@ -111,6 +111,16 @@ pub(super) fn cases() -> Vec<Case> {
                 release_sets_updated_at,
                 "release() sets updated_at to its now, for a plain and for a flagged task",
                 ["R6", "T11"]
+            ),
+            case!(
+                start_counts_runs_under_the_fencing_rule,
+                "start() counts a run for the current lease only (stale: LeaseLost, unknown: NotFound) and changes nothing else; claim, heartbeat, release and a Retry or Defer failure keep the count",
+                ["S2", "T3"]
+            ),
+            case!(
+                runs_start_over_with_each_series_and_on_reschedule,
+                "Recorded runs go back to 0 with attempts when a recurring task moves to its next slot (complete with next_run, fail with NextRun) and on reschedule",
+                ["S2", "T4", "T5", "T7"]
             ),
             case!(
                 heartbeat_extends_an_expired_lease_not_yet_reclaimed,
@@ -910,5 +920,180 @@ async fn fail_defer_gives_back_the_attempt(s: Arc<dyn Storage>) -> Result<(), Ca
     );
     ensure_eq!(r.status, TaskStatus::Cancelled, "result status");
     ensure_eq!(r.attempts, 0, "the result's attempts");
+    Ok(())
+}
+
+/// Records one start, returning its outcome.
+async fn start_one(s: &dyn Storage, lease: LeaseRef) -> Result<Outcome, CaseError> {
+    let out = s.start(&[lease]).await.ctx("start")?;
+    ensure_eq!(out.len(), 1, "start returns one outcome per item");
+    Ok(out[0])
+}
+
+async fn start_counts_runs_under_the_fencing_rule(s: Arc<dyn Storage>) -> Result<(), CaseError> {
+    let now = base_now();
+    let mut t = task("m.f", now);
+    // Stored as given.
+    t.runs = 2;
+    let id = enqueue_one(&*s, t).await?;
+    ensure_eq!(get(&*s, id).await?.runs, 2, "runs as enqueued");
+    let first = claim_one(&*s, id, now).await?;
+    ensure_eq!(first.task.runs, 2, "the claim keeps runs (claimed task)");
+    ensure_eq!(get(&*s, id).await?.runs, 2, "the claim keeps runs");
+    let before = get(&*s, id).await?;
+    ensure_eq!(
+        start_one(&*s, first.lease_ref()).await?,
+        Outcome::Ok,
+        "start with the current token"
+    );
+    let after = get(&*s, id).await?;
+    ensure_eq!(after.runs, 3, "runs after a start");
+    let mut same = after.clone();
+    same.runs = before.runs;
+    ensure_eq!(same, before, "start changes nothing but runs");
+    // The lease is untouched: no redelivery before it ends, redelivery after.
+    claim_none(
+        &*s,
+        now + LEASE - Duration::seconds(1),
+        "the lease is still held",
+    )
+    .await?;
+    let later = now + LEASE + Duration::seconds(1);
+    let second = claim_one(&*s, id, later).await?;
+    ensure_eq!(second.task.runs, 3, "a redelivery keeps runs");
+    let missing = LeaseRef {
+        task_id: TaskId::new(),
+        token: second.lease.token,
+    };
+    ensure_eq!(
+        s.start(&[first.lease_ref(), second.lease_ref(), missing])
+            .await
+            .ctx("start")?,
+        vec![Outcome::LeaseLost, Outcome::Ok, Outcome::NotFound],
+        "start of a stale, the current and an unknown lease"
+    );
+    ensure_eq!(
+        get(&*s, id).await?.runs,
+        4,
+        "only the current lease's start counts"
+    );
+    let until = later + Duration::minutes(2);
+    ensure_eq!(
+        s.heartbeat(&[second.lease_ref()], until)
+            .await
+            .ctx("heartbeat")?,
+        vec![Outcome::Ok],
+        "heartbeat"
+    );
+    ensure_eq!(get(&*s, id).await?.runs, 4, "a heartbeat keeps runs");
+    ensure_eq!(
+        fail_with(
+            &*s,
+            second.lease_ref(),
+            FailAction::Retry { at: later },
+            later,
+            "boom"
+        )
+        .await?,
+        Outcome::Ok,
+        "fail with Retry"
+    );
+    ensure_eq!(get(&*s, id).await?.runs, 4, "a Retry keeps runs");
+    let third = claim_one(&*s, id, later).await?;
+    ensure_eq!(
+        fail_with(
+            &*s,
+            third.lease_ref(),
+            FailAction::Defer { at: later },
+            later,
+            "no handler"
+        )
+        .await?,
+        Outcome::Ok,
+        "fail with Defer"
+    );
+    ensure_eq!(get(&*s, id).await?.runs, 4, "a Defer keeps runs");
+    let fourth = claim_one(&*s, id, later).await?;
+    ensure_eq!(
+        s.release(&[fourth.lease_ref()], later)
+            .await
+            .ctx("release")?,
+        vec![Outcome::Ok],
+        "release"
+    );
+    ensure_eq!(get(&*s, id).await?.runs, 4, "a release keeps runs");
+    Ok(())
+}
+
+async fn runs_start_over_with_each_series_and_on_reschedule(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    let mut t = task("m.every", now);
+    t.schedule.interval = Some(Duration::minutes(1));
+    let id = enqueue_one(&*s, t).await?;
+
+    // complete with next_run: a new series.
+    let c = claim_one(&*s, id, now).await?;
+    ensure_eq!(start_one(&*s, c.lease_ref()).await?, Outcome::Ok, "start");
+    ensure_eq!(get(&*s, id).await?.runs, 1, "runs after a start");
+    let slot = now + Duration::minutes(1);
+    let out = s
+        .complete(vec![Completion {
+            lease: c.lease_ref(),
+            result: None,
+            now,
+            next_run: Some(slot),
+        }])
+        .await
+        .ctx("complete")?;
+    ensure_eq!(out, vec![Outcome::Ok], "complete with next_run");
+    let t = get(&*s, id).await?;
+    ensure_eq!(
+        (t.attempts, t.runs),
+        (0, 0),
+        "attempts and runs at the next slot"
+    );
+
+    // fail with NextRun: a new series too.
+    let c = claim_one(&*s, id, slot).await?;
+    ensure_eq!(start_one(&*s, c.lease_ref()).await?, Outcome::Ok, "start");
+    let next = slot + Duration::minutes(1);
+    ensure_eq!(
+        fail_with(
+            &*s,
+            c.lease_ref(),
+            FailAction::NextRun { at: next },
+            slot,
+            "gave up"
+        )
+        .await?,
+        Outcome::Ok,
+        "fail with NextRun"
+    );
+    let t = get(&*s, id).await?;
+    ensure_eq!(
+        (t.attempts, t.runs),
+        (0, 0),
+        "attempts and runs after NextRun"
+    );
+
+    // reschedule: a fresh allowance, attempts kept.
+    let c = claim_one(&*s, id, next).await?;
+    ensure_eq!(start_one(&*s, c.lease_ref()).await?, Outcome::Ok, "start");
+    ensure_eq!(
+        start_one(&*s, c.lease_ref()).await?,
+        Outcome::Ok,
+        "a second start"
+    );
+    ensure_eq!(get(&*s, id).await?.runs, 2, "runs after two starts");
+    let later = next + Duration::minutes(5);
+    s.reschedule(&id, later, next).await.ctx("reschedule")?;
+    let t = get(&*s, id).await?;
+    ensure_eq!(
+        (t.attempts, t.runs),
+        (1, 0),
+        "attempts kept and runs reset by reschedule"
+    );
     Ok(())
 }

@@ -147,6 +147,9 @@ impl Storage for Recorded {
         }
         Ok(out)
     }
+    async fn start(&self, l: &[LeaseRef]) -> Result<Vec<Outcome>, StorageError> {
+        self.inner.start(l).await
+    }
     async fn complete(&self, c: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
         self.inner.complete(c).await
     }

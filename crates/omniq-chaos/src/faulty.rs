@@ -230,6 +230,9 @@ impl Storage for FaultyStorage {
         self.write("heartbeat", self.inner.heartbeat(l, until))
             .await
     }
+    async fn start(&self, l: &[LeaseRef]) -> Result<Vec<Outcome>, StorageError> {
+        self.write("start", self.inner.start(l)).await
+    }
     async fn complete(&self, c: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
         self.write("complete", self.inner.complete(c)).await
     }
@@ -322,6 +325,9 @@ mod tests {
             _: &[LeaseRef],
             _: OffsetDateTime,
         ) -> Result<Vec<Outcome>, StorageError> {
+            unreachable!()
+        }
+        async fn start(&self, _: &[LeaseRef]) -> Result<Vec<Outcome>, StorageError> {
             unreachable!()
         }
         async fn complete(&self, _: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {

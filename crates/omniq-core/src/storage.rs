@@ -353,7 +353,7 @@ pub enum Wake {
 ///   `NotFound` — `Unavailable` when retrying may help, else `Backend` or
 ///   `Serialization` (cases: `get_task_raises_storage_error_on_failure`,
 ///   `reschedule_raises_storage_error_on_failure`).
-/// - **Fencing**: a lease write (`heartbeat`, `complete`, `fail`, `release`) applies only
+/// - **Fencing**: a lease write (`heartbeat`, `start`, `complete`, `fail`, `release`) applies only
 ///   while the task is Running under exactly the presented token; otherwise that item is
 ///   [`Outcome::LeaseLost`] (the task exists) or [`Outcome::NotFound`] (it does not) and
 ///   nothing about it changes. Items are independent: one stale item never fails the batch.
@@ -495,6 +495,25 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
         until: OffsetDateTime,
     ) -> Result<Vec<Outcome>, StorageError>;
 
+    /// Record that the handlers of these claims are starting.
+    ///
+    /// The runtime calls this just before it runs a handler for a task that was claimed
+    /// before (a retry or a redelivery), and stops a task whose recorded starts reach its
+    /// limit: claims that never started a handler — taken by a worker that died before
+    /// running them — then cost nothing.
+    ///
+    /// # Behavior
+    /// - Per item, under the fencing rule: the task's `runs` grows by one; nothing else
+    ///   changes (status, lease, `attempts` and `updated_at` stay as they are). `Ok`, or
+    ///   `LeaseLost` / `NotFound` (case: `start_counts_runs_under_the_fencing_rule`).
+    /// - `runs` is stored as given by `enqueue` and comes back from `get_task`, `claim`
+    ///   and `list_tasks`. `claim`, `heartbeat`, `release` and `fail` with `Retry` or
+    ///   `Defer` keep it; it goes back to 0, with `attempts`, when a recurring task moves
+    ///   to its next slot (`complete` with `next_run`, `fail` with `NextRun`), and on
+    ///   `reschedule`, which gives a task brought back by hand a fresh allowance (case:
+    ///   `runs_start_over_with_each_series_and_on_reschedule`).
+    async fn start(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>, StorageError>;
+
     /// Record successful runs.
     ///
     /// # Behavior
@@ -580,8 +599,8 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// Move a task to `new_eta` (also how a Failed task is retried by hand).
     ///
     /// # Behavior
-    /// - Sets `schedule.eta = new_eta`, status Pending and `updated_at = now`; keeps
-    ///   attempts, the error and the latest result. A Running task loses its lease (its
+    /// - Sets `schedule.eta = new_eta`, status Pending, `runs = 0` and `updated_at = now`;
+    ///   keeps attempts, the error and the latest result. A Running task loses its lease (its
     ///   worker's later writes are fenced off) (cases: `reschedule_updates_eta`,
     ///   `reschedule_sets_status_pending`, `reschedule_fences_running_task`,
     ///   `reschedule_keeps_attempts_and_error`).

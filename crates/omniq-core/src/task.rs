@@ -335,6 +335,12 @@ pub struct Task {
     pub timeout: Option<Duration>,
     /// Runs started so far (claims).
     pub attempts: u32,
+    /// Handler starts recorded with [`Storage::start`](crate::Storage::start) since the
+    /// task last began a new series (enqueue, an interval's next slot, or a reschedule).
+    /// Unlike `attempts`, claims that never started a handler (taken by a worker that
+    /// died before running them) do not count.
+    #[serde(default)]
+    pub runs: u32,
     /// Creation time.
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
@@ -374,6 +380,7 @@ impl Task {
             max_retries: 3,
             timeout: None,
             attempts: 0,
+            runs: 0,
             created_at: now,
             updated_at: now,
             last_attempt_at: None,
@@ -441,6 +448,8 @@ struct TaskRecord {
     timeout: Option<Duration>,
     #[serde(default)]
     attempts: u32,
+    #[serde(default)]
+    runs: u32,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
     #[serde(default, with = "time::serde::rfc3339::option")]
@@ -485,6 +494,7 @@ impl From<TaskRecord> for Task {
             max_retries: r.max_retries,
             timeout: r.timeout,
             attempts: r.attempts,
+            runs: r.runs,
             created_at: r.created_at,
             updated_at: r.updated_at.unwrap_or(r.created_at),
             last_attempt_at: r.last_attempt_at,

@@ -34,6 +34,7 @@ fn full_task() -> Task {
     t.max_retries = 5;
     t.timeout = Some(Duration::seconds(30));
     t.attempts = 2;
+    t.runs = 1;
     t.last_attempt_at = Some(datetime!(2025-06-01 08:31:00 UTC));
     t.unique_key = Some("report-2025-03".into());
     t.backoff = Some(omniq_core::Backoff::Exponential {
@@ -236,6 +237,8 @@ fn a_cron_schedule_round_trips_and_old_records_have_none() {
             .decode_task(&fixture("v0_no_error_field", f))
             .expect("decode");
         assert_eq!(old.schedule.cron, None, "{f}");
+        // Recorded runs came later still: every fixture reads as none recorded (M10).
+        assert_eq!((t.runs, old.runs), (0, 0), "{f}");
     }
     // A task without a cron schedule writes no `cron` key: older readers see no change.
     let v: serde_json::Value =

@@ -85,6 +85,7 @@ impl FileStorage {
             next.task.schedule.eta = Some(new_eta);
             next.task.status = TaskStatus::Pending;
             next.task.updated_at = now;
+            next.task.runs = 0;
             // A Running task loses its lease (its worker is fenced off) and an explicit
             // reschedule supersedes a cancel request.
             next.lease = None;

@@ -1,4 +1,4 @@
-//! The fenced lease writes: heartbeat, complete, fail and release. Each item reads the
+//! The fenced lease writes: heartbeat, start, complete, fail and release. Each item reads the
 //! task's newest version, checks that it is Running under the presented token, and
 //! creates the next version; a lost race re-reads and decides again, so a stale worker
 //! changes nothing and every item gets its own [`Outcome`].
@@ -61,6 +61,21 @@ impl FileStorage {
         .await
     }
 
+    pub(crate) async fn record_starts(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>> {
+        let items: Vec<LeaseRef> = leases.to_vec();
+        self.batch(
+            Op::Start,
+            items,
+            |l| *l,
+            |_, rec: &Record| {
+                let mut next = rec.clone();
+                next.task.runs = next.task.runs.saturating_add(1);
+                (next, None)
+            },
+        )
+        .await
+    }
+
     pub(crate) async fn complete_runs(&self, items: Vec<Completion>) -> Result<Vec<Outcome>> {
         self.batch(
             Op::Complete,
@@ -79,6 +94,7 @@ impl FileStorage {
                         next.task.status = TaskStatus::Pending;
                         next.task.schedule.eta = Some(at);
                         next.task.attempts = 0;
+                        next.task.runs = 0;
                     }
                     _ => {
                         next.task.status = TaskStatus::Success;
@@ -122,6 +138,7 @@ impl FileStorage {
                         next.task.status = TaskStatus::Pending;
                         next.task.schedule.eta = Some(at);
                         next.task.attempts = 0;
+                        next.task.runs = 0;
                     }
                     FailAction::Fail => {
                         next.result = Some(failed());
@@ -249,8 +266,9 @@ impl FileStorage {
             applied.push(a);
         }
         // Outcomes are flushed before they are acknowledged; a heartbeat lost to a power
-        // cut only shortens a lease, so heartbeats are not.
-        if op != Op::Heartbeat
+        // cut only shortens a lease, and a start lost to one only gives a crash-looping
+        // task one more run, so those are not.
+        if !matches!(op, Op::Heartbeat | Op::Start)
             && applied
                 .iter()
                 .any(|a| matches!(a.outcome, Outcome::Ok | Outcome::CancelRequested))
@@ -295,6 +313,7 @@ impl FileStorage {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Op {
     Heartbeat,
+    Start,
     Complete,
     Fail,
     Release,
@@ -306,7 +325,7 @@ enum Op {
 fn applied(op: Op, done: &Versioned, outcome: Outcome) -> Applied {
     let after = &done.record.task;
     let finished = match op {
-        Op::Heartbeat => false,
+        Op::Heartbeat | Op::Start => false,
         Op::Complete | Op::Fail => true,
         Op::Release => after.status == TaskStatus::Cancelled,
     };

@@ -96,6 +96,7 @@ impl PostgresStorage {
                 .bind(c.unique_key)
                 .bind(c.backoff)
                 .bind(c.cron)
+                .bind(c.runs)
                 .bind(&self.inner.notifier.channel)
                 .bind(origin)
                 .fetch_all(&mut *conn)
@@ -290,6 +291,7 @@ struct Columns<'a> {
     unique_key: Vec<Option<&'a str>>,
     backoff: Vec<Option<String>>,
     cron: Vec<Option<String>>,
+    runs: Vec<i64>,
 }
 
 /// One chunk of [`Columns`], borrowed.
@@ -313,6 +315,7 @@ struct ColumnSlice<'c, 'a> {
     unique_key: &'c [Option<&'a str>],
     backoff: &'c [Option<String>],
     cron: &'c [Option<String>],
+    runs: &'c [i64],
 }
 
 impl<'a> Columns<'a> {
@@ -343,6 +346,7 @@ impl<'a> Columns<'a> {
             unique_key: Vec::with_capacity(n),
             backoff: Vec::with_capacity(n),
             cron: Vec::with_capacity(n),
+            runs: Vec::with_capacity(n),
         };
         for t in tasks {
             c.id.push(t.id.0);
@@ -369,6 +373,7 @@ impl<'a> Columns<'a> {
             c.unique_key.push(t.unique_key.as_deref());
             c.backoff.push(encode_backoff(t.backoff.as_ref())?);
             c.cron.push(convert::encode_cron(t.schedule.cron.as_ref())?);
+            c.runs.push(i64::from(t.runs));
         }
         Ok(c)
     }
@@ -393,7 +398,8 @@ impl<'a> Columns<'a> {
             error: &self.error[r.clone()],
             unique_key: &self.unique_key[r.clone()],
             backoff: &self.backoff[r.clone()],
-            cron: &self.cron[r],
+            cron: &self.cron[r.clone()],
+            runs: &self.runs[r],
         }
     }
 }

@@ -216,6 +216,7 @@ pub(crate) fn task_from_row(row: &PgRow, format: Format) -> Result<TaskRow> {
             .try_get::<Option<i64>, _>(9)?
             .map(Duration::microseconds),
         attempts: u32_of(row.try_get(10)?, "attempts")?,
+        runs: u32_of(row.try_get(22)?, "runs")?,
         created_at: time_of(row.try_get(11)?)?,
         updated_at: time_of(row.try_get(12)?)?,
         last_attempt_at: opt_time(row.try_get(13)?)?,

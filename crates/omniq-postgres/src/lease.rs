@@ -1,4 +1,4 @@
-//! The fenced lease writes: heartbeat, complete, fail and release. Each batch is one
+//! The fenced lease writes: heartbeat, start, complete, fail and release. Each batch is one
 //! `UPDATE … FROM unnest(…)` statement that checks `status = 'running' AND lease_token =
 //! token` in SQL, so a stale worker changes nothing, writes the results in the same
 //! statement, and answers an [`Outcome`] per item (a miss is looked up in the same
@@ -152,6 +152,35 @@ impl PostgresStorage {
                             Some(false) => Outcome::Ok,
                             None => missed(known),
                         })
+                    })
+                    .collect::<Result<Vec<_>>>()?
+            }
+        ))
+    }
+
+    pub(crate) async fn record_starts(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>> {
+        self.check_open()?;
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = &self.inner.sql.start;
+        Ok(per_segment!(
+            self,
+            segments(leases.iter().map(|l| l.task_id)),
+            |conn, range| {
+                let (ids, tokens) = lease_columns(&leases[range]);
+                let rows = self
+                    .query(sql)
+                    .bind(&ids)
+                    .bind(&tokens)
+                    .fetch_all(conn)
+                    .await?;
+                one_row_each(&rows, ids.len())?;
+                rows.iter()
+                    .map(|row| {
+                        let applied: bool = row.try_get(1)?;
+                        let known: Option<bool> = row.try_get(2)?;
+                        Ok(if applied { Outcome::Ok } else { missed(known) })
                     })
                     .collect::<Result<Vec<_>>>()?
             }

@@ -81,10 +81,16 @@ CREATE INDEX IF NOT EXISTS results_finished ON {s}.results (finished_at);
 ALTER TABLE {s}.tasks ADD COLUMN IF NOT EXISTS cron text;
 "#,
     ),
+    (
+        3,
+        r#"
+ALTER TABLE {s}.tasks ADD COLUMN IF NOT EXISTS runs bigint NOT NULL DEFAULT 0;
+"#,
+    ),
 ];
 
 /// The latest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i32 = 2;
+pub(crate) const LATEST_VERSION: i32 = 3;
 
 /// The schema name as a quoted identifier.
 pub(crate) fn quoted(ns: &str) -> String {
@@ -160,6 +166,7 @@ fn task_columns(alias: &str) -> String {
         "seq",
         "backoff",
         "cron",
+        "runs",
     ]
     .iter()
     .map(|c| format!("{alias}{c}"))
@@ -226,7 +233,7 @@ fn known_sql(t: &str) -> String {
 /// All SQL text of one namespace, built once.
 #[derive(Debug)]
 pub(crate) struct Sql {
-    /// `$1…$18` task arrays, `$19` channel, `$20` origin → `id, notified`.
+    /// `$1…$20` task arrays, `$21` channel, `$22` origin → `id, notified`.
     pub(crate) insert: String,
     /// `$1` queues, `$2` keys → `ord, id` of the live holders.
     pub(crate) find_unique: String,
@@ -236,6 +243,8 @@ pub(crate) struct Sql {
     pub(crate) next_due: String,
     /// `$1` ids, `$2` tokens, `$3` until → `ord, cancel_requested, known`.
     pub(crate) heartbeat: String,
+    /// `$1` ids, `$2` tokens → `ord, applied, known`.
+    pub(crate) start: String,
     /// `$1` ids, `$2` tokens, `$3` results, `$4` nows, `$5` next runs, `$6` channel,
     /// `$7` origin → `ord, status, queue, known, notified`.
     pub(crate) complete: String,
@@ -272,21 +281,22 @@ impl Sql {
             "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], \
                  $5::int4[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::int8[], \
                  $10::int8[], $11::int8[], $12::int8[], $13::timestamptz[], $14::timestamptz[], \
-                 $15::timestamptz[], $16::bytea[], $17::text[], $18::text[], $19::text[]) \
+                 $15::timestamptz[], $16::bytea[], $17::text[], $18::text[], $19::text[], \
+                 $20::int8[]) \
                WITH ORDINALITY AS i(id, func_path, args, queue, priority, status, eta, run_at, \
                  interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
-                 last_attempt_at, error, unique_key, backoff, cron, ord)), \
+                 last_attempt_at, error, unique_key, backoff, cron, runs, ord)), \
              ins AS (INSERT INTO {t} (id, func_path, args, queue, priority, status, eta, run_at, \
                  interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
-                 last_attempt_at, error, unique_key, backoff, cron) \
+                 last_attempt_at, error, unique_key, backoff, cron, runs) \
                SELECT id, func_path, args, queue, priority, status, eta, run_at, interval_us, \
                  max_retries, timeout_us, attempts, created_at, updated_at, last_attempt_at, \
-                 error, unique_key, backoff, cron FROM i ORDER BY ord \
+                 error, unique_key, backoff, cron, runs FROM i ORDER BY ord \
                ON CONFLICT (queue, unique_key) \
                  WHERE unique_key IS NOT NULL AND status IN ('pending', 'running') DO NOTHING \
                RETURNING id, queue) \
              SELECT id, {} AS notified FROM ins",
-            notify_sql("$20", "$21", Some("SELECT queue FROM ins"), None)
+            notify_sql("$21", "$22", Some("SELECT queue FROM ins"), None)
         );
 
         // The claim: per queue, the due Pending tasks in claim order and the expired
@@ -385,6 +395,17 @@ impl Sql {
             locked("")
         );
 
+        let start = format!(
+            "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::int8[]) \
+                 WITH ORDINALITY AS i(id, token, ord)), \
+             {}, \
+             u AS (UPDATE {t} t SET runs = t.runs + 1 FROM l WHERE {targets} \
+                 RETURNING l.ord) \
+             SELECT i.ord, u.ord IS NOT NULL AS applied, k.known \
+             FROM i LEFT JOIN u ON u.ord = i.ord {known} ORDER BY i.ord",
+            locked("")
+        );
+
         let again = "l.next_run IS NOT NULL AND NOT t.cancel_requested";
         let complete = format!(
             "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::int8[], $3::bytea[], \
@@ -396,6 +417,7 @@ impl Sql {
                  eta = CASE WHEN {again} THEN l.next_run ELSE t.eta END, \
                  run_at = CASE WHEN {again} THEN l.next_run ELSE t.run_at END, \
                  attempts = CASE WHEN {again} THEN 0 ELSE t.attempts END, \
+                 runs = CASE WHEN {again} THEN 0 ELSE t.runs END, \
                  error = NULL, lease_until = NULL, updated_at = l.now \
                FROM l WHERE {targets} \
                RETURNING l.ord, t.id, t.queue, t.status, l.result, l.now, l.run_attempts, \
@@ -431,6 +453,8 @@ impl Sql {
                    THEN l.at ELSE t.run_at END, \
                  attempts = CASE WHEN l.action = 3 THEN greatest(t.attempts - 1, 0) \
                    WHEN NOT t.cancel_requested AND l.action = 1 THEN 0 ELSE t.attempts END, \
+                 runs = CASE WHEN NOT t.cancel_requested AND l.action = 1 THEN 0 \
+                   ELSE t.runs END, \
                  error = l.error, lease_until = NULL, updated_at = l.now \
                FROM l WHERE {targets} \
                RETURNING l.ord, t.id, t.queue, t.status, l.error, l.now, l.action, \
@@ -488,6 +512,7 @@ impl Sql {
             claim,
             next_due,
             heartbeat,
+            start,
             complete,
             fail,
             release,
@@ -502,7 +527,7 @@ impl Sql {
             // An explicit reschedule supersedes an earlier cancel request.
             reschedule: format!(
                 "UPDATE {t} SET status = 'pending', eta = $2, run_at = $2, lease_until = NULL, \
-                 cancel_requested = false, updated_at = $3 WHERE id = $1"
+                 cancel_requested = false, runs = 0, updated_at = $3 WHERE id = $1"
             ),
             cancel_task: format!(
                 "UPDATE {t} SET status = 'cancelled', lease_until = NULL, updated_at = $2 \

@@ -19,7 +19,7 @@ use time::OffsetDateTime;
 const PROMOTE: usize = 1000;
 
 /// Values per task in the enqueue script's arguments.
-const ENQUEUE_ARITY: usize = 13;
+const ENQUEUE_ARITY: usize = 14;
 
 /// The enqueue sequence: unix microseconds, strictly increasing within the process, so
 /// tasks enqueued one after the other (in one batch or not) keep their order, and
@@ -65,6 +65,7 @@ impl RedisStorage {
             opt_us(t.last_attempt_at),
             error.as_deref().map(bytes).unwrap_or_else(|| arg("")),
             arg(t.unique_key.as_deref().unwrap_or("")),
+            arg(t.runs.to_string()),
         ]);
         Ok(())
     }
@@ -396,6 +397,7 @@ impl RedisStorage {
                 status: TaskStatus::Running,
                 eta: row.eta,
                 attempts: row.attempts,
+                runs: Some(row.runs),
                 updated_at: micros(now),
                 last_attempt_at: Some(micros(now)),
                 error: row.error.as_deref(),
@@ -503,6 +505,7 @@ struct ClaimedRow {
     id: TaskId,
     token: i64,
     attempts: i64,
+    runs: i64,
     record: Option<Vec<u8>>,
     eta: Option<i64>,
     error: Option<Vec<u8>>,
@@ -510,13 +513,14 @@ struct ClaimedRow {
 
 impl ClaimedRow {
     fn parse(v: Vec<Value>) -> Result<Self> {
-        let [id, token, attempts, record, eta, error] = <[Value; 6]>::try_from(v)
+        let [id, token, attempts, record, eta, error, runs] = <[Value; 7]>::try_from(v)
             .map_err(|r| corrupt(format!("claimed row of {} values", r.len())))?;
         let id = convert::task_id(&text(&id))?;
         Ok(Self {
             id,
             token: int(&token, "token")?,
             attempts: int(&attempts, "attempts")?,
+            runs: int(&runs, "runs")?,
             record: opt_bytes(&record).map(<[u8]>::to_vec),
             eta: opt_int(&eta, "eta")?,
             error: convert::opt_field(&error).map(<[u8]>::to_vec),

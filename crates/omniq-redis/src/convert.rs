@@ -139,6 +139,8 @@ pub(crate) struct Overlay<'a> {
     pub(crate) status: TaskStatus,
     pub(crate) eta: Option<i64>,
     pub(crate) attempts: i64,
+    /// None: the state predates recorded runs; the record's value stands.
+    pub(crate) runs: Option<i64>,
     pub(crate) updated_at: i64,
     pub(crate) last_attempt_at: Option<i64>,
     pub(crate) error: Option<&'a [u8]>,
@@ -150,6 +152,10 @@ pub(crate) fn apply(mut task: Task, o: Overlay<'_>, format: Format) -> Result<Ta
     task.schedule.eta = o.eta.map(from_micros).transpose()?;
     task.attempts = u32::try_from(o.attempts)
         .map_err(|_| corrupt(format!("stored attempts {} out of range", o.attempts)))?;
+    if let Some(runs) = o.runs {
+        task.runs =
+            u32::try_from(runs).map_err(|_| corrupt(format!("stored runs {runs} out of range")))?;
+    }
     task.updated_at = from_micros(o.updated_at)?;
     task.last_attempt_at = o.last_attempt_at.map(from_micros).transpose()?;
     task.error = decode_error(format, o.error);
@@ -160,7 +166,8 @@ pub(crate) fn apply(mut task: Task, o: Overlay<'_>, format: Format) -> Result<Ta
 pub(crate) const TASK_FIELDS: [&str; 3] = ["d", "m", "er"];
 
 /// A task's changing state, the hash field `m`:
-/// `status|token|attempts|updated_at|last_attempt_at|lease_until|cancel|due|priority|seq|eta`.
+/// `status|token|attempts|updated_at|last_attempt_at|lease_until|cancel|due|priority|seq|eta|runs`
+/// (states written before `runs` existed have the first 11 fields).
 pub(crate) struct State<'a> {
     parts: Vec<&'a str>,
 }
@@ -168,7 +175,7 @@ pub(crate) struct State<'a> {
 impl<'a> State<'a> {
     pub(crate) fn parse(m: &'a str) -> Result<Self> {
         let parts: Vec<&str> = m.split('|').collect();
-        if parts.len() != 11 {
+        if parts.len() != 11 && parts.len() != 12 {
             return Err(corrupt(format!("task state {m:?}")));
         }
         Ok(Self { parts })
@@ -195,6 +202,10 @@ impl<'a> State<'a> {
             status: status(self.parts[0])?,
             eta: self.int(10, "eta")?,
             attempts: self.req(2, "attempts")?,
+            runs: match self.parts.get(11) {
+                Some(_) => Some(self.req(11, "runs")?),
+                None => None,
+            },
             updated_at: self.req(3, "updated_at")?,
             last_attempt_at: self.int(4, "last_attempt_at")?,
             error,
@@ -302,6 +313,22 @@ mod tests {
             (None, None, None)
         );
         assert!(result_from_bytes(id, b"success|5|1", Format::MessagePack).is_err());
+    }
+
+    #[test]
+    fn states_without_recorded_runs_still_read() {
+        let old = State::parse("running|3|2|10|9|40|||0|7|").unwrap();
+        assert_eq!(old.overlay(None).unwrap().runs, None);
+        let new = State::parse("running|3|2|10|9|40|||0|7||5").unwrap();
+        let o = new.overlay(None).unwrap();
+        assert_eq!((o.attempts, o.runs), (2, Some(5)));
+        assert!(
+            State::parse("running|3|2|10|9|40|||0|7||x")
+                .unwrap()
+                .overlay(None)
+                .is_err()
+        );
+        assert!(State::parse("running|3|2|10|9|40|||0|7||5|1").is_err());
     }
 
     #[test]

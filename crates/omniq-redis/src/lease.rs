@@ -151,6 +151,15 @@ impl RedisStorage {
         .await
     }
 
+    pub(crate) async fn record_starts(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>> {
+        let ids: Vec<TaskId> = leases.iter().map(|l| l.task_id).collect();
+        self.lease_script(&self.inner.scripts.start, &ids, &[], |i, a| {
+            a.push(arg(leases[i].task_id.to_string()));
+            a.push(arg(leases[i].token.0.to_string()));
+        })
+        .await
+    }
+
     pub(crate) async fn release_leases(
         &self,
         leases: &[LeaseRef],

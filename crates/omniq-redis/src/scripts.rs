@@ -28,6 +28,7 @@ pub(crate) struct Scripts {
     pub(crate) enqueue: Script,
     pub(crate) claim: Script,
     pub(crate) heartbeat: Script,
+    pub(crate) start: Script,
     pub(crate) complete: Script,
     pub(crate) fail: Script,
     pub(crate) release: Script,
@@ -47,6 +48,7 @@ impl Scripts {
             enqueue: script(include_str!("lua/enqueue.lua")),
             claim: script(include_str!("lua/claim.lua")),
             heartbeat: script(include_str!("lua/heartbeat.lua")),
+            start: script(include_str!("lua/start.lua")),
             complete: script(include_str!("lua/complete.lua")),
             fail: script(include_str!("lua/fail.lua")),
             release: script(include_str!("lua/release.lua")),
@@ -57,11 +59,12 @@ impl Scripts {
         }
     }
 
-    pub(crate) fn all(&self) -> [&Script; 10] {
+    pub(crate) fn all(&self) -> [&Script; 11] {
         [
             &self.enqueue,
             &self.claim,
             &self.heartbeat,
+            &self.start,
             &self.complete,
             &self.fail,
             &self.release,

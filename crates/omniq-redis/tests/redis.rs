@@ -434,6 +434,44 @@ async fn a_corrupt_state_fails_its_task_and_the_queue_goes_on() {
     s.close().await.expect("close");
 }
 
+/// A task state written before recorded runs existed (11 fields) is claimed, read with
+/// `runs = 0`, and gains the field on its next write (M10).
+#[tokio::test]
+async fn a_state_without_recorded_runs_is_upgraded_on_write() {
+    let url = redis_url();
+    let ns = unique_namespace("old-m");
+    let _cleanup = Cleanup(url.clone(), ns.clone());
+    let s = storage(&url, &ns).await;
+    let t0 = now();
+    let t = task("q", t0);
+    let id = t.id;
+    s.enqueue(vec![t]).await.expect("enqueue");
+    let raw = Builder::from_config(Config::from_url(&url).expect("url"))
+        .build()
+        .expect("client");
+    raw.init().await.expect("connect");
+    let key = format!("omniq:{{{ns}:q}}:t:{id}");
+    let m: String = raw.hget(&key, "m").await.expect("state");
+    let (old, runs) = m.rsplit_once('|').expect("12 fields");
+    assert_eq!((old.split('|').count(), runs), (11, "0"));
+    let _: () = raw
+        .hset(&key, ("m", old))
+        .await
+        .expect("write an old state");
+    assert_eq!(s.get_task(&id).await.expect("get").expect("task").runs, 0);
+    let c = s.claim(claim_req(&["q"], 10, t0)).await.expect("claim");
+    assert_eq!(c.len(), 1, "the old state is claimable");
+    assert_eq!(
+        s.start(&[c[0].lease_ref()]).await.expect("start"),
+        vec![omniq_core::Outcome::Ok]
+    );
+    assert_eq!(s.get_task(&id).await.expect("get").expect("task").runs, 1);
+    let m: String = raw.hget(&key, "m").await.expect("state");
+    assert_eq!(m.split('|').count(), 12, "{m}");
+    let _ = raw.quit().await;
+    s.close().await.expect("close");
+}
+
 /// A backlog far past what one script call may unpack: 200k due tasks, claimed and
 /// completed in batches of 1000 without an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

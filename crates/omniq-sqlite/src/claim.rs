@@ -266,5 +266,6 @@ fn bind_task<'q>(q: Query<'q>, t: &'q Task, error: Option<Vec<u8>>) -> Result<Qu
         .bind(t.unique_key.as_deref())
         .bind(convert::encode_backoff(t.backoff.as_ref())?)
         .bind(t.schedule.cron.as_ref().map(|c| c.expr.as_str()))
-        .bind(t.schedule.cron.as_ref().map(|c| c.tz.as_str())))
+        .bind(t.schedule.cron.as_ref().map(|c| c.tz.as_str()))
+        .bind(i64::from(t.runs)))
 }

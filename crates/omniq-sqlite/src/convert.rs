@@ -135,6 +135,7 @@ pub(crate) fn task_from_row(row: &SqliteRow, format: Format) -> Result<TaskRow> 
         max_retries: u32_of(get(row, 8)?, "max_retries")?,
         timeout: get::<Option<i64>>(row, 9)?.map(Duration::microseconds),
         attempts: u32_of(get(row, 10)?, "attempts")?,
+        runs: u32_of(get(row, 23)?, "runs")?,
         created_at: from_micros(get(row, 11)?)?,
         updated_at: from_micros(get(row, 12)?)?,
         last_attempt_at: opt_from_micros(get(row, 13)?)?,

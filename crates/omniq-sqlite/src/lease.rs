@@ -1,4 +1,4 @@
-//! The fenced lease writes: heartbeat, complete, fail and release. Each batch is one
+//! The fenced lease writes: heartbeat, start, complete, fail and release. Each batch is one
 //! transaction; each statement checks `status = 'running' AND lease_token = ?` in SQL,
 //! so a stale worker changes nothing, and answers an [`Outcome`] per item.
 
@@ -34,6 +34,14 @@ impl SqliteStorage {
                     })
                 },
             )
+            .await?;
+        Ok(out)
+    }
+
+    pub(crate) async fn record_starts(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>> {
+        // RETURNING id, lease_token
+        let (out, _) = self
+            .fenced_lease_write(&self.inner.sql.start, leases, 1, None, |_| Ok(Outcome::Ok))
             .await?;
         Ok(out)
     }

@@ -78,10 +78,16 @@ ALTER TABLE "{ns}_tasks" ADD COLUMN cron_expr TEXT;
 ALTER TABLE "{ns}_tasks" ADD COLUMN cron_tz TEXT;
 "#,
     ),
+    (
+        4,
+        r#"
+ALTER TABLE "{ns}_tasks" ADD COLUMN runs INTEGER NOT NULL DEFAULT 0;
+"#,
+    ),
 ];
 
 /// The latest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i64 = 3;
+pub(crate) const LATEST_VERSION: i64 = 4;
 
 fn subst(template: &str, ns: &str) -> String {
     template.replace("{ns}", ns)
@@ -133,14 +139,14 @@ pub(crate) async fn migrate(pool: &SqlitePool, ns: &str) -> Result<()> {
 pub(crate) const TASK_COLUMNS: &str = "id, func_path, args, queue, priority, status, eta, \
      interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
      last_attempt_at, error, unique_key, lease_token, lease_until, run_at, seq, backoff, \
-     cron_expr, cron_tz";
+     cron_expr, cron_tz, runs";
 
 /// Columns of a result row, in the order [`crate::convert::result_from_row`] reads them.
 pub(crate) const RESULT_COLUMNS: &str =
     "task_id, status, result, error, finished_at, attempts, last_attempt_at";
 
 /// Bound values per enqueued row.
-pub(crate) const INSERT_ARITY: usize = 20;
+pub(crate) const INSERT_ARITY: usize = 21;
 
 /// Batched statements are built for these row counts (powers of two); a batch is split
 /// into them so each shape is prepared once and cached.
@@ -191,6 +197,7 @@ pub(crate) struct Sql {
     pub(crate) fail_results: Vec<String>,
     pub(crate) fail_tasks: Vec<String>,
     pub(crate) heartbeat: Vec<String>,
+    pub(crate) start: Vec<String>,
     pub(crate) release: Vec<String>,
     pub(crate) status_of: String,
     pub(crate) cancel_task: String,
@@ -215,7 +222,7 @@ impl Sql {
         let insert_head = format!(
             "INSERT INTO {t} (id, func_path, args, queue, priority, status, eta, run_at, \
              interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
-             last_attempt_at, error, unique_key, backoff, cron_expr, cron_tz) VALUES "
+             last_attempt_at, error, unique_key, backoff, cron_expr, cron_tz, runs) VALUES "
         );
         let insert = SHAPES
             .iter()
@@ -255,6 +262,7 @@ impl Sql {
                      eta = CASE WHEN {next} THEN v.column5 ELSE t.eta END, \
                      run_at = CASE WHEN {next} THEN v.column5 ELSE t.run_at END, \
                      attempts = CASE WHEN {next} THEN 0 ELSE t.attempts END, \
+                     runs = CASE WHEN {next} THEN 0 ELSE t.runs END, \
                      error = NULL, lease_until = NULL, updated_at = v.column4 \
                      FROM (VALUES {}) AS v \
                      WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2 \
@@ -294,6 +302,8 @@ impl Sql {
                      attempts = CASE WHEN v.column5 = 3 THEN max(t.attempts - 1, 0) \
                                      WHEN t.cancel_requested = 0 AND v.column5 = 1 THEN 0 \
                                      ELSE t.attempts END, \
+                     runs = CASE WHEN t.cancel_requested = 0 AND v.column5 = 1 THEN 0 \
+                                 ELSE t.runs END, \
                      error = v.column3, lease_until = NULL, updated_at = v.column4 \
                      FROM (VALUES {}) AS v \
                      WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2 \
@@ -311,6 +321,19 @@ impl Sql {
                     "UPDATE {t} AS t SET lease_until = ? FROM (VALUES {}) AS v \
                      WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2 \
                      RETURNING id, lease_token, cancel_requested",
+                    values_list(*n, 2)
+                )
+            })
+            .collect();
+
+        // start: the increment, 1 (the first `?`), then (id, token) rows
+        let start = SHAPES
+            .iter()
+            .map(|n| {
+                format!(
+                    "UPDATE {t} AS t SET runs = t.runs + ? FROM (VALUES {}) AS v \
+                     WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2 \
+                     RETURNING id, lease_token",
                     values_list(*n, 2)
                 )
             })
@@ -350,6 +373,7 @@ impl Sql {
             fail_results,
             fail_tasks,
             heartbeat,
+            start,
             status_of: format!("SELECT status, queue FROM {t} WHERE id = ?1"),
             cancel_task: format!(
                 "UPDATE {t} SET status = 'cancelled', lease_until = NULL, updated_at = ?2 \
@@ -375,7 +399,7 @@ impl Sql {
             // An explicit reschedule supersedes an earlier cancel request.
             reschedule: format!(
                 "UPDATE {t} SET status = 'pending', eta = ?2, run_at = ?2, lease_until = NULL, \
-                 cancel_requested = 0, updated_at = ?3 WHERE id = ?1"
+                 cancel_requested = 0, runs = 0, updated_at = ?3 WHERE id = ?1"
             ),
             lease_expired: format!(
                 "SELECT 1 FROM {t} WHERE id = ?1 AND status = 'running' AND lease_until <= ?2"

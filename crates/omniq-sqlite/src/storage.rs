@@ -159,6 +159,10 @@ impl Storage for SqliteStorage {
             .operation("heartbeat")
     }
 
+    async fn start(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>, StorageError> {
+        self.record_starts(leases).await.operation("start")
+    }
+
     async fn complete(&self, items: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
         self.complete_runs(items).await.operation("complete")
     }

@@ -62,6 +62,10 @@ impl Storage for Hang {
         self.gate().await;
         self.inner.heartbeat(l, until).await
     }
+    async fn start(&self, l: &[LeaseRef]) -> Result<Vec<Outcome>, StorageError> {
+        self.gate().await;
+        self.inner.start(l).await
+    }
     async fn complete(&self, c: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
         self.gate().await;
         self.inner.complete(c).await

@@ -410,6 +410,12 @@ impl Storage for Probe {
     ) -> Result<Vec<omniq::backend::Outcome>, omniq::StorageError> {
         self.inner.heartbeat(l, u).await
     }
+    async fn start(
+        &self,
+        l: &[omniq::backend::LeaseRef],
+    ) -> Result<Vec<omniq::backend::Outcome>, omniq::StorageError> {
+        self.inner.start(l).await
+    }
     async fn complete(
         &self,
         i: Vec<omniq::backend::Completion>,

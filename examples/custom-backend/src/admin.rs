@@ -50,6 +50,7 @@ impl MemoryStorage {
                     e.task.schedule.eta = Some(new_eta);
                     e.task.status = TaskStatus::Pending;
                     e.task.updated_at = now;
+                    e.task.runs = 0;
                     e.lease = None;
                     e.cancel_requested = false;
                     e.task.queue.clone()

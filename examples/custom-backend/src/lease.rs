@@ -1,4 +1,4 @@
-//! The fenced writes: heartbeat, complete, fail, release.
+//! The fenced writes: heartbeat, start, complete, fail, release.
 //!
 //! Each item is checked against the fencing rule on its own ([`fence`]) and applied
 //! in batch order, so one stale item never fails its neighbours and a batch naming a
@@ -50,6 +50,22 @@ impl MemoryStorage {
         })
     }
 
+    /// Counts a run for each held lease whose handler is starting.
+    pub(crate) fn record_starts(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>, Error> {
+        self.write(|space, _| {
+            Ok(leases
+                .iter()
+                .map(|l| {
+                    if let Some(stale) = fence(space, l) {
+                        return stale;
+                    }
+                    space.update(&l.task_id, |e| e.task.runs = e.task.runs.saturating_add(1));
+                    Outcome::Ok
+                })
+                .collect())
+        })
+    }
+
     /// Stores each successful run's result; Success, or Pending at the next slot.
     pub(crate) fn complete_runs(&self, items: Vec<Completion>) -> Result<Vec<Outcome>, Error> {
         self.write(|space, wakes| {
@@ -74,6 +90,7 @@ impl MemoryStorage {
                                     e.task.status = TaskStatus::Pending;
                                     e.task.schedule.eta = Some(at);
                                     e.task.attempts = 0;
+                                    e.task.runs = 0;
                                     (result, Some(e.task.queue.clone()))
                                 }
                                 None => {
@@ -131,6 +148,7 @@ impl MemoryStorage {
                                     e.task.status = TaskStatus::Pending;
                                     e.task.schedule.eta = Some(at);
                                     e.task.attempts = 0;
+                                    e.task.runs = 0;
                                     (Some(result), Some(e.task.queue.clone()))
                                 }
                                 FailAction::Fail => {

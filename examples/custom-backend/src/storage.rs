@@ -92,6 +92,10 @@ impl Storage for MemoryStorage {
         self.extend_leases(leases, until).operation("heartbeat")
     }
 
+    async fn start(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>, StorageError> {
+        self.record_starts(leases).operation("start")
+    }
+
     async fn complete(&self, items: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
         self.complete_runs(items).operation("complete")
     }

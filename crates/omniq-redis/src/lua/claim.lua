@@ -7,7 +7,7 @@
 -- over all the queues (global order), 'peek' only returns each queue's `limit` best
 -- ready members (a cluster client merges them, then claims per queue).
 -- Returns {claimed, ended, peeked, wake}: claimed = {{id, token, attempts, record, eta,
--- error}…}, ended = {id, expire_ms, …}, peeked = {{queue, member…}…}.
+-- error, runs}…}, ended = {id, expire_ms, …}, peeked = {{queue, member…}…}.
 local now = tonumber(ARGV[A])
 local untilv = ARGV[A + 1]
 local limit = tonumber(ARGV[A + 2])
@@ -25,7 +25,7 @@ local function num(x) return string.match(x, '^%-?%d+$') ~= nil end
 local function opt(x) return x == '' or num(x) end
 local function sane(f)
   return STATUSES[f.st] and opt(f.tk) and num(f.at) and num(f.up) and opt(f.la)
-    and opt(f.lu) and opt(f.due) and opt(f.pr) and opt(f.sq) and opt(f.eta)
+    and opt(f.lu) and opt(f.due) and opt(f.pr) and opt(f.sq) and opt(f.eta) and num(f.ru)
 end
 
 -- A task whose state cannot be read fails alone: a fresh Failed state, a Failed result
@@ -33,7 +33,8 @@ end
 local function fail_broken(P, id, tk, member)
   local uk = redis.call('HGET', tk, 'uk') or ''
   local g = {st = 'failed', tk = '0', at = '0', up = nows, la = '', lu = '', cr = '',
-             due = nows, pr = '0', sq = '0', eta = '', uk = uk, er = '', rk = member}
+             due = nows, pr = '0', sq = '0', eta = '', ru = '0', uk = uk, er = '',
+             rk = member}
   for _, st in ipairs({'pending', 'running', 'success', 'cancelled'}) do
     zrem(P .. 's:' .. st, id)
   end
@@ -111,7 +112,7 @@ elseif limit > 0 then
       save(P, id, f)
       move_status(P, id, from, 'running')
       zadd(P .. 'leases', untilv, id)
-      claimed[#claimed + 1] = {id, f.tk, f.at, v[2], f.eta, v[3] or ''}
+      claimed[#claimed + 1] = {id, f.tk, f.at, v[2], f.eta, v[3] or '', f.ru}
     end
   end
 end

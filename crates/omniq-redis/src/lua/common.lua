@@ -130,19 +130,26 @@ end
 -- A task hash holds `d` (the encoded record), `m` (its changing state, below), `rk`
 -- (its schedule member) and, when set, `er` (the encoded last error) and `uk` (its
 -- unique key). `m` is one
--- string, 'st|tk|at|up|la|lu|cr|due|pr|sq|eta': status, token, attempts, updated_at,
+-- string, 'st|tk|at|up|la|lu|cr|due|pr|sq|eta|ru': status, token, attempts, updated_at,
 -- last_attempt_at, lease until, cancel requested ('1'), due (eta or created_at),
--- priority, enqueue sequence, eta ('' = none) — one field to read and write per change.
-local M_PAT = '^' .. string.rep('([^|]*)|', 10) .. '([^|]*)$'
+-- priority, enqueue sequence, eta ('' = none), recorded runs — one field to read and
+-- write per change. States written before `ru` existed have 11 fields (runs 0); the
+-- next write adds it.
+local M_PAT = '^' .. string.rep('([^|]*)|', 11) .. '([^|]*)$'
+local M_PAT_11 = '^' .. string.rep('([^|]*)|', 10) .. '([^|]*)$'
 local function unpack_m(m)
-  local st, tk, at, up, la, lu, cr, due, pr, sq, eta = string.match(m, M_PAT)
-  if not st then return nil end
+  local st, tk, at, up, la, lu, cr, due, pr, sq, eta, ru = string.match(m, M_PAT)
+  if not st then
+    st, tk, at, up, la, lu, cr, due, pr, sq, eta = string.match(m, M_PAT_11)
+    if not st then return nil end
+    ru = '0'
+  end
   return {st = st, tk = tk, at = at, up = up, la = la, lu = lu, cr = cr, due = due,
-          pr = pr, sq = sq, eta = eta}
+          pr = pr, sq = sq, eta = eta, ru = ru}
 end
 local function pack_m(f)
   return f.st .. '|' .. f.tk .. '|' .. f.at .. '|' .. f.up .. '|' .. f.la .. '|' .. f.lu .. '|'
-    .. f.cr .. '|' .. f.due .. '|' .. f.pr .. '|' .. f.sq .. '|' .. f.eta
+    .. f.cr .. '|' .. f.due .. '|' .. f.pr .. '|' .. f.sq .. '|' .. f.eta .. '|' .. f.ru
 end
 
 -- A task's state (nil when missing), with `uk`, `er` and its schedule member `rk`.
@@ -241,12 +248,14 @@ local function finish(P, id, from, to, now, f, extra)
   ended[#ended + 1] = ms
 end
 
--- Back to Pending at `eta` (attempts set to `at` unless nil); claimable once due.
+-- Back to Pending at `eta` (attempts set to `at` unless nil; attempts '0' starts a new
+-- series, so the recorded runs start over too); claimable once due.
 local function requeue(P, q, id, from, eta, now, at, f, extra)
   unqueue(P, id, f.rk)
   move_status(P, id, from, 'pending')
   f.st, f.eta, f.due, f.up, f.lu, f.cr = 'pending', ts(eta), ts(eta), ts(now), '', ''
   if at then f.at = at end
+  if at == '0' then f.ru = '0' end
   f.rk = rkey(tonumber(f.pr), eta, tonumber(f.sq), id)
   local x = {'rk', f.rk}
   if extra then

@@ -1,12 +1,12 @@
--- enqueue: ARGV[A] = n, then per task 13 values:
+-- enqueue: ARGV[A] = n, then per task 14 values:
 --   queue, id, record, status, eta ('' = none), due (eta or created_at), priority,
---   seq, attempts, updated_at, last_attempt_at (''), error (''), unique key ('')
+--   seq, attempts, updated_at, last_attempt_at (''), error (''), unique key (''), runs
 -- Checks everything first, then writes (a Lua error would not roll back earlier
 -- writes). Returns {'ok', wake, ended, r1, …, rn} with ri = '' (stored) or the id of
 -- the live task holding its unique key, or {'conflict', id} (nothing written) when an
 -- id exists.
 local n = tonumber(ARGV[A])
-local K = 13
+local K = 14
 local out = {'ok', '', {}}
 local seen_id, seen_uk = {}, {}
 for i = 1, n do
@@ -57,6 +57,7 @@ for i = 1, n do
     local tk = P .. 't:' .. id
     local rk = rkey(tonumber(pr), tonumber(due), tonumber(sq), id)
     local m = st .. '|0|' .. at .. '|' .. up .. '|' .. la .. '||' .. '|' .. due .. '|' .. pr .. '|' .. sq .. '|' .. eta
+      .. '|' .. ARGV[b + 14]
     if uk ~= '' and er ~= '' then
       redis.call('HSET', tk, 'd', rec, 'm', m, 'rk', rk, 'er', er, 'uk', uk)
     elseif uk ~= '' then

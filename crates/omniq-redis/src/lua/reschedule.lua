@@ -19,6 +19,8 @@ if st == 'failed' and f.uk ~= '' then
     if hs == 'pending' or hs == 'running' then return {'k:' .. holder, ''} end
   end
 end
+-- Brought back by hand: a fresh allowance of runs.
+f.ru = '0'
 requeue(P, q, id, st, eta, now, nil, f, nil)
 if st == 'failed' then
   -- Live again: keep the record, its locator and its unique key.

@@ -7,24 +7,37 @@ use omniq_core::{
 };
 use time::{Duration, OffsetDateTime};
 
+/// Whether a claim must record its run's start before the handler runs: every claim
+/// after a task's first (a retry or a redelivery). A first run is not recorded, which
+/// keeps a storage write off the common path; the crash-loop guard allows for it.
+pub(super) fn records_start(task: &Task) -> bool {
+    task.attempts > 1
+}
+
 /// Tasks that must not start: crash-looping ones and oversized payloads.
 pub(super) fn refuse(shared: &Shared, task: &Task) -> Option<TaskError> {
-    // A task redelivered after more lease expiries than allowed keeps killing workers:
-    // stop it instead of crash-looping.
+    // A task whose handler started more often than its retries and redeliveries allow
+    // keeps killing workers (or outliving its leases): stop it instead of crash-looping.
+    // `runs` counts the starts recorded before this claim — every run after the first —
+    // so claims that never started a handler (prefetched by a worker that died) cost
+    // nothing, and the unrecorded first run is the one extra the guard allows.
     let limit = task
         .max_retries
         .saturating_add(1)
         .saturating_add(shared.opts.max_redeliveries);
-    if task.attempts > limit {
+    if records_start(task) && task.runs >= limit {
         return Some(
             TaskError::new(
                 ErrorType::System,
                 format!(
-                    "task was claimed {} times (max_retries {}, max_redeliveries {}); earlier runs never reported back (worker crash or lease expiry)",
-                    task.attempts, task.max_retries, shared.opts.max_redeliveries
+                    "task started {} times, all that max_retries {} and max_redeliveries {} allow; the runs that never reported back crashed their worker or outlived their lease",
+                    u64::from(task.runs) + 1,
+                    task.max_retries,
+                    shared.opts.max_redeliveries
                 ),
             )
-            .with_retryable(false),
+            .with_retryable(false)
+            .with_context("runs", u64::from(task.runs) + 1),
         );
     }
     if task.args.len() > shared.opts.max_payload_bytes {

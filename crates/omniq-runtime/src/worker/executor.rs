@@ -3,7 +3,7 @@
 //! completer stores — the retry / next-run / fail decision is made here, once.
 
 use super::completer::{Done, DoneKind, Msg};
-use super::decide::{failure_for, next_slot, refuse, timeout_error};
+use super::decide::{failure_for, next_slot, records_start, refuse, timeout_error};
 use super::leases::Interrupt;
 use super::panics;
 use super::{Shared, log_storage_error};
@@ -14,7 +14,8 @@ use crate::middleware::{Next, RunOutput};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use omniq_core::{
-    Claimed, Completion, ErrorType, FailAction, Failure, LeaseRef, Payload, Task, TaskError,
+    Claimed, Completion, ErrorType, FailAction, Failure, LeaseRef, Outcome, Payload, Task,
+    TaskError,
 };
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -203,6 +204,11 @@ async fn execute(
     let Some(handler) = shared.registry.get(&task.func_path) else {
         return unknown_handler(shared, task);
     };
+    if records_start(task) {
+        if let Some(interrupt) = record_start(shared, lease).await {
+            return RunOutcome::Interrupted(interrupt);
+        }
+    }
     let ctx = TaskCtx {
         task_id: task.id,
         func_path: task.func_path.clone(),
@@ -291,6 +297,26 @@ async fn execute(
                 .interrupt_of(lease)
                 .unwrap_or(Interrupt::LeaseLost),
         ),
+    }
+}
+
+/// Records that this claim's handler is starting, before it runs, so the crash-loop
+/// guard counts runs that really started. A stale lease interrupts the run; a storage
+/// error is logged and the run goes ahead (the guard then counts one run less, which
+/// only matters for a task that also crashes its workers).
+async fn record_start(shared: &Shared, lease: &LeaseRef) -> Option<Interrupt> {
+    match shared
+        .call("start", shared.storage().start(std::slice::from_ref(lease)))
+        .await
+    {
+        Ok(out) => match out.first() {
+            Some(Outcome::LeaseLost | Outcome::NotFound) => Some(Interrupt::LeaseLost),
+            _ => None,
+        },
+        Err(e) => {
+            log_storage_error(&e);
+            None
+        }
     }
 }
 

@@ -53,8 +53,11 @@ pub struct WorkerOptions {
     /// Tasks whose payload is larger fail with a non-retryable validation error instead of
     /// being decoded. Default 16 MiB.
     pub max_payload_bytes: usize,
-    /// Lease-expiry redeliveries (worker crashed or lost its lease) a task may have on top
-    /// of its `max_retries + 1` runs before it is failed as crash-looping. Default 3.
+    /// Runs that never reported back (worker crashed or lost its lease) a task may have on
+    /// top of its `max_retries + 1` runs before it is failed as crash-looping. Only runs
+    /// whose handler really started count — claims a dead worker held without starting
+    /// them do not — and a task's first run is not recorded, so one more may happen.
+    /// Default 3.
     pub max_redeliveries: u32,
     /// How long a task whose handler no worker has may keep being handed back (a rolling
     /// deploy: new tasks reach workers that do not know them yet) before it fails.
@@ -187,7 +190,10 @@ impl WorkerPoolBuilder {
         self
     }
     /// Runs that never reported back (worker crash, lost lease) a task may have on top of
-    /// its `max_retries + 1` runs before it is failed as crash-looping. Default 3.
+    /// its `max_retries + 1` runs before it is failed as crash-looping. Only runs whose
+    /// handler really started count (each start after a task's first claim is stored
+    /// before the handler runs), so claims a killed worker held without starting them
+    /// cost nothing. Default 3.
     pub fn max_redeliveries(mut self, n: u32) -> Self {
         self.opts.max_redeliveries = n;
         self

@@ -4,11 +4,12 @@
 
 use crate::convert::{encode_error, micros};
 use crate::error::Result;
-use crate::schema::{Query, shape_index, split_shapes};
+use crate::schema::{Query, SHAPES, shape_index, split_shapes};
 use crate::storage::SqliteStorage;
+use futures::TryStreamExt;
 use omniq_core::{Completion, FailAction, Failure, LeaseRef, Outcome, TaskId, TaskStatus, Wake};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Either, Executor, Row, Sqlite, Transaction};
 use std::collections::{HashMap, HashSet};
 use time::OffsetDateTime;
 
@@ -91,23 +92,27 @@ impl SqliteStorage {
         let mut wakes = Vec::new();
         let mut tx = self.begin().await?;
         let mut offset = 0;
-        for size in lease_chunks(items.len(), dup) {
-            let range = offset..offset + size;
-            offset += size;
-            let idx = shape_index(size);
-            let (part, part_ids) = (&items[range.clone()], &ids[range.clone()]);
-            bind_completions(sqlx::query(&sql.complete_results[idx]), part, part_ids)
-                .execute(&mut *tx)
-                .await?;
-            let rows = bind_completions(sqlx::query(&sql.complete_tasks[idx]), part, part_ids)
-                .fetch_all(&mut *tx)
-                .await?;
-            let hit = returned_rows(&rows)?;
+        for (rows, shape) in padded_chunks(items.len(), dup) {
+            let range = offset..offset + rows;
+            offset += rows;
+            let (part, part_ids) = (&items[range.clone()], &ids[range]);
+            let pad = shape - rows;
+            // check: (id, token, next_run); results and tasks: (id, token, result, now, next_run)
+            let mut q = sqlx::query(&sql.complete[shape_index(shape)]);
             for (c, id) in part.iter().zip(part_ids) {
-                out.push(
-                    self.applied(&mut tx, &hit, id, c.lease.task_id, &mut wakes)
-                        .await?,
-                );
+                q = q
+                    .bind(id.as_str())
+                    .bind(c.lease.token.0)
+                    .bind(c.next_run.map(micros));
+            }
+            q = bind_padding(q, pad * 3);
+            for _ in 0..2 {
+                q = bind_completions(q, part, part_ids);
+                q = bind_padding(q, pad * 5);
+            }
+            let checked = run_checked(&mut tx, q).await?;
+            for (c, id) in part.iter().zip(part_ids) {
+                out.push(applied(&checked, id, c.lease.task_id, &mut wakes));
             }
         }
         tx.commit().await?;
@@ -142,54 +147,39 @@ impl SqliteStorage {
         let mut wakes = Vec::new();
         let mut tx = self.begin().await?;
         let mut offset = 0;
-        for size in lease_chunks(items.len(), dup) {
-            let range = offset..offset + size;
-            offset += size;
-            let idx = shape_index(size);
+        for (rows, shape) in padded_chunks(items.len(), dup) {
+            let range = offset..offset + rows;
+            offset += rows;
             let part = (
                 &items[range.clone()],
                 &ids[range.clone()],
                 &errors[range.clone()],
                 &actions[range.clone()],
             );
-            bind_failures(sqlx::query(&sql.fail_results[idx]), part)
-                .execute(&mut *tx)
-                .await?;
-            let rows = bind_failures(sqlx::query(&sql.fail_tasks[idx]), part)
-                .fetch_all(&mut *tx)
-                .await?;
-            let hit = returned_rows(&rows)?;
+            let pad = shape - rows;
+            // check: (id, token, action); results and tasks: (id, token, error, now, action, at)
+            let mut q = sqlx::query(&sql.fail[shape_index(shape)]);
+            for ((f, id), (action, _)) in part.0.iter().zip(part.1).zip(part.3) {
+                q = q.bind(id.as_str()).bind(f.lease.token.0).bind(*action);
+            }
+            q = bind_padding(q, pad * 3);
+            for _ in 0..2 {
+                q = bind_failures(q, part);
+                q = bind_padding(q, pad * 6);
+            }
+            let checked = run_checked(&mut tx, q).await?;
             for i in range {
-                let task_id = items[i].lease.task_id;
-                out.push(
-                    self.applied(&mut tx, &hit, &ids[i], task_id, &mut wakes)
-                        .await?,
-                );
+                out.push(applied(
+                    &checked,
+                    &ids[i],
+                    items[i].lease.task_id,
+                    &mut wakes,
+                ));
             }
         }
         tx.commit().await?;
         self.send_finished(wakes);
         Ok(out)
-    }
-
-    /// The outcome of one complete/fail item from the statement's returned rows; records
-    /// the wake-ups an applied item owes (its queue when it went back to Pending).
-    async fn applied(
-        &self,
-        tx: &mut Transaction<'static, Sqlite>,
-        hit: &HashMap<String, (String, String)>,
-        id: &str,
-        task_id: TaskId,
-        wakes: &mut Vec<(TaskId, Option<String>)>,
-    ) -> Result<Outcome> {
-        match hit.get(id) {
-            Some((queue, status)) => {
-                let requeued = (status == TaskStatus::Pending.as_str()).then(|| queue.clone());
-                wakes.push((task_id, requeued));
-                Ok(Outcome::Ok)
-            }
-            None => self.miss_outcome(tx, id).await,
-        }
     }
 
     /// Runs a fenced per-lease UPDATE (`sql[shape]`: one leading bind, then `(id, token)`
@@ -316,16 +306,88 @@ fn bind_failures<'q>(
     q
 }
 
-/// `id → (queue, status)` from a lease write's `RETURNING id, queue, status`.
-fn returned_rows(rows: &[SqliteRow]) -> Result<HashMap<String, (String, String)>> {
-    let mut hit = HashMap::with_capacity(rows.len());
-    for row in rows {
+/// What the check of a complete/fail chunk said about one item (items it does not
+/// name apply and stay finished).
+enum Checked {
+    /// The item will not apply: `LeaseLost`, or `NotFound` when the task does not exist.
+    Miss(Outcome),
+    /// The item applies and its task goes back to Pending on this queue.
+    Requeued(String),
+}
+
+/// Runs one complete/fail command (check, results, tasks) and reads the check's rows:
+/// `(id, queue, hit)`, where `hit` is 1 (applies, re-arms), 0 (stale lease) or NULL (no
+/// such task). The two writes answer only their row counts.
+async fn run_checked(
+    tx: &mut Transaction<'static, Sqlite>,
+    q: Query<'_>,
+) -> Result<HashMap<String, Checked>> {
+    let mut checked = HashMap::new();
+    let mut stream = (&mut **tx).fetch_many(q);
+    while let Some(step) = stream.try_next().await? {
+        let Either::Right(row) = step else { continue };
         let id: String = row.try_get(0)?;
-        let queue: String = row.try_get(1)?;
-        let status: String = row.try_get(2)?;
-        hit.insert(id, (queue, status));
+        let queue: Option<String> = row.try_get(1)?;
+        let hit: Option<i64> = row.try_get(2)?;
+        let c = match (hit, queue) {
+            (Some(1), Some(queue)) => Checked::Requeued(queue),
+            (None, _) => Checked::Miss(Outcome::NotFound),
+            _ => Checked::Miss(Outcome::LeaseLost),
+        };
+        checked.insert(id, c);
     }
-    Ok(hit)
+    Ok(checked)
+}
+
+/// The outcome of one complete/fail item; records the wake-ups an applied item owes (its
+/// queue when it went back to Pending).
+fn applied(
+    checked: &HashMap<String, Checked>,
+    id: &str,
+    task_id: TaskId,
+    wakes: &mut Vec<(TaskId, Option<String>)>,
+) -> Outcome {
+    match checked.get(id) {
+        Some(Checked::Miss(o)) => *o,
+        Some(Checked::Requeued(queue)) => {
+            wakes.push((task_id, Some(queue.clone())));
+            Outcome::Ok
+        }
+        None => {
+            wakes.push((task_id, None));
+            Outcome::Ok
+        }
+    }
+}
+
+/// Binds `n` NULLs: padding rows of a chunk, which match no task.
+fn bind_padding(mut q: Query<'_>, n: usize) -> Query<'_> {
+    for _ in 0..n {
+        q = q.bind(None::<i64>);
+    }
+    q
+}
+
+/// `(rows, shape)` chunks of a complete/fail batch: up to 256 items each, padded to the
+/// next cached shape so a batch is one command per 256 items; one by one when a task
+/// appears twice (so the second write sees the first one's effect, like sequential calls).
+fn padded_chunks(mut n: usize, duplicates: bool) -> Vec<(usize, usize)> {
+    if duplicates {
+        return vec![(1, 1); n];
+    }
+    let mut out = Vec::new();
+    while n > 0 {
+        let rows = n.min(SHAPES[0]);
+        let shape = SHAPES
+            .iter()
+            .rev()
+            .copied()
+            .find(|s| *s >= rows)
+            .unwrap_or(SHAPES[0]);
+        out.push((rows, shape));
+        n -= rows;
+    }
+    out
 }
 
 fn has_duplicate_ids<'a>(ids: impl Iterator<Item = &'a TaskId>) -> bool {

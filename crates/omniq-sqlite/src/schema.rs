@@ -180,6 +180,33 @@ fn values_list(rows: usize, arity: usize) -> String {
     vec![row; rows].join(",")
 }
 
+/// The check of a fenced complete/fail chunk, read before its writes: binds
+/// `(id, token, x)` per row and returns `(id, queue, hit)` for each item that will not
+/// apply (`hit` 0: the lease is stale; NULL: no such task) and for each that will and
+/// goes back to Pending (`hit` 1; `requeue` decides, over `t` and `v.column3`). A batch
+/// where every item applies and none re-arms returns no row at all: one message.
+fn check_sql(t: &str, rows: usize, requeue: &str) -> String {
+    format!(
+        "SELECT v.column1, t.queue, t.status = 'running' AND t.lease_token = v.column2 \
+         FROM (VALUES {}) AS v LEFT JOIN {t} AS t ON t.id = v.column1 \
+         WHERE v.column1 IS NOT NULL AND (t.id IS NULL OR t.status <> 'running' \
+         OR t.lease_token <> v.column2 OR ({requeue}))",
+        values_list(rows, 3)
+    )
+}
+
+/// `check; results; tasks` per shape: one command, so one round trip to the connection
+/// thread. sqlx-sqlite runs the statements of one query in order, binding anonymous
+/// parameters in sequence across them.
+fn batch_commands(check: &[String], results: &[String], tasks: &[String]) -> Vec<String> {
+    check
+        .iter()
+        .zip(results)
+        .zip(tasks)
+        .map(|((c, r), t)| format!("{c};\n{r};\n{t}"))
+        .collect()
+}
+
 /// All SQL text of one namespace, built once.
 #[derive(Debug)]
 pub(crate) struct Sql {
@@ -192,10 +219,15 @@ pub(crate) struct Sql {
     pub(crate) get_task: String,
     pub(crate) get_result: String,
     pub(crate) task_exists: String,
-    pub(crate) complete_results: Vec<String>,
-    pub(crate) complete_tasks: Vec<String>,
-    pub(crate) fail_results: Vec<String>,
-    pub(crate) fail_tasks: Vec<String>,
+    /// Complete, per shape: one command of three statements (check, results, tasks);
+    /// see [`Sql::new`]. The parts are kept for the query-plan test.
+    pub(crate) complete: Vec<String>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) complete_parts: [Vec<String>; 3],
+    /// Fail, per shape: like `complete`.
+    pub(crate) fail: Vec<String>,
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fail_parts: [Vec<String>; 3],
     pub(crate) heartbeat: Vec<String>,
     pub(crate) start: Vec<String>,
     pub(crate) release: Vec<String>,
@@ -239,8 +271,10 @@ impl Sql {
             })
             .collect();
 
-        // complete: (id, token, result, now, next_run)
-        let complete_results = SHAPES
+        // complete: (id, token, result, now, next_run) per row. One command per chunk:
+        // the check (misses and re-armed tasks, read before the writes), the results,
+        // the tasks. Padding rows (id NULL) match nothing.
+        let complete_results: Vec<String> = SHAPES
             .iter()
             .map(|n| {
                 format!(
@@ -253,7 +287,7 @@ impl Sql {
             })
             .collect();
         let next = "v.column5 IS NOT NULL AND t.cancel_requested = 0";
-        let complete_tasks = SHAPES
+        let complete_tasks: Vec<String> = SHAPES
             .iter()
             .map(|n| {
                 format!(
@@ -265,15 +299,20 @@ impl Sql {
                      runs = CASE WHEN {next} THEN 0 ELSE t.runs END, \
                      error = NULL, lease_until = NULL, updated_at = v.column4 \
                      FROM (VALUES {}) AS v \
-                     WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2 \
-                     RETURNING id, queue, status",
+                     WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2",
                     values_list(*n, 5)
                 )
             })
             .collect();
+        // check binds (id, token, next_run): a completion with a next run re-arms its task.
+        let complete_check: Vec<String> = SHAPES
+            .iter()
+            .map(|n| check_sql(t, *n, "v.column3 IS NOT NULL AND t.cancel_requested = 0"))
+            .collect();
+        let complete = batch_commands(&complete_check, &complete_results, &complete_tasks);
 
         // fail: (id, token, error, now, action: 0 retry | 1 next run | 2 fail | 3 defer, at)
-        let fail_results = SHAPES
+        let fail_results: Vec<String> = SHAPES
             .iter()
             .map(|n| {
                 format!(
@@ -290,7 +329,7 @@ impl Sql {
             })
             .collect();
         let again = "t.cancel_requested = 0 AND v.column5 <> 2";
-        let fail_tasks = SHAPES
+        let fail_tasks: Vec<String> = SHAPES
             .iter()
             .map(|n| {
                 format!(
@@ -306,12 +345,18 @@ impl Sql {
                                  ELSE t.runs END, \
                      error = v.column3, lease_until = NULL, updated_at = v.column4 \
                      FROM (VALUES {}) AS v \
-                     WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2 \
-                     RETURNING id, queue, status",
+                     WHERE t.id = v.column1 AND t.status = 'running' AND t.lease_token = v.column2",
                     values_list(*n, 6)
                 )
             })
             .collect();
+        // check binds (id, token, action): every action but Fail re-arms a task that was
+        // not asked to cancel.
+        let fail_check: Vec<String> = SHAPES
+            .iter()
+            .map(|n| check_sql(t, *n, "t.cancel_requested = 0 AND v.column3 <> 2"))
+            .collect();
+        let fail = batch_commands(&fail_check, &fail_results, &fail_tasks);
 
         // heartbeat: until (the first `?`), then (id, token) rows
         let heartbeat = SHAPES
@@ -368,10 +413,10 @@ impl Sql {
                 "SELECT {RESULT_COLUMNS} FROM {r} WHERE task_id = ?1 AND finished_at >= ?2"
             ),
             task_exists: format!("SELECT 1 FROM {t} WHERE id = ?1"),
-            complete_results,
-            complete_tasks,
-            fail_results,
-            fail_tasks,
+            complete,
+            complete_parts: [complete_check, complete_results, complete_tasks],
+            fail,
+            fail_parts: [fail_check, fail_results, fail_tasks],
             heartbeat,
             start,
             status_of: format!("SELECT status, queue FROM {t} WHERE id = ?1"),
@@ -576,10 +621,11 @@ mod tests {
             ("next_due 2 queues".into(), sql.next_due(2)),
         ];
         for i in [0, SHAPES.len() - 1] {
-            checks.push(("complete results".into(), sql.complete_results[i].clone()));
-            checks.push(("complete tasks".into(), sql.complete_tasks[i].clone()));
-            checks.push(("fail results".into(), sql.fail_results[i].clone()));
-            checks.push(("fail tasks".into(), sql.fail_tasks[i].clone()));
+            for (what, parts) in [("complete", &sql.complete_parts), ("fail", &sql.fail_parts)] {
+                for (part, text) in ["check", "results", "tasks"].iter().zip(parts.iter()) {
+                    checks.push((format!("{what} {part}"), text[i].clone()));
+                }
+            }
             checks.push(("heartbeat".into(), sql.heartbeat[i].clone()));
         }
         for (what, text) in &checks {

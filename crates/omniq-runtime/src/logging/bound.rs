@@ -11,11 +11,9 @@ use std::fmt;
 pub(crate) fn write_json_str<W: fmt::Write + ?Sized>(out: &mut W, s: &str) -> fmt::Result {
     // Fast path, the usual case: nothing to escape (a branch-free scan the compiler
     // vectorizes), one write.
-    let plain = !s
-        .bytes()
-        .fold(false, |any, b| {
-            any | (b < 0x20) | (b == b'"') | (b == b'\\') | (b == 0x7f)
-        });
+    let plain = !s.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\') | (b == 0x7f)
+    });
     if plain {
         out.write_char('"')?;
         out.write_str(s)?;

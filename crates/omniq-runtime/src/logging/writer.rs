@@ -332,7 +332,10 @@ impl Shared {
         {
             state.urgent = true;
             self.work.notify_one();
-            state = self.done.wait(state).unwrap_or_else(PoisonError::into_inner);
+            state = self
+                .done
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
         }
         if state.stopped {
             return;
@@ -358,7 +361,10 @@ impl Shared {
             state.idle = false;
             self.work.notify_one();
             state = match deadline {
-                None => self.done.wait(state).unwrap_or_else(PoisonError::into_inner),
+                None => self
+                    .done
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner),
                 Some(deadline) => {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -389,7 +395,10 @@ impl Shared {
                 let mut state = self.lock();
                 while state.queue.is_empty() && !state.closing && !state.urgent {
                     state.idle = true;
-                    state = self.work.wait(state).unwrap_or_else(PoisonError::into_inner);
+                    state = self
+                        .work
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
                 }
                 state.idle = false;
                 // Let a batch gather, from its first line on.
@@ -432,7 +441,10 @@ impl Shared {
             };
             let stop = {
                 let mut state = self.lock();
-                state.written = upto;
+                // After a panic the batch is not written: flushes waiting for it fail.
+                if !panicked {
+                    state.written = upto;
+                }
                 if panicked || (closing && state.queue.is_empty()) {
                     state.stopped = true;
                 }
@@ -502,4 +514,134 @@ pub(crate) fn flush_all(limit: Duration) -> io::Result<()> {
 /// The write buffer for a rotation size of `rotation_bytes`.
 fn buffer_capacity(rotation_bytes: usize) -> usize {
     (rotation_bytes / 8).min(64 * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A destination that holds every write until the test lets it go on.
+    struct Gate {
+        open: Arc<(Mutex<bool>, Condvar)>,
+        out: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let (lock, cv) = &*self.open;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+            self.out.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_queue_makes_callers_wait_and_loses_nothing() {
+        let open = Arc::new((Mutex::new(false), Condvar::new()));
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let gate = Gate {
+            open: Arc::clone(&open),
+            out: Arc::clone(&out),
+        };
+        let (writer, guard) = LogWriter::start(Box::new(gate), 64 * 1024).unwrap();
+        let line = [b'x'; 1023]
+            .iter()
+            .copied()
+            .chain(std::iter::once(b'\n'))
+            .collect::<Vec<u8>>();
+        // Three queues' worth: the writer thread is stuck on its first batch, so the caller
+        // must block once the queue is full.
+        let lines = 3 * LOG_QUEUE_BYTES / line.len();
+        let (done_tx, done_rx) = mpsc::channel();
+        let caller = {
+            let writer = writer.clone();
+            let line = line.clone();
+            std::thread::spawn(move || {
+                let mut w = &writer;
+                for _ in 0..lines {
+                    w.write_all(&line).unwrap();
+                }
+                done_tx.send(()).unwrap();
+            })
+        };
+        assert!(
+            done_rx.recv_timeout(Duration::from_millis(500)).is_err(),
+            "the caller must wait while the queue is full"
+        );
+        {
+            let state = writer.shared.lock();
+            assert!(
+                state.queue.len() <= LOG_QUEUE_BYTES,
+                "{}",
+                state.queue.len()
+            );
+        }
+        *open.0.lock().unwrap() = true;
+        open.1.notify_all();
+        done_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        caller.join().unwrap();
+        drop(guard);
+        let out = out.lock().unwrap();
+        assert_eq!(out.len(), lines * line.len());
+        assert!(
+            out.split(|&b| b == b'\n')
+                .take(lines)
+                .all(|l| l == &line[..1023])
+        );
+    }
+
+    struct Panics;
+
+    impl Write for Panics {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            panic!("destination failed");
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_panicking_destination_stops_the_writer_without_hanging_callers() {
+        let (writer, guard) = LogWriter::start(Box::new(Panics), 1024).unwrap();
+        let mut w = &writer;
+        w.write_all(b"one\n").unwrap();
+        assert!(w.flush().is_err(), "the line could not be written");
+        // Later lines are discarded; nobody blocks, even past the queue's bound.
+        for _ in 0..(LOG_QUEUE_BYTES / 1024 + 10) {
+            w.write_all(&[b'y'; 1024]).unwrap();
+        }
+        drop(guard);
+    }
+
+    #[test]
+    fn batches_are_cut_between_lines() {
+        let mut out = Vec::new();
+        struct Pieces<'a>(&'a mut Vec<Vec<u8>>);
+        impl Write for Pieces<'_> {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.push(buf.to_vec());
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let batch = b"aaaa\nbbbb\ncc\nddddddddddddd\ne\n";
+        write_batch(&mut Pieces(&mut out), batch, 11).unwrap();
+        let pieces: Vec<&[u8]> = out.iter().map(Vec::as_slice).collect();
+        assert_eq!(
+            pieces,
+            [&b"aaaa\nbbbb\n"[..], b"cc\n", b"ddddddddddddd\n", b"e\n"]
+        );
+    }
 }

@@ -191,3 +191,45 @@ async fn dev_mode_prints_the_guides_layout_with_fields_below() {
         "{below}"
     );
 }
+
+/// Durability at stop: once `stop` returns, the lines of the pool's run are in the log
+/// file, though the writer writes in batches and its guard is still alive.
+#[tokio::test]
+async fn stop_returns_with_the_runs_lines_in_the_log_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("omniq.log");
+    let config = LogConfig::default()
+        .with_mode(LogMode::Prod)
+        .with_file(&file);
+    let (writer, log_guard) = config.open_writer().expect("writer");
+    let _subscriber = tracing::subscriber::set_default(config.build_subscriber(writer));
+    let storage: Arc<dyn omniq::Storage> = Arc::new(
+        omniq_sqlite::SqliteStorage::in_memory()
+            .await
+            .expect("sqlite"),
+    );
+    let queue = AsyncTaskQueue::new(storage);
+    let mut pool = AsyncWorkerPool::builder()
+        .queue(queue.clone())
+        .poll_interval(Duration::from_millis(20))
+        .name("worker-durable")
+        .build()
+        .expect("pool");
+    pool.register("ok", |x: u32| async move { Ok::<_, HandlerError>(x) });
+    pool.start().expect("start");
+    let id = queue.enqueue("ok", &7u32).await.expect("enqueue");
+    queue
+        .wait_result(&id, Duration::from_secs(20))
+        .await
+        .expect("result");
+    pool.stop(Duration::from_secs(5)).await.expect("stop");
+
+    let text = std::fs::read_to_string(&file).expect("log file");
+    let completed = format!(r#""message":"Task completed: {id} after 1 attempt""#);
+    assert!(text.contains(&completed), "{text}");
+    assert!(
+        text.contains(r#""message":"Worker worker-durable stopped""#),
+        "{text}"
+    );
+    drop(log_guard);
+}

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 
 use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+use smallvec::SmallVec;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
@@ -58,10 +59,11 @@ impl fmt::Display for FieldValue {
 }
 
 /// Fields in the order they were recorded; a later value for the same name replaces the
-/// earlier one in place.
+/// earlier one in place. Inline up to six fields (a task span has five): no allocation
+/// for the list itself.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct FieldList {
-    pub(crate) fields: Vec<(Cow<'static, str>, FieldValue)>,
+    pub(crate) fields: SmallVec<[(Cow<'static, str>, FieldValue); 6]>,
 }
 
 impl FieldList {
@@ -194,7 +196,11 @@ pub(crate) struct EventFields {
 
 impl EventFields {
     pub(crate) fn of(event: &Event<'_>) -> Self {
-        let mut fields = EventFields::default();
+        let mut fields = EventFields {
+            // Most messages fit: one allocation instead of a string grown several times.
+            message: String::with_capacity(128),
+            fields: FieldList::default(),
+        };
         event.record(&mut fields);
         fields
     }

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use chrono::{Datelike as _, Timelike as _};
+use smallvec::SmallVec;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
@@ -37,12 +38,13 @@ where
 
         // Hold every span's extensions for the duration of the write so the merged list can
         // borrow from them instead of cloning values.
-        let spans: Vec<_> = ctx
+        // (Inline vectors: no allocation per event for the usual few spans and fields.)
+        let spans: SmallVec<[_; 8]> = ctx
             .event_scope()
             .map(|scope| scope.from_root().collect())
             .unwrap_or_default();
-        let extensions: Vec<_> = spans.iter().map(|span| span.extensions()).collect();
-        let mut merged: Vec<(&str, &FieldValue)> = Vec::new();
+        let extensions: SmallVec<[_; 8]> = spans.iter().map(|span| span.extensions()).collect();
+        let mut merged: Fields<'_> = SmallVec::new();
         let span_lists = extensions
             .iter()
             .filter_map(|ext| ext.get::<SpanFields>())
@@ -73,7 +75,10 @@ where
     }
 }
 
-fn merge<'a>(merged: &mut Vec<(&'a str, &'a FieldValue)>, name: &'a str, value: &'a FieldValue) {
+/// An event's fields with those of its spans, in writing order.
+type Fields<'a> = SmallVec<[(&'a str, &'a FieldValue); 16]>;
+
+fn merge<'a>(merged: &mut Fields<'a>, name: &'a str, value: &'a FieldValue) {
     if let Some(slot) = merged.iter_mut().find(|(n, _)| *n == name) {
         slot.1 = value;
     } else {
@@ -83,8 +88,8 @@ fn merge<'a>(merged: &mut Vec<(&'a str, &'a FieldValue)>, name: &'a str, value: 
 
 /// Leading fields first, then the rest in the order they appeared; the critical marker is
 /// dropped because the level label carries it.
-fn order<'a>(merged: &[(&'a str, &'a FieldValue)]) -> Vec<(&'a str, &'a FieldValue)> {
-    let mut ordered = Vec::with_capacity(merged.len());
+fn order<'a>(merged: &[(&'a str, &'a FieldValue)]) -> Fields<'a> {
+    let mut ordered = Fields::new();
     for key in LEADING_FIELDS {
         if let Some(field) = merged.iter().find(|(name, _)| *name == key) {
             ordered.push(*field);
@@ -93,7 +98,8 @@ fn order<'a>(merged: &[(&'a str, &'a FieldValue)]) -> Vec<(&'a str, &'a FieldVal
     ordered.extend(
         merged
             .iter()
-            .filter(|(name, _)| !LEADING_FIELDS.contains(name) && *name != CRITICAL_FIELD),
+            .filter(|(name, _)| !LEADING_FIELDS.contains(name) && *name != CRITICAL_FIELD)
+            .copied(),
     );
     ordered
 }

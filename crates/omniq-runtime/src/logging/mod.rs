@@ -49,8 +49,8 @@
 //!
 //! In PROD the file is rotated when it passes the rotation size, rotated files are gzipped
 //! and deleted once older than the retention ([`RotatingFileWriter`]); all writing happens on
-//! a background thread ([`LogConfig::open_writer`]), so keep the [`LogGuard`] alive until
-//! the program exits.
+//! a background thread, in batches ([`LogWriter`]), so keep the [`LogGuard`] alive until
+//! the program exits: dropping it writes every queued line.
 //!
 //! # Example
 //!
@@ -116,4 +116,20 @@ pub use events::{
 #[cfg(feature = "logging")]
 pub use install::{CRITICAL_FIELD, configure, configure_from_env};
 #[cfg(feature = "logging")]
-pub use writer::{LogGuard, ROTATED_SUFFIX_FORMAT, RotatingFileWriter};
+pub use writer::{
+    LOG_FLUSH_INTERVAL, LOG_QUEUE_BYTES, LogGuard, LogWriter, ROTATED_SUFFIX_FORMAT,
+    RotatingFileWriter,
+};
+
+/// Waits until every open [`LogWriter`] has written and flushed what is queued, on a
+/// blocking thread, until `deadline` at the latest. The worker pool calls it at the end
+/// of `stop`, so the lines of a stopped pool are in their files.
+pub(crate) async fn flush_writers(deadline: tokio::time::Instant) {
+    #[cfg(feature = "logging")]
+    if writer::any_open() {
+        let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let _ = tokio::task::spawn_blocking(move || writer::flush_all(limit)).await;
+    }
+    #[cfg(not(feature = "logging"))]
+    let _ = deadline;
+}

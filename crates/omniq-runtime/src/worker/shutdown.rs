@@ -106,5 +106,8 @@ pub(super) async fn run(running: Running, timeout: Duration, name: String) -> St
         }
     }
     events::log_worker_stopped(&name);
+    // The log lines of this run are in their files when stop returns (within the same
+    // storage_timeout as the final flush and hand-back).
+    events::flush_writers(cap).await;
     report
 }

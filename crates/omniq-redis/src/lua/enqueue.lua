@@ -1,12 +1,13 @@
--- enqueue: ARGV[A] = n, then per task 14 values:
+-- enqueue: ARGV[A] = n, then per task 15 values:
 --   queue, id, record, status, eta ('' = none), due (eta or created_at), priority,
---   seq, attempts, updated_at, last_attempt_at (''), error (''), unique key (''), runs
+--   seq, attempts, updated_at, last_attempt_at (''), error (''), unique key (''), runs,
+--   schedule member (`rkey` of priority, due, seq and id, built by the client)
 -- Checks everything first, then writes (a Lua error would not roll back earlier
 -- writes). Returns {'ok', wake, ended, r1, …, rn} with ri = '' (stored) or the id of
 -- the live task holding its unique key, or {'conflict', id} (nothing written) when an
 -- id exists.
 local n = tonumber(ARGV[A])
-local K = 14
+local K = 15
 local out = {'ok', '', {}}
 local seen_id, seen_uk = {}, {}
 for i = 1, n do
@@ -55,7 +56,7 @@ for i = 1, n do
     local at, up, la, er, uk = ARGV[b + 9], ARGV[b + 10], ARGV[b + 11], ARGV[b + 12], ARGV[b + 13]
     local P = NS .. q .. '}:'
     local tk = P .. 't:' .. id
-    local rk = rkey(tonumber(pr), tonumber(due), tonumber(sq), id)
+    local rk = ARGV[b + 15]
     local m = st .. '|0|' .. at .. '|' .. up .. '|' .. la .. '||' .. '|' .. due .. '|' .. pr .. '|' .. sq .. '|' .. eta
       .. '|' .. ARGV[b + 14]
     if uk ~= '' and er ~= '' then
@@ -79,8 +80,8 @@ for i = 1, n do
       zadd(P .. 'done', up, id)
       bump(P .. 'done', exp)
       bump(P .. 's:' .. st, exp)
-      if INLINE then redis.call('PEXPIREAT', LOC .. id, ms) end
-      redis.call('PEXPIREAT', tk, ms)
+      if INLINE then redis.call('PEXPIREAT', LOC .. id, ts(ms)) end
+      redis.call('PEXPIREAT', tk, ts(ms))
       ended[#ended + 1] = id
       ended[#ended + 1] = ms
     end

@@ -106,12 +106,13 @@ impl RedisStorage {
                 queues.push(&t.queue);
             }
         }
-        self.client()?
-            .sadd::<(), _, _>(self.inner.keys.queues.as_str(), queues.clone())
-            .await?;
         let results = if self.cluster() {
+            self.client()?
+                .sadd::<(), _, _>(self.inner.keys.queues.as_str(), queues.clone())
+                .await?;
             self.enqueue_on_cluster(&tasks, rows, &queues).await?
         } else {
+            // The script registers the queues itself (one round trip).
             let key = self.inner.keys.queues.clone();
             self.enqueue_call(key, rows, tasks.len()).await?
         };

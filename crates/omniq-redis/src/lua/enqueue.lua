@@ -48,6 +48,19 @@ for i = 1, n do
   if dup ~= '' and INLINE then redis.call('DEL', LOC .. id) end
   out[i + 3] = dup
 end
+if INLINE then
+  -- On one server KEYS[1] is the namespace's queue set: registered here, in the same
+  -- round trip (a cluster client adds them itself: the set lives in another slot).
+  local qs, seen_q = {}, {}
+  for i = 1, n do
+    local q = ARGV[A + (i - 1) * K + 1]
+    if not seen_q[q] then
+      seen_q[q] = true
+      qs[#qs + 1] = q
+    end
+  end
+  redis.call('SADD', KEYS[1], unpack(qs))
+end
 for i = 1, n do
   if out[i + 3] == '' then
     local b = A + (i - 1) * K

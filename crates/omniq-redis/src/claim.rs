@@ -19,7 +19,20 @@ use time::OffsetDateTime;
 const PROMOTE: usize = 1000;
 
 /// Values per task in the enqueue script's arguments.
-const ENQUEUE_ARITY: usize = 14;
+const ENQUEUE_ARITY: usize = 15;
+
+/// A task's schedule member (`rkey` in `lua/common.lua`, built here so the script
+/// formats nothing per task): `<2147483647-priority:10><due µs:17><seq:17>:<id>`, due
+/// and seq clamped to `0..=9e15`, so lexicographic order is claim order.
+pub(crate) fn schedule_member(priority: i32, due: i64, seq: i64, id: &str) -> String {
+    const MAX: i64 = 9_000_000_000_000_000;
+    format!(
+        "{:010}{:017}{:017}:{id}",
+        2_147_483_647_i64 - i64::from(priority),
+        due.clamp(0, MAX),
+        seq.clamp(0, MAX)
+    )
+}
 
 /// The enqueue sequence: unix microseconds, strictly increasing within the process, so
 /// tasks enqueued one after the other (in one batch or not) keep their order, and
@@ -51,21 +64,25 @@ impl RedisStorage {
             s => s,
         };
         let error = t.error.as_ref().map(|e| format.encode(e)).transpose()?;
+        let id = t.id.to_string();
+        let seq = next_seq();
+        let member = schedule_member(t.priority, micros(t.effective_eta()), seq, &id);
         out.extend([
             arg(t.queue.as_str()),
-            arg(t.id.to_string()),
+            arg(id),
             bytes(&format.encode(t)?),
             arg(status.as_str()),
             opt_us(t.schedule.eta),
             us_arg(t.effective_eta()),
             arg(t.priority.to_string()),
-            arg(next_seq().to_string()),
+            arg(seq.to_string()),
             arg(t.attempts.to_string()),
             us_arg(t.updated_at),
             opt_us(t.last_attempt_at),
             error.as_deref().map(bytes).unwrap_or_else(|| arg("")),
             arg(t.unique_key.as_deref().unwrap_or("")),
             arg(t.runs.to_string()),
+            arg(member),
         ]);
         Ok(())
     }
@@ -89,12 +106,13 @@ impl RedisStorage {
                 queues.push(&t.queue);
             }
         }
-        self.client()?
-            .sadd::<(), _, _>(self.inner.keys.queues.as_str(), queues.clone())
-            .await?;
         let results = if self.cluster() {
+            self.client()?
+                .sadd::<(), _, _>(self.inner.keys.queues.as_str(), queues.clone())
+                .await?;
             self.enqueue_on_cluster(&tasks, rows, &queues).await?
         } else {
+            // The script registers the queues itself (one round trip).
             let key = self.inner.keys.queues.clone();
             self.enqueue_call(key, rows, tasks.len()).await?
         };

@@ -473,6 +473,56 @@ async fn a_state_without_recorded_runs_is_upgraded_on_write() {
     s.close().await.expect("close");
 }
 
+/// The schedule member an enqueue stores (built by the client) is the one the scripts
+/// build for the same task (`rkey`, used when a task is requeued), for extreme
+/// priorities and etas too, so claim order is the same whichever wrote it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_members_built_by_the_client_match_the_scripts() {
+    let url = redis_url();
+    let ns = unique_namespace("rkey");
+    let _cleanup = Cleanup(url.clone(), ns.clone());
+    let s = storage(&url, &ns).await;
+    let t0 = now();
+    let mut tasks = Vec::new();
+    for (priority, eta) in [
+        (0, None),
+        (i32::MAX, Some(t0 + Duration::days(3))),
+        (
+            i32::MIN,
+            Some(OffsetDateTime::UNIX_EPOCH - Duration::days(1)),
+        ),
+        (-7, Some(t0 + Duration::days(365 * 400))),
+    ] {
+        let mut t = task("q", t0);
+        t.priority = priority;
+        t.schedule.eta = eta;
+        tasks.push(t);
+    }
+    let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+    s.enqueue(tasks).await.expect("enqueue");
+    let raw = Builder::from_config(Config::from_url(&url).expect("url"))
+        .build()
+        .expect("client");
+    raw.init().await.expect("connect");
+    let rkey = "local function clamp(x) if x < 0 then return 0 end if x > 9e15 then return 9e15 end \
+                return x end \
+                local m = redis.call('HGET', KEYS[1], 'm') \
+                local f = {} for p in string.gmatch(m .. '|', '([^|]*)|') do f[#f + 1] = p end \
+                return string.format('%010.0f%017.0f%017.0f:', 2147483647 - tonumber(f[9]), \
+                  clamp(tonumber(f[8])), clamp(tonumber(f[10]))) .. ARGV[1]";
+    for id in ids {
+        let key = format!("omniq:{{{ns}:q}}:t:{id}");
+        let stored: String = raw.hget(&key, "rk").await.expect("member");
+        let scripted: String = raw
+            .eval(rkey, vec![key.clone()], vec![id.to_string()])
+            .await
+            .expect("rkey");
+        assert_eq!(stored, scripted, "task {id}");
+    }
+    let _ = raw.quit().await;
+    s.close().await.expect("close");
+}
+
 /// A backlog far past what one script call may unpack: 200k due tasks, claimed and
 /// completed in batches of 1000 without an error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

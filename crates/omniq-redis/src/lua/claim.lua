@@ -23,8 +23,14 @@ local STATUSES = {pending = true, running = true, success = true, failed = true,
                   cancelled = true}
 local function num(x) return string.match(x, '^%-?%d+$') ~= nil end
 local function opt(x) return x == '' or num(x) end
-local function sane(f)
-  return STATUSES[f.st] and opt(f.tk) and num(f.at) and num(f.up) and opt(f.la)
+local function sane(f, m)
+  if not STATUSES[f.st] then return false end
+  -- The usual shape, in one scan: every field after the status digits or empty, and
+  -- the required ones present (anything else takes the field-by-field check).
+  if f.at ~= '' and f.up ~= '' and f.ru ~= '' and not string.find(m, '[^%d|]', #f.st + 2) then
+    return true
+  end
+  return opt(f.tk) and num(f.at) and num(f.up) and opt(f.la)
     and opt(f.lu) and opt(f.due) and opt(f.pr) and opt(f.sq) and opt(f.eta) and num(f.ru)
 end
 
@@ -81,11 +87,16 @@ if limit > 0 and mode == 'peek' then
 elseif limit > 0 then
   -- The best `limit` members over all queues.
   local picks = {}
-  for j = 1, nq do
-    local m = redis.call('ZRANGE', queues[j][2] .. 'ready', 0, limit - 1)
-    for _, member in ipairs(m) do picks[#picks + 1] = {member, j} end
-  end
-  if nq > 1 then
+  if nq == 1 then
+    -- Every pick is taken: popped at once (all scores are 0, so ZPOPMIN is ZRANGE's
+    -- lexicographic order).
+    local m = redis.call('ZPOPMIN', queues[1][2] .. 'ready', limit)
+    for i = 1, #m, 2 do picks[#picks + 1] = {m[i], 1} end
+  else
+    for j = 1, nq do
+      local m = redis.call('ZRANGE', queues[j][2] .. 'ready', 0, limit - 1)
+      for _, member in ipairs(m) do picks[#picks + 1] = {member, j} end
+    end
     table.sort(picks, function(a, b) return a[1] < b[1] end)
   end
   for i = 1, math.min(limit, #picks) do
@@ -93,10 +104,10 @@ elseif limit > 0 then
     local q, P = queues[j][1], queues[j][2]
     local id = string.sub(member, RK_ID)
     local tk = P .. 't:' .. id
-    zrem(P .. 'ready', member)
+    if nq > 1 then zrem(P .. 'ready', member) end
     local v = redis.call('HMGET', tk, 'm', 'd', 'er')
     local f = v[1] and unpack_m(v[1])
-    if f and not sane(f) then f = nil end
+    if f and not sane(f, v[1]) then f = nil end
     if not f and (v[1] or v[2]) then
       fail_broken(P, id, tk, member)
     elseif not f then

@@ -22,8 +22,16 @@ local INST = ARGV[6]
 local CHAN = ARGV[7]
 local A = 8
 
+-- string.format is the costliest string operation a script does per task, and a batch
+-- formats the same few instants and counters again and again: remembered per call.
+local ts_memo = {}
 local function ts(x)
-  return string.format('%.0f', x)
+  local s = ts_memo[x]
+  if not s then
+    s = string.format('%.0f', x)
+    ts_memo[x] = s
+  end
+  return s
 end
 
 local function clamp(x)
@@ -190,9 +198,10 @@ local function fence(P, id, token)
   return nil, f
 end
 
--- Takes a task out of the schedule, ready and lease indexes.
-local function unqueue(P, id, rk)
-  zrem(P .. 'sched', rk)
+-- Takes a task out of the schedule, ready and lease indexes (a Running task is never
+-- in the schedule: only Pending ones are put there).
+local function unqueue(P, id, rk, from)
+  if from ~= 'running' then zrem(P .. 'sched', rk) end
   zrem(P .. 'ready', rk)
   zrem(P .. 'leases', id)
 end
@@ -220,7 +229,7 @@ local function store_result(P, id, status, payload, err, fin, at, la)
     redis.call('DEL', k)
   else
     local v = status .. '|' .. ts(fin) .. '|' .. (at or '0') .. '|' .. (la or '') .. '|' .. #e .. '|' .. plen .. '|' .. e .. p
-    redis.call('SET', k, v, 'PXAT', ms)
+    redis.call('SET', k, v, 'PXAT', ts(ms))
   end
   zadd(P .. 'res', ts(fin), id)
   bump(P .. 'res', exp)
@@ -230,7 +239,7 @@ end
 -- the record (and, inline, its locator) expiring `TTL` after `now`.
 local function finish(P, id, from, to, now, f, extra)
   local tk = P .. 't:' .. id
-  unqueue(P, id, f.rk)
+  unqueue(P, id, f.rk, from)
   move_status(P, id, from, to)
   f.st, f.up, f.lu, f.cr = to, ts(now), '', ''
   save(P, id, f, extra)
@@ -239,11 +248,13 @@ local function finish(P, id, from, to, now, f, extra)
   end
   local exp = now + TTL
   local ms = math.floor(exp / 1000)
-  if INLINE then redis.call('PEXPIREAT', LOC .. id, ms) end
+  -- As a memoized string: a number argument would be formatted again by every call.
+  local mss = ts(ms)
+  if INLINE then redis.call('PEXPIREAT', LOC .. id, mss) end
   zadd(P .. 'done', ts(now), id)
   bump(P .. 'done', exp)
   bump(P .. 's:' .. to, exp)
-  redis.call('PEXPIREAT', tk, ms)
+  redis.call('PEXPIREAT', tk, mss)
   ended[#ended + 1] = id
   ended[#ended + 1] = ms
 end
@@ -251,7 +262,7 @@ end
 -- Back to Pending at `eta` (attempts set to `at` unless nil; attempts '0' starts a new
 -- series, so the recorded runs start over too); claimable once due.
 local function requeue(P, q, id, from, eta, now, at, f, extra)
-  unqueue(P, id, f.rk)
+  unqueue(P, id, f.rk, from)
   move_status(P, id, from, 'pending')
   f.st, f.eta, f.due, f.up, f.lu, f.cr = 'pending', ts(eta), ts(eta), ts(now), '', ''
   if at then f.at = at end

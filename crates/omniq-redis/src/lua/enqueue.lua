@@ -1,12 +1,13 @@
--- enqueue: ARGV[A] = n, then per task 14 values:
+-- enqueue: ARGV[A] = n, then per task 15 values:
 --   queue, id, record, status, eta ('' = none), due (eta or created_at), priority,
---   seq, attempts, updated_at, last_attempt_at (''), error (''), unique key (''), runs
+--   seq, attempts, updated_at, last_attempt_at (''), error (''), unique key (''), runs,
+--   schedule member (`rkey` of priority, due, seq and id, built by the client)
 -- Checks everything first, then writes (a Lua error would not roll back earlier
 -- writes). Returns {'ok', wake, ended, r1, …, rn} with ri = '' (stored) or the id of
 -- the live task holding its unique key, or {'conflict', id} (nothing written) when an
 -- id exists.
 local n = tonumber(ARGV[A])
-local K = 14
+local K = 15
 local out = {'ok', '', {}}
 local seen_id, seen_uk = {}, {}
 for i = 1, n do
@@ -47,6 +48,19 @@ for i = 1, n do
   if dup ~= '' and INLINE then redis.call('DEL', LOC .. id) end
   out[i + 3] = dup
 end
+if INLINE then
+  -- On one server KEYS[1] is the namespace's queue set: registered here, in the same
+  -- round trip (a cluster client adds them itself: the set lives in another slot).
+  local qs, seen_q = {}, {}
+  for i = 1, n do
+    local q = ARGV[A + (i - 1) * K + 1]
+    if not seen_q[q] then
+      seen_q[q] = true
+      qs[#qs + 1] = q
+    end
+  end
+  redis.call('SADD', KEYS[1], unpack(qs))
+end
 for i = 1, n do
   if out[i + 3] == '' then
     local b = A + (i - 1) * K
@@ -55,7 +69,7 @@ for i = 1, n do
     local at, up, la, er, uk = ARGV[b + 9], ARGV[b + 10], ARGV[b + 11], ARGV[b + 12], ARGV[b + 13]
     local P = NS .. q .. '}:'
     local tk = P .. 't:' .. id
-    local rk = rkey(tonumber(pr), tonumber(due), tonumber(sq), id)
+    local rk = ARGV[b + 15]
     local m = st .. '|0|' .. at .. '|' .. up .. '|' .. la .. '||' .. '|' .. due .. '|' .. pr .. '|' .. sq .. '|' .. eta
       .. '|' .. ARGV[b + 14]
     if uk ~= '' and er ~= '' then
@@ -79,8 +93,8 @@ for i = 1, n do
       zadd(P .. 'done', up, id)
       bump(P .. 'done', exp)
       bump(P .. 's:' .. st, exp)
-      if INLINE then redis.call('PEXPIREAT', LOC .. id, ms) end
-      redis.call('PEXPIREAT', tk, ms)
+      if INLINE then redis.call('PEXPIREAT', LOC .. id, ts(ms)) end
+      redis.call('PEXPIREAT', tk, ts(ms))
       ended[#ended + 1] = id
       ended[#ended + 1] = ms
     end

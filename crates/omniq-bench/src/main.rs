@@ -222,6 +222,13 @@ async fn run(args: RunArgs) -> Result<()> {
         args.linear_large,
     );
     println!("{table}");
+    let machine = &report["machine"];
+    println!(
+        "machine: {} × {}, CPU reference {} ns (one MessagePack encode + decode of a task)",
+        machine["nproc"],
+        machine["cpu"].as_str().unwrap_or("unknown CPU"),
+        machine["cpu_ref_ns"]
+    );
     if let Some(parent) = args.report.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("creating {}", parent.display()))?;

@@ -52,7 +52,30 @@ pub(crate) fn machine() -> Value {
         "cpu": cpu,
         "ram_gib": ram_gib,
         "os": std::env::consts::OS,
+        "cpu_ref_ns": cpu_ref_ns(),
     })
+}
+
+/// A CPU reference taken in the same run, for reading CPU-bound figures across machines
+/// (the floors only describe durable writes): nanoseconds for one MessagePack encode and
+/// decode of a small task on one thread, the best of five rounds of 20 000.
+pub(crate) fn cpu_ref_ns() -> Option<f64> {
+    use omniq::backend::{Format, Payload, Task};
+    use std::hint::black_box;
+    const ROUND: u32 = 20_000;
+    let task = Task::new("bench.cpu_ref", Payload(vec![0x92, 0x01, 0x02]));
+    let format = Format::MessagePack;
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        let start = std::time::Instant::now();
+        for _ in 0..ROUND {
+            let bytes = format.encode(black_box(&task)).ok()?;
+            let back: Task = format.decode(black_box(&bytes)).ok()?;
+            black_box(back);
+        }
+        best = best.min(start.elapsed().as_nanos() as f64 / f64::from(ROUND));
+    }
+    Some((best * 10.0).round() / 10.0)
 }
 
 fn rate(v: f64) -> String {

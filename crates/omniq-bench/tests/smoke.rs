@@ -47,9 +47,11 @@ fn a_tiny_file_run_reports_every_figure() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).expect("report written"))
             .expect("report is JSON");
-    for k in ["nproc", "cpu", "ram_gib"] {
+    for k in ["nproc", "cpu", "ram_gib", "cpu_ref_ns"] {
         assert!(!v["machine"][k].is_null(), "machine.{k} missing: {v}");
     }
+    let cpu_ref = v["machine"]["cpu_ref_ns"].as_f64().unwrap_or_default();
+    assert!(cpu_ref > 0.0, "the CPU reference is a positive time: {v}");
     let b = &v["backends"][0];
     assert_eq!(b["backend"], "file", "{v}");
     for k in [

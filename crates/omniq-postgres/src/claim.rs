@@ -85,7 +85,11 @@ impl PostgresStorage {
                 start = end;
                 continue;
             }
-            let query = if keyed { &sql.insert } else { &sql.insert_plain };
+            let query = if keyed {
+                &sql.insert
+            } else {
+                &sql.insert_plain
+            };
             let q = self
                 .query(query)
                 .bind(c.id)

@@ -131,7 +131,11 @@ mod tests {
     #[test]
     fn fields_are_length_prefixed_big_endian() {
         let mut b = CopyBuf::with_header(0);
-        assert_eq!(b.buf.len(), 19, "signature (11), flags (4), extension length (4)");
+        assert_eq!(
+            b.buf.len(),
+            19,
+            "signature (11), flags (4), extension length (4)"
+        );
         b.buf.clear();
         b.row();
         b.int4(-2);

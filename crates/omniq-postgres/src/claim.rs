@@ -3,6 +3,7 @@
 //! batch claim (one `FOR UPDATE SKIP LOCKED` statement, expired leases included).
 
 use crate::convert::{self, PgTime, TaskRow, duration_micros, encode_backoff, encode_error};
+use crate::copy::CopyBuf;
 use crate::error::{Error, Result};
 use crate::storage::{MAX_BATCH, PostgresStorage, distinct_queues, validate_queue};
 use omniq_core::{
@@ -22,13 +23,14 @@ impl PostgresStorage {
         }
         let columns = Columns::of(&tasks, self.inner.format)?;
         let origin = &self.inner.notifier.origin;
-        let single = tasks.len() <= MAX_BATCH && tasks.iter().all(|t| t.unique_key.is_none());
+        let single = tasks.len() < COPY_MIN && tasks.iter().all(|t| t.unique_key.is_none());
         let out = if single {
-            // One statement, committed on its own.
+            // One plain INSERT, committed on its own.
             let mut conn = self.db()?.acquire().await?;
             self.insert(&mut conn, &tasks, &columns, origin).await?
         } else {
-            // Several chunks, or duplicates to look up: one transaction.
+            // A COPY and its wake-ups, several chunks, or duplicates to look up: one
+            // transaction.
             let mut tx = self.db()?.begin().await?;
             let out = self.insert(&mut tx, &tasks, &columns, origin).await?;
             tx.commit().await?;
@@ -70,13 +72,26 @@ impl PostgresStorage {
         origin: &str,
     ) -> Result<Vec<Enqueued>> {
         let sql = &self.inner.sql;
-        let mut inserted: HashSet<Uuid> = HashSet::with_capacity(tasks.len());
+        // `inserted[i]`: whether tasks[i] was stored (not a duplicate of a live key).
+        let mut inserted = vec![false; tasks.len()];
         let mut start = 0;
         while start < tasks.len() {
             let end = (start + MAX_BATCH).min(tasks.len());
             let c = columns.slice(start..end);
-            let rows = self
-                .query(&sql.insert)
+            let keyed = c.unique_key.iter().any(Option::is_some);
+            if !keyed && end - start >= COPY_MIN {
+                self.copy_chunk(conn, &c, origin).await?;
+                inserted[start..end].fill(true);
+                start = end;
+                continue;
+            }
+            let query = if keyed {
+                &sql.insert
+            } else {
+                &sql.insert_plain
+            };
+            let q = self
+                .query(query)
                 .bind(c.id)
                 .bind(c.func_path)
                 .bind(c.args)
@@ -98,17 +113,25 @@ impl PostgresStorage {
                 .bind(c.cron)
                 .bind(c.runs)
                 .bind(&self.inner.notifier.channel)
-                .bind(origin)
-                .fetch_all(&mut *conn)
-                .await?;
-            for row in &rows {
-                inserted.insert(row.try_get::<Uuid, _>(0)?);
+                .bind(origin);
+            if keyed {
+                let rows = q.fetch_all(&mut *conn).await?;
+                let mut stored: HashSet<Uuid> = HashSet::with_capacity(rows.len());
+                for row in &rows {
+                    stored.insert(row.try_get::<Uuid, _>(0)?);
+                }
+                for (i, t) in tasks.iter().enumerate().take(end).skip(start) {
+                    inserted[i] = stored.contains(&t.id.0);
+                }
+            } else {
+                // No key, no conflict to arbitrate: every row is stored, or the
+                // statement fails (an existing id is a unique violation).
+                q.bind(distinct(c.queue)).execute(&mut *conn).await?;
+                inserted[start..end].fill(true);
             }
             start = end;
         }
-        let missing: Vec<usize> = (0..tasks.len())
-            .filter(|i| !inserted.contains(&tasks[*i].id.0))
-            .collect();
+        let missing: Vec<usize> = (0..tasks.len()).filter(|i| !inserted[*i]).collect();
         let mut holders: HashMap<usize, TaskId> = HashMap::with_capacity(missing.len());
         if !missing.is_empty() {
             // Not inserted: a live task holds its (queue, unique_key).
@@ -138,7 +161,7 @@ impl PostgresStorage {
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                if inserted.contains(&t.id.0) {
+                if inserted[i] {
                     Ok(Enqueued {
                         id: t.id,
                         duplicate: false,
@@ -154,6 +177,39 @@ impl PostgresStorage {
                 }
             })
             .collect()
+    }
+
+    /// Stores a chunk without unique keys with binary `COPY` (the caller holds a
+    /// transaction), then sends its wake-ups. The rows are encoded before the `COPY`
+    /// starts, so an encoding error leaves nothing half sent.
+    async fn copy_chunk(
+        &self,
+        conn: &mut PgConnection,
+        c: &ColumnSlice<'_, '_>,
+        origin: &str,
+    ) -> Result<()> {
+        let n = c.id.len();
+        let mut b = CopyBuf::with_header(n * 192);
+        c.encode_rows(&mut b, 0..n)?;
+        b.trailer();
+        let mut copy = conn.copy_in_raw(&self.inner.sql.copy_in).await?;
+        for piece in b.buf.chunks(COPY_PIECE_BYTES) {
+            copy.send(piece).await?;
+        }
+        let stored = copy.finish().await?;
+        if stored != n as u64 {
+            return Err(Error::Unexpected(format!(
+                "COPY stored {stored} of {n} tasks"
+            )));
+        }
+        let notifier = &self.inner.notifier;
+        self.query(&self.inner.sql.notify_work)
+            .bind(&notifier.channel)
+            .bind(origin)
+            .bind(distinct(c.queue))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 
     pub(crate) async fn claim_tasks(&self, req: ClaimRequest) -> Result<Vec<Claimed>> {
@@ -270,6 +326,19 @@ impl PostgresStorage {
     }
 }
 
+/// Batches without unique keys of at least this many tasks are stored with `COPY`;
+/// smaller ones with one plain `INSERT` (fewer round trips).
+pub(crate) const COPY_MIN: usize = 128;
+
+/// Bytes per `COPY` message: the server stores one piece while the next arrives.
+const COPY_PIECE_BYTES: usize = 128 * 1024;
+
+/// The distinct queue names of a chunk, in order of first appearance.
+fn distinct<'a>(queues: &[&'a str]) -> Vec<&'a str> {
+    let mut seen: HashSet<&str> = HashSet::new();
+    queues.iter().copied().filter(|q| seen.insert(q)).collect()
+}
+
 /// A batch of tasks as the insert statement's column arrays.
 struct Columns<'a> {
     id: Vec<Uuid>,
@@ -316,6 +385,36 @@ struct ColumnSlice<'c, 'a> {
     backoff: &'c [Option<String>],
     cron: &'c [Option<String>],
     runs: &'c [i64],
+}
+
+impl ColumnSlice<'_, '_> {
+    /// Rows `r` in binary `COPY` format, fields in the order of `Sql::copy_in`.
+    fn encode_rows(&self, b: &mut CopyBuf, r: std::ops::Range<usize>) -> Result<()> {
+        for i in r {
+            b.row();
+            b.uuid(&self.id[i]);
+            b.text(self.func_path[i])?;
+            b.bytes(self.args[i])?;
+            b.text(self.queue[i])?;
+            b.int4(self.priority[i]);
+            b.text(self.status[i])?;
+            b.opt_time(self.eta[i])?;
+            b.time(self.run_at[i])?;
+            b.opt_int8(self.interval_us[i]);
+            b.int8(self.max_retries[i]);
+            b.opt_int8(self.timeout_us[i]);
+            b.int8(self.attempts[i]);
+            b.time(self.created_at[i])?;
+            b.time(self.updated_at[i])?;
+            b.opt_time(self.last_attempt_at[i])?;
+            b.opt_bytes(self.error[i].as_deref())?;
+            b.opt_text(self.unique_key[i])?;
+            b.opt_text(self.backoff[i].as_deref())?;
+            b.opt_text(self.cron[i].as_deref())?;
+            b.int8(self.runs[i]);
+        }
+        Ok(())
+    }
 }
 
 impl<'a> Columns<'a> {

@@ -53,13 +53,19 @@ impl PgHasArrayType for PgTime {
     }
 }
 
-impl Encode<'_, Postgres> for PgTime {
-    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
-        let pg = self
+impl PgTime {
+    /// The wire value: microseconds since PostgreSQL's epoch.
+    pub(crate) fn to_pg(self) -> Result<i64, BoxDynError> {
+        Ok(self
             .0
             .checked_sub(PG_EPOCH_UNIX_US)
-            .ok_or("timestamp out of PostgreSQL's range")?;
-        <i64 as Encode<'_, Postgres>>::encode(pg, buf)
+            .ok_or("timestamp out of PostgreSQL's range")?)
+    }
+}
+
+impl Encode<'_, Postgres> for PgTime {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <i64 as Encode<'_, Postgres>>::encode(self.to_pg()?, buf)
     }
 
     fn size_hint(&self) -> usize {

@@ -3,7 +3,8 @@
 //! The PostgreSQL storage backend of OmniQ, on sqlx: any number of worker processes on
 //! any number of hosts share one database. Each namespace is a PostgreSQL schema with
 //! embedded migrations (safe when several processes start at once); every batch is one
-//! statement: enqueue is an `INSERT … SELECT FROM unnest(…)`, a claim is a
+//! statement: enqueue is an `INSERT … SELECT FROM unnest(…)` (a large batch without
+//! unique keys a binary `COPY`), a claim is a
 //! `FOR UPDATE SKIP LOCKED` walk of a partial index shaped like the claim order (which
 //! also redelivers expired leases), and heartbeat, complete, fail and release are one
 //! fenced `UPDATE … FROM unnest(…)` each, with an outcome per item.
@@ -44,10 +45,10 @@
 //! Like every backend crate, one concern per file: `storage.rs` (the public type and
 //! the `Storage` impl, one line per method), `config.rs` (configuration, URL parsing,
 //! builder), `connect.rs` (first connection, pool), `notify.rs` (NOTIFY payloads and
-//! the LISTEN connection), `claim.rs` (enqueue and claim), `lease.rs` (heartbeat,
-//! complete, fail, release), `admin.rs` (reads, reschedule, cancel, purge, sweep),
-//! `schema.rs` (migrations and SQL text), `convert.rs` (values and row decoding) and
-//! `error.rs` (the private error type).
+//! the LISTEN connection), `claim.rs` (enqueue and claim), `copy.rs` (binary `COPY`
+//! rows), `lease.rs` (heartbeat, complete, fail, release), `admin.rs` (reads,
+//! reschedule, cancel, purge, sweep), `schema.rs` (migrations and SQL text),
+//! `convert.rs` (values and row decoding) and `error.rs` (the private error type).
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -55,6 +56,7 @@ mod claim;
 mod config;
 mod connect;
 mod convert;
+mod copy;
 mod error;
 mod lease;
 mod notify;

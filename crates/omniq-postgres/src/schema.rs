@@ -235,6 +235,14 @@ fn known_sql(t: &str) -> String {
 pub(crate) struct Sql {
     /// `$1…$20` task arrays, `$21` channel, `$22` origin → `id, notified`.
     pub(crate) insert: String,
+    /// The same for a batch without unique keys: `$1…$20` task arrays, `$21` channel,
+    /// `$22` origin, `$23` the batch's distinct queues → no rows.
+    pub(crate) insert_plain: String,
+    /// `COPY … FROM STDIN (FORMAT binary)` of the same twenty columns, in the order
+    /// of the insert's arrays.
+    pub(crate) copy_in: String,
+    /// `$1` channel, `$2` origin, `$3` queues → one `Work` notification per queue.
+    pub(crate) notify_work: String,
     /// `$1` queues, `$2` keys → `ord, id` of the live holders.
     pub(crate) find_unique: String,
     /// `$1` queues, `$2` now, `$3` limit, `$4` until, `$5` channel, `$6` origin.
@@ -277,15 +285,16 @@ impl Sql {
         let t_cols = task_columns("t.");
         let known = known_sql(&t);
 
-        let insert = format!(
-            "WITH i AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], \
+        let input = "unnest($1::uuid[], $2::text[], $3::bytea[], $4::text[], \
                  $5::int4[], $6::text[], $7::timestamptz[], $8::timestamptz[], $9::int8[], \
                  $10::int8[], $11::int8[], $12::int8[], $13::timestamptz[], $14::timestamptz[], \
                  $15::timestamptz[], $16::bytea[], $17::text[], $18::text[], $19::text[], \
                  $20::int8[]) \
                WITH ORDINALITY AS i(id, func_path, args, queue, priority, status, eta, run_at, \
                  interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
-                 last_attempt_at, error, unique_key, backoff, cron, runs, ord)), \
+                 last_attempt_at, error, unique_key, backoff, cron, runs, ord)";
+        let insert = format!(
+            "WITH i AS (SELECT * FROM {input}), \
              ins AS (INSERT INTO {t} (id, func_path, args, queue, priority, status, eta, run_at, \
                  interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
                  last_attempt_at, error, unique_key, backoff, cron, runs) \
@@ -297,6 +306,21 @@ impl Sql {
                RETURNING id, queue) \
              SELECT id, {} AS notified FROM ins",
             notify_sql("$21", "$22", Some("SELECT queue FROM ins"), None)
+        );
+        // A batch without unique keys cannot meet the ON CONFLICT arbiter (only a key
+        // can), so it is a plain INSERT: no speculative insertion per row, no rows back
+        // (all of them are stored, or the statement fails). The wake-ups go to the
+        // batch's distinct queues (`$23`), from a one-time filter evaluated once.
+        let insert_plain = format!(
+            "INSERT INTO {t} (id, func_path, args, queue, priority, status, eta, run_at, \
+                 interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
+                 last_attempt_at, error, unique_key, backoff, cron, runs) \
+             SELECT id, func_path, args, queue, priority, status, eta, run_at, interval_us, \
+                 max_retries, timeout_us, attempts, created_at, updated_at, last_attempt_at, \
+                 error, unique_key, backoff, cron, runs FROM {input} \
+             WHERE (SELECT count(*) FROM (SELECT pg_notify($21::text, $22::text || ' w ' || \
+                 w.queue) FROM unnest($23::text[]) AS w(queue)) wn) >= 0 \
+             ORDER BY ord"
         );
 
         // The claim: per queue, the due Pending tasks in claim order and the expired
@@ -501,8 +525,22 @@ impl Sql {
             )
         );
 
+        // A large batch without unique keys streams in as binary COPY rows (the heap
+        // takes them a page at a time), then sends its wake-ups in the same transaction.
+        let copy_in = format!(
+            "COPY {t} (id, func_path, args, queue, priority, status, eta, run_at, \
+                 interval_us, max_retries, timeout_us, attempts, created_at, updated_at, \
+                 last_attempt_at, error, unique_key, backoff, cron, runs) \
+             FROM STDIN (FORMAT binary)"
+        );
         Self {
             insert,
+            insert_plain,
+            copy_in,
+            notify_work: format!(
+                "SELECT {}",
+                notify_sql("$1", "$2", Some("SELECT unnest($3::text[]) AS queue"), None)
+            ),
             find_unique: format!(
                 "SELECT i.ord, t.id FROM unnest($1::text[], $2::text[]) \
                    WITH ORDINALITY AS i(queue, key, ord) \

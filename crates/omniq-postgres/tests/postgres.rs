@@ -806,3 +806,110 @@ async fn a_worker_pool_survives_its_connections_being_killed() {
     );
     admin.close().await;
 }
+
+/// Large batches without unique keys travel as binary COPY rows, smaller ones as one
+/// INSERT: both store every field exactly as given (what `get_task` reads back equals
+/// the input), keep the batch order for the claim, wake other processes, and are
+/// all-or-nothing (an existing id is a Conflict, a NUL byte in text a Serialization
+/// error, and nothing of the batch is stored).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_without_keys_store_every_field_as_given() {
+    let ns = Namespace::new("copy");
+    let s = ns.storage().await;
+    let watcher = ns.storage().await;
+    let mut rx = watcher.subscribe().expect("subscribe");
+    let t0 = now();
+    let full = |i: usize, queue: &str| {
+        let mut t = task(queue, t0);
+        t.func_path = format!("mod.f{}", i % 7);
+        t.args = Payload(vec![0x92, 0x00, (i % 256) as u8, 0xff]);
+        t.priority = 5;
+        match i % 4 {
+            0 => {}
+            1 => {
+                t.schedule.eta = Some(t0 - Duration::seconds(1));
+                t.schedule.interval = Some(Duration::minutes(90));
+                t.timeout = Some(Duration::milliseconds(1500));
+                t.max_retries = 9;
+            }
+            2 => {
+                t.status = TaskStatus::Failed;
+                t.attempts = 3;
+                t.runs = 2;
+                t.last_attempt_at = Some(t0 - Duration::seconds(3));
+                t.error = Some(omniq_core::TaskError::new(ErrorType::User, "boom"));
+                t.backoff = Some(omniq_core::Backoff::Fixed(Duration::seconds(2)));
+            }
+            _ => {
+                t.schedule.cron = Some(omniq_core::CronSchedule {
+                    expr: "*/5 * * * *".into(),
+                    tz: "Europe/Berlin".into(),
+                });
+                t.updated_at = t0 + Duration::microseconds(7);
+            }
+        }
+        t
+    };
+    for n in [300, 127] {
+        let queue = format!("copy{n}");
+        let tasks: Vec<Task> = (0..n).map(|i| full(i, &queue)).collect();
+        let out = s.enqueue(tasks.clone()).await.expect("enqueue");
+        let ids: Vec<TaskId> = out.iter().map(|e| e.id).collect();
+        assert_eq!(ids, tasks.iter().map(|t| t.id).collect::<Vec<_>>());
+        assert!(out.iter().all(|e| !e.duplicate));
+        for t in &tasks {
+            let got = s.get_task(&t.id).await.expect("get").expect("stored");
+            assert_eq!(&got, t, "batch of {n}: the task reads back as given");
+        }
+        assert!(
+            wait_for(&mut rx, std::time::Duration::from_secs(5), is_work(&queue)).await,
+            "batch of {n}: other processes are woken"
+        );
+        // Same priority, same run_at for the Pending ones without an eta: the claim
+        // takes them in batch order.
+        let claimed = claim(&s, &queue, n, t0).await;
+        let want: Vec<TaskId> = tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Pending)
+            .map(|t| t.id)
+            .collect();
+        let mut got: Vec<TaskId> = claimed.iter().map(|c| c.task.id).collect();
+        // The ones with an eta a second earlier come first; compare the rest's order.
+        let early: HashSet<TaskId> = tasks
+            .iter()
+            .filter(|t| t.schedule.eta.is_some() && t.status == TaskStatus::Pending)
+            .map(|t| t.id)
+            .collect();
+        let first: Vec<TaskId> = got.iter().copied().take(early.len()).collect();
+        assert!(first.iter().all(|id| early.contains(id)), "eta order");
+        got.retain(|id| !early.contains(id));
+        let rest: Vec<TaskId> = want.into_iter().filter(|id| !early.contains(id)).collect();
+        assert_eq!(got, rest, "batch of {n}: claim order is batch order");
+
+        // An existing id: Conflict, nothing of the batch stored.
+        let queue = format!("conflict{n}");
+        let mut tasks: Vec<Task> = (0..n).map(|i| full(i, &queue)).collect();
+        tasks[n - 1].id = ids[0];
+        let err = s.enqueue(tasks).await.expect_err("existing id");
+        assert_eq!(err.kind(), StorageErrorKind::Conflict, "{err}");
+        assert_eq!(s.counts(Some(&queue)).await.expect("counts")[0].total(), 0);
+
+        // A NUL byte in a text column: Serialization, nothing stored.
+        let queue = format!("nul{n}");
+        let mut tasks: Vec<Task> = (0..n).map(|i| full(i, &queue)).collect();
+        tasks[n / 2].func_path = "bad\0name".into();
+        let err = s.enqueue(tasks).await.expect_err("NUL byte");
+        assert_eq!(err.kind(), StorageErrorKind::Serialization, "{err}");
+        assert_eq!(s.counts(Some(&queue)).await.expect("counts")[0].total(), 0);
+
+        // Inside the application's transaction: nothing after a rollback.
+        let queue = format!("tx{n}");
+        let tasks: Vec<Task> = (0..n).map(|i| full(i, &queue)).collect();
+        let mut tx = s.pool().begin().await.expect("begin");
+        s.enqueue_tx(&mut tx, tasks).await.expect("enqueue_tx");
+        tx.rollback().await.expect("rollback");
+        assert_eq!(s.counts(Some(&queue)).await.expect("counts")[0].total(), 0);
+        // The connection is usable afterwards.
+        assert!(s.get_task(&ids[0]).await.expect("get").is_some());
+    }
+}

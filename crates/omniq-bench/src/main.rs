@@ -61,9 +61,13 @@ struct RunArgs {
     /// Skip the linear-growth check (its two burn-downs).
     #[arg(long)]
     no_linear: bool,
-    /// Skip the burn-down with logging on (the logging-overhead figure).
+    /// Skip the burn-downs with logging on (the logging-overhead figure).
     #[arg(long)]
     no_logging: bool,
+    /// Off/on pairs of N-task burn-downs behind the logging-overhead figure (the main
+    /// burn-down is the first pair's "off" run); the figure is the median pair's.
+    #[arg(long, default_value_t = 3)]
+    logging_pairs: usize,
     /// Tasks enqueued one at a time for the single-enqueue figure (at most 5 s of them).
     #[arg(long, default_value_t = 2_000)]
     single_tasks: usize,
@@ -161,6 +165,9 @@ async fn run(args: RunArgs) -> Result<()> {
         || args.latency_rate <= 0.0
     {
         bail!("--tasks, --latency-tasks and --latency-rate must be positive");
+    }
+    if !args.no_logging && args.logging_pairs == 0 {
+        bail!("--logging-pairs must be positive (or pass --no-logging)");
     }
     if !args.no_linear && (args.linear_small == 0 || args.linear_large == 0) {
         bail!("--linear-small and --linear-large must be positive (or pass --no-linear)");
@@ -300,11 +307,7 @@ async fn measure_backend(
     let logged = if args.no_logging {
         None
     } else {
-        eprintln!("  burn-down {} tasks, PROD logging at INFO", args.tasks);
-        let log = dir.join(format!("{}-{}.log", backend.name(), namespace(run_id)));
-        let b = measure::burn(site, &namespace(run_id), args.tasks, shape, Some(&log)).await?;
-        let _ = std::fs::remove_file(&log);
-        Some(b)
+        Some(logging_pairs(site, run_id, args, shape, dir, main).await?)
     };
     let linear = if args.no_linear {
         None
@@ -333,8 +336,12 @@ async fn measure_backend(
         "latency_max_ms": latency.max_ms,
         "latency_samples": latency.samples,
         "worker_peak_rss_mb": main.worker_peak_rss_mb,
-        "processed_per_s_logged": num(logged.map(|l| l.processed_per_s)),
-        "logging_overhead_pct": num(logged.map(|l| (main.processed_per_s - l.processed_per_s) / main.processed_per_s * 100.0)),
+        "worker_cpu_us_per_task": main.worker_cpu_us_per_task,
+        "logging_cpu_us_per_task": num(logged.as_ref().map(|l| l.cpu_us_per_task)),
+        "processed_per_s_logged": num(logged.as_ref().map(|l| l.logged_per_s)),
+        "logging_overhead_pct": num(logged.as_ref().map(|l| l.overhead_pct)),
+        "logging_overhead_spread_pct": num(logged.as_ref().map(|l| l.spread_pct)),
+        "logging_pairs": logged.as_ref().map_or(Value::Null, |l| json!(l.pairs)),
         "processed_per_s_at_10k": num(linear.map(|l| l.0.processed_per_s)),
         "processed_per_s_at_200k": num(linear.map(|l| l.1.processed_per_s)),
         "linear_ratio": num(linear.map(|l| l.1.processed_per_s / l.0.processed_per_s)),
@@ -348,4 +355,121 @@ async fn measure_backend(
     }
     b["met"] = report::verdicts(&b, &report::targets(backend));
     Ok(b)
+}
+
+/// The logging-overhead figure from alternating off/on burn-downs.
+struct LoggingFigure {
+    /// The median of the pairs' overheads.
+    overhead_pct: f64,
+    /// The largest minus the smallest of the pairs' overheads.
+    spread_pct: f64,
+    /// The median of the logged runs' processed/s.
+    logged_per_s: f64,
+    /// The median of the pairs' extra worker CPU time per task with logging on, in µs.
+    cpu_us_per_task: f64,
+    pairs: Vec<LoggingPair>,
+}
+
+/// One off/on pair of burn-downs, in the order they ran.
+#[derive(serde::Serialize)]
+struct LoggingPair {
+    off_per_s: f64,
+    on_per_s: f64,
+    /// `(off − on) / off`, in percent.
+    overhead_pct: f64,
+    /// Worker CPU time per task, in µs.
+    off_cpu_us_per_task: f64,
+    on_cpu_us_per_task: f64,
+    /// Whether the logged run went first.
+    on_first: bool,
+}
+
+/// `--logging-pairs` off/on pairs of N-task burn-downs, the logged one with PROD logging at
+/// INFO to a file. The first pair's "off" run is the main burn-down (`main`); the
+/// pairs alternate their order (off-on, on-off, off-on, …) so that a drift of the machine
+/// over the runs does not favour one side.
+async fn logging_pairs(
+    site: &Site,
+    run_id: &str,
+    args: &RunArgs,
+    shape: PoolShape,
+    dir: &Path,
+    main: measure::Burn,
+) -> Result<LoggingFigure> {
+    let burn = |logged: bool| async move {
+        let ns = namespace(run_id);
+        if !logged {
+            eprintln!(
+                "  burn-down {} tasks (logging pair, logging off)",
+                args.tasks
+            );
+            return measure::burn(site, &ns, args.tasks, shape, None).await;
+        }
+        eprintln!("  burn-down {} tasks, PROD logging at INFO", args.tasks);
+        let log = dir.join(format!("{}-{ns}.log", site.backend.name()));
+        let b = measure::burn(site, &ns, args.tasks, shape, Some(&log)).await;
+        let _ = std::fs::remove_file(&log);
+        b
+    };
+    let mut pairs = Vec::with_capacity(args.logging_pairs);
+    for i in 0..args.logging_pairs {
+        let on_first = i % 2 == 1;
+        let (off, on) = if i == 0 {
+            (main, burn(true).await?)
+        } else if on_first {
+            let on = burn(true).await?;
+            (burn(false).await?, on)
+        } else {
+            (burn(false).await?, burn(true).await?)
+        };
+        pairs.push(LoggingPair {
+            off_per_s: off.processed_per_s,
+            on_per_s: on.processed_per_s,
+            overhead_pct: (off.processed_per_s - on.processed_per_s) / off.processed_per_s * 100.0,
+            off_cpu_us_per_task: off.worker_cpu_us_per_task,
+            on_cpu_us_per_task: on.worker_cpu_us_per_task,
+            on_first,
+        });
+    }
+    let overheads: Vec<f64> = pairs.iter().map(|p| p.overhead_pct).collect();
+    let ons: Vec<f64> = pairs.iter().map(|p| p.on_per_s).collect();
+    let cpu: Vec<f64> = pairs
+        .iter()
+        .map(|p| p.on_cpu_us_per_task - p.off_cpu_us_per_task)
+        .collect();
+    let (lo, hi) = overheads
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    Ok(LoggingFigure {
+        overhead_pct: median(&overheads),
+        spread_pct: hi - lo,
+        logged_per_s: median(&ons),
+        cpu_us_per_task: median(&cpu),
+        pairs,
+    })
+}
+
+/// The median (the mean of the middle two for an even count); NaN for none.
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[9.0, -1.0, 4.0]), 4.0);
+        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
 }

@@ -45,6 +45,8 @@ pub(crate) struct Burn {
     pub(crate) enqueue_batch_per_s: f64,
     pub(crate) processed_per_s: f64,
     pub(crate) worker_peak_rss_mb: f64,
+    /// CPU time (user + system, every thread) the worker process spent per task, in µs.
+    pub(crate) worker_cpu_us_per_task: f64,
 }
 
 /// Waits until nothing is pending or running in the default queue.
@@ -220,6 +222,7 @@ pub(crate) async fn burn(
             enqueue_batch_per_s: tasks as f64 / enqueue.as_secs_f64(),
             processed_per_s: num("processed_per_s")?,
             worker_peak_rss_mb: num("peak_rss_mb")?,
+            worker_cpu_us_per_task: num("cpu_s")? * 1e6 / tasks as f64,
         })
     }
     .await;
@@ -289,6 +292,7 @@ pub(crate) async fn work(
             "tasks": tasks,
             "processed_per_s": tasks as f64 / elapsed.as_secs_f64(),
             "peak_rss_mb": peak_rss_mb(),
+            "cpu_s": cpu_s(),
         })
     );
     Ok(())
@@ -304,4 +308,21 @@ fn peak_rss_mb() -> f64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// CPU time this process has used so far (user + system, all threads), in seconds, from
+/// /proc (in clock ticks of 1/100 s); NaN where /proc is not there.
+fn cpu_s() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // The fields after the command name, which is in parentheses and may hold spaces.
+            let rest = &s[s.rfind(')')? + 1..];
+            let mut fields = rest.split_whitespace();
+            // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+            let utime: f64 = fields.nth(11)?.parse().ok()?;
+            let stime: f64 = fields.next()?.parse().ok()?;
+            Some((utime + stime) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
 }

@@ -173,8 +173,10 @@ pub(crate) fn table(backends: &[Value], linear_small: usize, linear_large: usize
         let logging = match b["logging_skipped"].as_str() {
             Some(why) => format!("skipped: {why}"),
             None => format!(
-                "{:.1}% (≤ {LOGGING_OVERHEAD_MAX_PCT}%: {})",
+                "{:.1}% (median of {} pairs, spread {:.1} pts; ≤ {LOGGING_OVERHEAD_MAX_PCT}%: {})",
                 f(b, "logging_overhead_pct"),
+                b["logging_pairs"].as_array().map_or(0, Vec::len),
+                f(b, "logging_overhead_spread_pct"),
                 verdict("logging_overhead_pct")
             ),
         };

@@ -29,6 +29,8 @@ fn a_tiny_file_run_reports_every_figure() {
             "8",
             "--prefetch",
             "16",
+            "--logging-pairs",
+            "2",
             "--report",
         ])
         .arg(&report)
@@ -67,6 +69,9 @@ fn a_tiny_file_run_reports_every_figure() {
         "worker_peak_rss_mb",
         "processed_per_s_logged",
         "logging_overhead_pct",
+        "logging_overhead_spread_pct",
+        "worker_cpu_us_per_task",
+        "logging_cpu_us_per_task",
     ] {
         let x = b[k].as_f64();
         assert!(x.is_some_and(f64::is_finite), "{k} is {:?} in {b}", b[k]);
@@ -81,6 +86,25 @@ fn a_tiny_file_run_reports_every_figure() {
         assert!(b[k].as_f64().unwrap_or(0.0) > 0.0, "{k} not positive: {b}");
     }
     assert_eq!(b["latency_samples"], 50, "{b}");
+    // Two alternating off/on pairs, the first off run being the main burn-down, and the
+    // figure is the median (here the mean) of the pairs' overheads.
+    let pairs = b["logging_pairs"].as_array().expect("logging_pairs");
+    assert_eq!(pairs.len(), 2, "{b}");
+    assert_eq!(pairs[0]["off_per_s"], b["processed_per_s"], "{b}");
+    assert_eq!(pairs[0]["on_first"], false, "{b}");
+    assert_eq!(pairs[1]["on_first"], true, "{b}");
+    let overheads: Vec<f64> = pairs
+        .iter()
+        .map(|p| p["overhead_pct"].as_f64().expect("overhead_pct"))
+        .collect();
+    let median = (overheads[0] + overheads[1]) / 2.0;
+    let figure = b["logging_overhead_pct"].as_f64().expect("figure");
+    assert!((figure - median).abs() < 1e-9, "{figure} vs {overheads:?}");
+    let spread = b["logging_overhead_spread_pct"].as_f64().expect("spread");
+    assert!(
+        (spread - (overheads[0] - overheads[1]).abs()).abs() < 1e-9,
+        "{b}"
+    );
     for k in [
         "enqueue_batch_per_s",
         "processed_per_s",

@@ -283,6 +283,154 @@ fn inner_span_and_event_fields_override_outer_ones() {
 }
 
 #[test]
+fn prod_json_escapes_odd_values_and_keeps_numbers_typed() {
+    let odd = "quote \" backslash \\ nl \n cr \r tab \t bell \u{7} del \u{7f} é 🚀 </script>";
+    let out = capture(&prod(), || {
+        let span = tracing::info_span!(target: "omniq::worker", "odd", span_text = %odd);
+        let _s = span.enter();
+        tracing::info!(
+            target: "omniq::worker",
+            text = %odd,
+            debug_text = ?"dbg \"q\"",
+            negative = -42i64,
+            big = u64::MAX,
+            ratio = 0.5f64,
+            not_a_number = f64::NAN,
+            yes = true,
+            "message with {odd}"
+        );
+    });
+    let raw = out.lines().next().expect("one line");
+    assert!(!raw.contains('\u{7}') && !raw.contains('\u{7f}'), "{raw:?}");
+    assert_eq!(out.lines().count(), 1, "the newline stays escaped: {out:?}");
+    let lines = json_lines(&out);
+    let line = &lines[0];
+    assert_eq!(line["text"], odd);
+    assert_eq!(line["span_text"], odd);
+    assert_eq!(line["message"], format!("message with {odd}"));
+    assert_eq!(line["debug_text"], "\"dbg \\\"q\\\"\"");
+    assert_eq!(line["negative"], -42);
+    assert_eq!(line["big"], u64::MAX);
+    assert_eq!(line["ratio"], 0.5);
+    assert_eq!(line["not_a_number"], "NaN");
+    assert_eq!(line["yes"], true);
+}
+
+#[test]
+fn nested_spans_merge_from_the_root_and_the_inner_value_wins_while_entered() {
+    let out = capture(&prod(), || {
+        let ctx = task_context_with_correlation("t-n", "outer-op", "c-n");
+        ctx.in_scope(|| {
+            let inner = tracing::info_span!(
+                target: "omniq::worker",
+                "step",
+                operation = "inner-op",
+                step = 2u64,
+            );
+            inner.in_scope(|| {
+                let innermost = bind_task(None, &[("user_id", &"u-9")]);
+                innermost.in_scope(|| tracing::info!(target: "omniq::worker", "deep"));
+            });
+            tracing::info!(target: "omniq::worker", "back out");
+        });
+        ctx.finish();
+    });
+    let lines = json_lines(&out);
+    let deep = with_message(&lines, "deep");
+    assert_eq!(deep["task_id"], "t-n");
+    assert_eq!(deep["correlation_id"], "c-n");
+    assert_eq!(deep["operation"], "inner-op");
+    assert_eq!(deep["step"], 2);
+    assert_eq!(deep["user_id"], "u-9");
+    let raw = out.lines().find(|l| l.contains("\"deep\"")).unwrap();
+    let order = Regex::new(
+        r#""message":"deep","task_id":"t-n","operation":"inner-op","correlation_id":"c-n","step":2,"user_id":"u-9"\}$"#,
+    )
+    .unwrap();
+    assert!(order.is_match(raw), "{raw}");
+    let back = with_message(&lines, "back out");
+    assert_eq!(back["operation"], "outer-op");
+    assert!(back.get("step").is_none(), "{back}");
+    assert!(back.get("user_id").is_none(), "{back}");
+}
+
+/// Logs while it is being formatted.
+struct Chatty;
+
+impl std::fmt::Display for Chatty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        tracing::info!(target: "omniq::worker", inner = "yes", "logged while formatting");
+        f.write_str("chatty")
+    }
+}
+
+#[test]
+fn a_value_that_logs_while_it_is_formatted_keeps_the_line_whole() {
+    // Under a scoped subscriber tracing itself drops the nested event; the global case,
+    // where it is written too, is in logging_global.rs.
+    let out = capture(&prod(), || {
+        let ctx = task_context_with_correlation("t-c", "process", "c-c");
+        ctx.in_scope(|| tracing::info!(target: "omniq::worker", value = %Chatty, "outer event"));
+        drop(ctx);
+    });
+    let lines = json_lines(&out);
+    let outer = with_message(&lines, "outer event");
+    assert_eq!(outer["value"], "chatty");
+    assert_eq!(outer["task_id"], "t-c");
+    assert!(outer.get("inner").is_none(), "{outer}");
+}
+
+/// Counts the events it sees.
+#[derive(Clone, Default)]
+struct Counter(Arc<Mutex<usize>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Counter {
+    fn on_event(&self, _: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        *self.0.lock().unwrap() += 1;
+    }
+}
+
+#[test]
+fn the_layer_filters_only_itself_beside_another_layer() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let sink = Capture::default();
+    let counter = Counter::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(prod().with_level(LogLevel::Warning).layer(sink.clone()))
+        .with(counter.clone());
+    tracing::subscriber::with_default(subscriber, || {
+        let ctx = task_context_with_correlation("t-l", "process", "c-l");
+        ctx.in_scope(|| {
+            tracing::debug!(target: "omniq::worker", "debug");
+            tracing::info!(target: "omniq::worker", "info");
+            tracing::warn!(target: "omniq::worker", "warn");
+        });
+        ctx.finish();
+    });
+    // The other layer saw everything: started, debug, info, warn, completed.
+    assert_eq!(*counter.0.lock().unwrap(), 5);
+    let lines = json_lines(&sink.text());
+    assert_eq!(lines.len(), 1, "{}", sink.text());
+    assert_eq!(lines[0]["message"], "warn");
+    assert_eq!(lines[0]["task_id"], "t-l");
+}
+
+#[test]
+fn debug_events_are_not_written_at_info() {
+    let out = capture(&prod(), || {
+        let ctx = task_context_with_correlation("t-d", "process", "c-d");
+        ctx.in_scope(|| {
+            tracing::debug!(target: "omniq::worker", "hidden");
+            tracing::trace!(target: "omniq::worker", "hidden too");
+            tracing::info!(target: "omniq::worker", "shown");
+        });
+        ctx.finish();
+    });
+    assert!(!out.contains("hidden"), "{out}");
+    assert!(out.contains("\"shown\""), "{out}");
+}
+
+#[test]
 fn task_context_fail_logs_error_with_duration() {
     let out = capture(&prod(), || {
         let ctx = task_context("t-1", "process");

@@ -49,10 +49,45 @@ fn configure_installs_once_then_reports_already_configured() {
     std::thread::spawn(|| logging::log_worker_started("worker-1", 2))
         .join()
         .unwrap();
+    // A value that logs while it is formatted: the global subscriber takes the nested
+    // event too (on its own buffers), and both lines come out whole.
+    std::thread::spawn(|| {
+        let span = logging::task_span(&"t-c", &"process", &"c-c", None);
+        span.in_scope(|| tracing::info!(target: "omniq::worker", value = %Chatty, "outer event"));
+    })
+    .join()
+    .unwrap();
     drop(guard);
     let text = fs::read_to_string(&file).unwrap();
     assert!(
         text.contains(r#""message":"Worker worker-1 started with concurrency: 2""#),
         "{text}"
     );
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    let find = |message: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} in {text}"))
+    };
+    let outer = find("outer event");
+    assert_eq!(outer["value"], "chatty");
+    assert_eq!(outer["task_id"], "t-c");
+    let inner = find("logged while formatting");
+    assert_eq!(inner["inner"], "yes");
+    assert_eq!(inner["task_id"], "t-c");
+    assert!(inner.get("value").is_none(), "{inner}");
+}
+
+/// Logs while it is being formatted.
+struct Chatty;
+
+impl std::fmt::Display for Chatty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        tracing::info!(target: "omniq::worker", inner = "yes", "logged while formatting");
+        f.write_str("chatty")
+    }
 }

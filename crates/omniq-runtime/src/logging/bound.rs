@@ -9,12 +9,8 @@ use std::fmt;
 
 /// Writes `s` as a JSON string literal (quotes and escapes included).
 pub(crate) fn write_json_str<W: fmt::Write + ?Sized>(out: &mut W, s: &str) -> fmt::Result {
-    // Fast path, the usual case: nothing to escape (a branch-free scan the compiler
-    // vectorizes), one write.
-    let plain = !s.bytes().fold(false, |any, b| {
-        any | (b < 0x20) | (b == b'"') | (b == b'\\') | (b == 0x7f)
-    });
-    if plain {
+    // Fast path, the usual case: nothing to escape, one write.
+    if !needs_escape(s.as_bytes()) {
         out.write_char('"')?;
         out.write_str(s)?;
         return out.write_char('"');
@@ -45,6 +41,28 @@ pub(crate) fn write_json_str<W: fmt::Write + ?Sized>(out: &mut W, s: &str) -> fm
     out.write_char('"')
 }
 
+/// The bytes JSON needs escaped, and DEL (escaped anyway).
+static SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table[0x7f] = true;
+    table
+};
+
+/// Whether `bytes` hold a byte JSON needs escaped. One table look-up per byte: the values
+/// logged are short (ids, names), where a scalar scan beats block-wise vector compares
+/// and their padding.
+#[inline]
+fn needs_escape(bytes: &[u8]) -> bool {
+    bytes.iter().any(|&b| SPECIAL[usize::from(b)])
+}
+
 /// Encodes bound fields as the JSON object the `bound` span field carries.
 pub(crate) fn encode_bound(pairs: &[(&str, String)]) -> String {
     let mut out = String::from("{");
@@ -58,4 +76,32 @@ pub(crate) fn encode_bound(pairs: &[(&str, String)]) -> String {
     }
     out.push('}');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_special_byte_is_found_in_a_block_and_in_the_remainder() {
+        let plain = "abcdefghijklmnopqrstuvwxyz0123456789-é🚀";
+        assert!(!needs_escape(plain.as_bytes()));
+        for special in ['"', '\\', '\n', '\u{0}', '\u{1f}', '\u{7f}'] {
+            for at in [0, 5, 15, 16, 17, 31, 32, 40] {
+                let mut s: String = plain.chars().take(at).collect();
+                s.push(special);
+                s.push_str("tail");
+                assert!(needs_escape(s.as_bytes()), "{special:?} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn escaped_strings_read_back_as_json() {
+        let odd = "q\" b\\ n\n r\r t\t nul\u{0} us\u{1f} del\u{7f} é 🚀 0123456789abcdef";
+        let mut out = String::new();
+        write_json_str(&mut out, odd).unwrap();
+        assert_eq!(serde_json::from_str::<String>(&out).unwrap(), odd);
+        assert!(!out.contains('\u{7f}') && !out.contains('\n'), "{out:?}");
+    }
 }

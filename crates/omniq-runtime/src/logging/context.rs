@@ -51,19 +51,15 @@ pub fn task_span(
     correlation_id: &dyn Display,
     worker: Option<&dyn Display>,
 ) -> Span {
-    let span = tracing::info_span!(
+    tracing::info_span!(
         target: TASK_TARGET,
         "task",
         task_id = %task_id,
         operation = %operation,
         correlation_id = %correlation_id,
-        worker = Empty,
+        worker = worker.map(tracing::field::display),
         duration_ms = Empty,
-    );
-    if let Some(w) = worker {
-        span.record("worker", tracing::field::display(w));
-    }
-    span
+    )
 }
 
 /// Starts a [`TaskContext`] with a new (UUID v7) correlation id and logs its start.

@@ -1,84 +1,159 @@
-//! The DEV and PROD line formats, as one `FormatEvent`.
+//! The DEV and PROD line formats, and the layer that writes them ([`OmniqLayer`]).
+//!
+//! The layer formats each event straight into a reused per-thread buffer: the event's
+//! fields are visited into a reused per-thread list, span fields were captured once when
+//! the span was created (a [`SpanFields`] extension), the timestamp's date and time are
+//! formatted once a second per thread, and the finished line goes to the writer in one
+//! `write` call.
 
-use std::fmt;
+use std::cell::RefCell;
+use std::fmt::{self, Write as _};
+use std::io::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{Datelike as _, Timelike as _};
 use smallvec::SmallVec;
+use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Subscriber};
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::fields::{EventFields, FieldValue, SpanFields, write_json_str};
+use super::fields::{Captured, EventFields, FieldValue, SpanFields, write_json_str};
 use super::{CRITICAL_FIELD, LogMode};
 
 /// Fields written first, in this order, when present.
 const LEADING_FIELDS: [&str; 4] = ["task_id", "operation", "worker", "correlation_id"];
 /// JSON keys the PROD line owns; a field with one of these names is written as `field_<name>`.
 const RESERVED_KEYS: [&str; 4] = ["timestamp", "level", "logger", "message"];
+/// Room for a span's text values, allocated once (a task span's ids, operation and worker
+/// name take about 100 bytes), so capturing them does not grow the string several times.
+const SPAN_TEXT_BYTES: usize = 128;
+/// A line buffer that grew past this (a huge message) is given back after its line.
+const KEEP_LINE_BYTES: usize = 64 * 1024;
 
-/// Formats events as DEV console lines or PROD JSON lines.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct OmniqFormat {
+/// Captures span fields and writes every event it sees as one DEV or PROD line to `writer`.
+/// Filtering is left to the caller (a per-layer or a global filter).
+pub(crate) struct OmniqLayer<W> {
     pub(crate) mode: LogMode,
+    pub(crate) ansi: bool,
+    pub(crate) writer: W,
 }
 
-impl<S, N> FormatEvent<S, N> for OmniqFormat
+/// Per-thread state reused from event to event.
+#[derive(Default)]
+struct Scratch {
+    event: EventFields,
+    line: String,
+    clock: Clock,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+impl<S, W> Layer<S> for OmniqLayer<W>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
+    W: for<'w> MakeWriter<'w> + 'static,
 {
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let event_fields = EventFields::of(event);
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = Captured::with_text_capacity(SPAN_TEXT_BYTES);
+        attrs.record(&mut fields);
+        fields.dedupe = true;
+        span.extensions_mut().insert(SpanFields(fields));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut extensions = span.extensions_mut();
+        if let Some(SpanFields(fields)) = extensions.get_mut::<SpanFields>() {
+            values.record(fields);
+        } else {
+            let mut fields = Captured::deduping();
+            values.record(&mut fields);
+            extensions.insert(SpanFields(fields));
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        // A value whose formatting logs again finds the buffer in use: that nested event
+        // gets buffers of its own.
+        let _ = SCRATCH.try_with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => self.write_event(&mut scratch, event, &ctx),
+            Err(_) => self.write_event(&mut Scratch::default(), event, &ctx),
+        });
+    }
+}
+
+impl<W> OmniqLayer<W>
+where
+    W: for<'w> MakeWriter<'w> + 'static,
+{
+    fn write_event<S>(&self, scratch: &mut Scratch, event: &Event<'_>, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Scratch {
+            event: event_fields,
+            line,
+            clock,
+        } = scratch;
+        event_fields.clear();
+        event.record(event_fields);
 
         // Hold every span's extensions for the duration of the write so the merged list can
-        // borrow from them instead of cloning values.
-        // (Inline vectors: no allocation per event for the usual few spans and fields.)
+        // borrow from them instead of copying values.
         let spans: SmallVec<[_; 8]> = ctx
-            .event_scope()
+            .event_scope(event)
             .map(|scope| scope.from_root().collect())
             .unwrap_or_default();
         let extensions: SmallVec<[_; 8]> = spans.iter().map(|span| span.extensions()).collect();
         let mut merged: Fields<'_> = SmallVec::new();
-        let span_lists = extensions
-            .iter()
-            .filter_map(|ext| ext.get::<SpanFields>())
-            .map(|SpanFields(list)| list);
-        for list in span_lists.chain(std::iter::once(&event_fields.fields)) {
-            for (name, value) in &list.fields {
-                merge(&mut merged, name, value);
+        for ext in &extensions {
+            if let Some(SpanFields(fields)) = ext.get::<SpanFields>() {
+                for (name, value) in fields.iter() {
+                    merge(&mut merged, name, value);
+                }
             }
+        }
+        for (name, value) in event_fields.fields.iter() {
+            merge(&mut merged, name, value);
         }
 
         let critical = *event.metadata().level() == Level::ERROR
             && event_fields
                 .fields
-                .fields
                 .iter()
                 .any(|(name, value)| name == CRITICAL_FIELD && value.is_true());
-        let ordered = order(&merged);
-        let line = Line {
+        let record = Line {
             event,
             message: &event_fields.message,
-            fields: &ordered,
+            fields: &merged,
             critical,
         };
-        match self.mode {
-            LogMode::Dev => line.write_dev(&mut writer),
-            LogMode::Prod => line.write_json(&mut writer),
+        line.clear();
+        let written = match self.mode {
+            LogMode::Dev => record.write_dev(line, self.ansi),
+            LogMode::Prod => record.write_json(line, clock),
+        };
+        if written.is_ok() {
+            let _ = self
+                .writer
+                .make_writer_for(event.metadata())
+                .write_all(line.as_bytes());
+        }
+        if line.capacity() > KEEP_LINE_BYTES {
+            *line = String::new();
         }
     }
 }
 
 /// An event's fields with those of its spans, in writing order.
-type Fields<'a> = SmallVec<[(&'a str, &'a FieldValue); 16]>;
+type Fields<'a> = SmallVec<[(&'a str, FieldValue<'a>); 16]>;
 
-fn merge<'a>(merged: &mut Fields<'a>, name: &'a str, value: &'a FieldValue) {
+fn merge<'a>(merged: &mut Fields<'a>, name: &'a str, value: FieldValue<'a>) {
     if let Some(slot) = merged.iter_mut().find(|(n, _)| *n == name) {
         slot.1 = value;
     } else {
@@ -88,26 +163,72 @@ fn merge<'a>(merged: &mut Fields<'a>, name: &'a str, value: &'a FieldValue) {
 
 /// Leading fields first, then the rest in the order they appeared; the critical marker is
 /// dropped because the level label carries it.
-fn order<'a>(merged: &[(&'a str, &'a FieldValue)]) -> Fields<'a> {
-    let mut ordered = Fields::new();
-    for key in LEADING_FIELDS {
-        if let Some(field) = merged.iter().find(|(name, _)| *name == key) {
-            ordered.push(*field);
+fn ordered<'a, 'f>(
+    merged: &'f [(&'a str, FieldValue<'a>)],
+) -> impl Iterator<Item = &'f (&'a str, FieldValue<'a>)> + 'f {
+    LEADING_FIELDS
+        .iter()
+        .filter_map(move |key| merged.iter().find(|(name, _)| name == key))
+        .chain(
+            merged
+                .iter()
+                .filter(|(name, _)| !LEADING_FIELDS.contains(name) && *name != CRITICAL_FIELD),
+        )
+}
+
+/// The UTC date and time to the second, formatted once per second per thread.
+#[derive(Default)]
+struct Clock {
+    /// Unix seconds `prefix` was formatted for, plus one (0: nothing formatted yet).
+    at: u64,
+    /// `2025-12-01T10:30:45`
+    prefix: String,
+}
+
+impl Clock {
+    /// Writes the current time as RFC 3339 UTC with milliseconds.
+    fn write_now(&mut self, out: &mut String) -> fmt::Result {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = now.as_secs();
+        if self.at != secs.wrapping_add(1) {
+            let t = i64::try_from(secs)
+                .ok()
+                .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            self.prefix.clear();
+            write!(
+                self.prefix,
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+                t.year(),
+                u8::from(t.month()),
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )?;
+            self.at = secs.wrapping_add(1);
         }
+        out.push_str(&self.prefix);
+        let millis = now.subsec_millis();
+        let digits = [
+            b'.',
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+            b'Z',
+        ];
+        // ASCII digits: always valid UTF-8.
+        out.push_str(std::str::from_utf8(&digits).map_err(|_| fmt::Error)?);
+        Ok(())
     }
-    ordered.extend(
-        merged
-            .iter()
-            .filter(|(name, _)| !LEADING_FIELDS.contains(name) && *name != CRITICAL_FIELD)
-            .copied(),
-    );
-    ordered
 }
 
 struct Line<'a> {
     event: &'a Event<'a>,
     message: &'a str,
-    fields: &'a [(&'a str, &'a FieldValue)],
+    fields: &'a [(&'a str, FieldValue<'a>)],
     critical: bool,
 }
 
@@ -140,10 +261,9 @@ impl Line<'_> {
 
     /// `2025-12-01 10:30:45 | INFO     | omniq_runtime::worker:123 | Task execution started`
     /// `└── task_id: abc-123 | operation: process_task | worker: worker-1`
-    fn write_dev(&self, w: &mut Writer<'_>) -> fmt::Result {
+    fn write_dev(&self, w: &mut String, ansi: bool) -> fmt::Result {
         const RESET: &str = "\x1b[0m";
-        let ansi = w.has_ansi_escapes();
-        let paint = |w: &mut Writer<'_>, colour: &str, text: fmt::Arguments<'_>| {
+        let paint = |w: &mut String, colour: &str, text: fmt::Arguments<'_>| {
             if ansi {
                 write!(w, "{colour}{text}{RESET}")
             } else {
@@ -180,12 +300,12 @@ impl Line<'_> {
         write_sanitized(w, self.message)?;
         w.write_char('\n')?;
 
-        if !self.fields.is_empty() {
+        if ordered(self.fields).next().is_some() {
             if ansi {
                 w.write_str("\x1b[2m")?;
             }
             w.write_str("└── ")?;
-            for (i, (name, value)) in self.fields.iter().enumerate() {
+            for (i, (name, value)) in ordered(self.fields).enumerate() {
                 if i > 0 {
                     w.write_str(" | ")?;
                 }
@@ -205,40 +325,36 @@ impl Line<'_> {
     }
 
     /// One JSON object per line; see the module docs for the keys.
-    fn write_json(&self, w: &mut Writer<'_>) -> fmt::Result {
-        let now = time::OffsetDateTime::now_utc();
-        write!(
-            w,
-            "{{\"timestamp\":\"{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\",\"level\":\"{}\",\"logger\":",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second(),
-            now.millisecond(),
-            self.level_label(),
-        )?;
+    fn write_json(&self, w: &mut String, clock: &mut Clock) -> fmt::Result {
+        w.push_str("{\"timestamp\":\"");
+        clock.write_now(w)?;
+        w.push_str("\",\"level\":\"");
+        w.push_str(self.level_label());
+        w.push_str("\",\"logger\":");
         write_json_str(w, self.event.metadata().target())?;
-        w.write_str(",\"message\":")?;
+        w.push_str(",\"message\":");
         write_json_str(w, self.message)?;
-        for (name, value) in self.fields {
-            w.write_char(',')?;
+        for (name, value) in ordered(self.fields) {
+            w.push(',');
             if RESERVED_KEYS.contains(name) {
-                write_json_str(w, &format!("field_{name}"))?;
+                // The reserved names need no escaping.
+                w.push_str("\"field_");
+                w.push_str(name);
+                w.push('"');
             } else {
                 write_json_str(w, name)?;
             }
-            w.write_char(':')?;
+            w.push(':');
             value.write_json(w)?;
         }
-        w.write_str("}\n")
+        w.push_str("}\n");
+        Ok(())
     }
 }
 
 /// Writes `s`, escaping control characters other than newline and tab so a logged value
 /// cannot inject terminal escape sequences.
-fn write_sanitized(w: &mut Writer<'_>, s: &str) -> fmt::Result {
+fn write_sanitized(w: &mut String, s: &str) -> fmt::Result {
     let mut start = 0;
     for (i, c) in s.char_indices() {
         if c.is_control() && c != '\n' && c != '\t' {

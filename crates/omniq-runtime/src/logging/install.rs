@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{Metadata, Subscriber};
 
+use super::format;
 use super::{LogConfig, LogGuard, LogLevel, LogMode, LoggingError};
-use super::{fields, format};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::layer::{self, Layer, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 
@@ -79,15 +78,16 @@ impl LogConfig {
         S: Subscriber + for<'a> LookupSpan<'a>,
         W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     {
-        let ansi = self.mode == LogMode::Dev && self.ansi.unwrap_or(false);
-        let fmt = tracing_subscriber::fmt::layer()
-            .event_format(format::OmniqFormat { mode: self.mode })
-            .fmt_fields(NoSpanText)
-            .with_ansi(ansi)
-            .with_writer(writer);
-        fields::SpanFieldsLayer
-            .and_then(fmt)
+        self.unfiltered_layer(writer)
             .with_filter(LevelAndContextFilter::new(self.level))
+    }
+
+    fn unfiltered_layer<W>(&self, writer: W) -> format::OmniqLayer<W> {
+        format::OmniqLayer {
+            mode: self.mode,
+            ansi: self.mode == LogMode::Dev && self.ansi.unwrap_or(false),
+            writer,
+        }
     }
 
     /// A complete subscriber (registry + [`LogConfig::layer`]) that is *not* installed:
@@ -122,21 +122,12 @@ impl LogConfig {
     where
         W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     {
-        tracing_subscriber::registry().with(self.layer(writer))
-    }
-}
-
-/// Field formatter that skips the fmt layer's own text copy of span fields: the formatters
-/// read the structured copy kept by `SpanFieldsLayer` instead.
-struct NoSpanText;
-
-impl<'w> tracing_subscriber::fmt::FormatFields<'w> for NoSpanText {
-    fn format_fields<R: tracing_subscriber::field::RecordFields>(
-        &self,
-        _writer: Writer<'w>,
-        _fields: R,
-    ) -> std::fmt::Result {
-        Ok(())
+        // The level filter is global here (the layer is the subscriber's only one): a
+        // disabled callsite is never called again, and entering or leaving a span costs
+        // no per-layer filter bookkeeping.
+        tracing_subscriber::registry()
+            .with(self.unfiltered_layer(writer))
+            .with(LevelAndContextFilter::new(self.level))
     }
 }
 
@@ -157,26 +148,46 @@ impl LevelAndContextFilter {
         }
     }
 
-    fn enabled(&self, meta: &Metadata<'_>) -> bool {
+    fn allows(&self, meta: &Metadata<'_>) -> bool {
         if meta.is_span() && meta.target().starts_with("omniq") {
             meta.level() <= &self.spans
         } else {
             meta.level() <= &self.events
         }
     }
-}
 
-impl<S> layer::Filter<S> for LevelAndContextFilter {
-    fn enabled(&self, meta: &Metadata<'_>, _cx: &layer::Context<'_, S>) -> bool {
-        LevelAndContextFilter::enabled(self, meta)
-    }
-
-    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
-        if LevelAndContextFilter::enabled(self, meta) {
+    fn interest(&self, meta: &Metadata<'_>) -> tracing::subscriber::Interest {
+        if self.allows(meta) {
             tracing::subscriber::Interest::always()
         } else {
             tracing::subscriber::Interest::never()
         }
+    }
+}
+
+/// As a per-layer filter: [`LogConfig::layer`].
+impl<S> layer::Filter<S> for LevelAndContextFilter {
+    fn enabled(&self, meta: &Metadata<'_>, _cx: &layer::Context<'_, S>) -> bool {
+        self.allows(meta)
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        self.interest(meta)
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Some(self.spans)
+    }
+}
+
+/// As a global filter: [`LogConfig::build_subscriber`].
+impl<S: Subscriber> Layer<S> for LevelAndContextFilter {
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing::subscriber::Interest {
+        self.interest(meta)
+    }
+
+    fn enabled(&self, meta: &Metadata<'_>, _cx: layer::Context<'_, S>) -> bool {
+        self.allows(meta)
     }
 
     fn max_level_hint(&self) -> Option<LevelFilter> {

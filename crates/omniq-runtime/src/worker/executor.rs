@@ -107,8 +107,10 @@ pub(super) async fn run(
         }
         let outcome = execute(&shared, &task, &lease, slot).await;
         let elapsed = started.elapsed();
-        // The failure lines carry the run's duration too.
-        tracing::Span::current().record("duration_ms", events::duration_ms(elapsed));
+        // The failure lines carry the run's duration too (the completion line has its own).
+        if !matches!(outcome, RunOutcome::Ok(_)) {
+            tracing::Span::current().record("duration_ms", events::duration_ms(elapsed));
+        }
         let kind = match outcome {
             RunOutcome::Interrupted(Interrupt::LeaseLost) => {
                 tracing::warn!(target: "omniq::worker", task_id = %task.id, "Task lease lost: {} (another worker owns it now; result discarded)", task.id);

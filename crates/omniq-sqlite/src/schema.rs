@@ -84,10 +84,18 @@ ALTER TABLE "{ns}_tasks" ADD COLUMN cron_tz TEXT;
 ALTER TABLE "{ns}_tasks" ADD COLUMN runs INTEGER NOT NULL DEFAULT 0;
 "#,
     ),
+    // Fewer index entries per task: `next_due` walks `_tasks_claim` instead of keeping
+    // `_tasks_due` (one entry per enqueue and per claim).
+    (
+        5,
+        r#"
+DROP INDEX IF EXISTS "{ns}_tasks_due";
+"#,
+    ),
 ];
 
 /// The latest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i64 = 4;
+pub(crate) const LATEST_VERSION: i64 = 5;
 
 fn subst(template: &str, ns: &str) -> String {
     template.replace("{ns}", ns)
@@ -97,6 +105,11 @@ fn subst(template: &str, ns: &str) -> String {
 /// starting at once on one file serialize on SQLite's write lock and the loser sees the
 /// winner's version row and applies nothing.
 pub(crate) async fn migrate(pool: &SqlitePool, ns: &str) -> Result<()> {
+    migrate_to(pool, ns, LATEST_VERSION).await
+}
+
+/// [`migrate`] up to `target` only (tests build older schemas with it).
+async fn migrate_to(pool: &SqlitePool, ns: &str, target: i64) -> Result<()> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let create = subst(
         r#"CREATE TABLE IF NOT EXISTS "{ns}_schema_version" (
@@ -120,7 +133,7 @@ pub(crate) async fn migrate(pool: &SqlitePool, ns: &str) -> Result<()> {
         ns,
     );
     for (version, template) in MIGRATIONS {
-        if *version <= current {
+        if *version <= current || *version > target {
             continue;
         }
         let ddl = subst(template, ns);
@@ -510,14 +523,24 @@ impl Sql {
     }
 
     /// The earliest pending `run_at` or running `lease_until` of the queues bound as
-    /// ?1…: one index seek per queue and state (`_due`, `_lease_by_queue`).
+    /// ?1…. Per queue: a loose walk of `_tasks_claim` (one probe per distinct priority:
+    /// the first entry of each priority is its earliest `run_at`) and the first entry of
+    /// `_tasks_lease_by_queue`. No index of its own, so enqueues and claims maintain one
+    /// index entry fewer.
     pub(crate) fn next_due(&self, queues: usize) -> String {
         let t = &self.tasks;
         let arms = (1..=queues)
             .flat_map(|q| {
+                let pending = format!("FROM {t} WHERE status = 'pending' AND queue = ?{q}");
                 [
                     format!(
-                        "SELECT min(run_at) AS at FROM {t} WHERE status = 'pending' AND queue = ?{q}"
+                        "SELECT (WITH RECURSIVE p(pr) AS (\
+                         SELECT (SELECT priority {pending} ORDER BY priority DESC LIMIT 1) \
+                         UNION ALL \
+                         SELECT (SELECT priority {pending} AND priority < p.pr \
+                         ORDER BY priority DESC LIMIT 1) FROM p WHERE p.pr IS NOT NULL) \
+                         SELECT min((SELECT run_at {pending} AND priority = p.pr \
+                         ORDER BY priority DESC, run_at LIMIT 1)) FROM p WHERE p.pr IS NOT NULL) AS at"
                     ),
                     format!(
                         "SELECT min(lease_until) AS at FROM {t} WHERE status = 'running' AND queue = ?{q}"
@@ -605,6 +628,173 @@ mod tests {
                 && !l.contains("INDEX");
             assert!(!scans_tasks, "{what} scans the tasks table: {lines:#?}");
         }
+    }
+
+    /// A database left at version 4 (with `_tasks_due`) by an older omniq-sqlite: its
+    /// tasks are claimed, awaited and purged as before after the upgrade.
+    #[tokio::test]
+    async fn a_version_4_database_upgrades_and_keeps_its_tasks() {
+        use omniq_core::{ClaimRequest, Completion, Storage, StorageExt};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v4.db");
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(opts).await.expect("pool");
+        migrate_to(&pool, "omniq", 4).await.expect("migrate to 4");
+        let indexes = |pool: SqlitePool| async move {
+            sqlx::query_scalar::<_, String>(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'omniq_tasks_due'",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("indexes")
+        };
+        assert_eq!(
+            indexes(pool.clone()).await.len(),
+            1,
+            "version 4 has the due index"
+        );
+        let t0: i64 = 1_800_000_000_000_000;
+        let ids: Vec<String> = (0..5)
+            .map(|_| omniq_core::TaskId::new().to_string())
+            .collect();
+        // (id, priority, status, run_at, lease_until, updated_at)
+        let rows = [
+            (&ids[0], 0, "pending", t0 - 2_000_000, None, t0 - 9_000_000),
+            (&ids[1], 5, "pending", t0 - 1_000_000, None, t0 - 9_000_000),
+            (&ids[2], 5, "pending", t0 + 60_000_000, None, t0 - 9_000_000),
+            (
+                &ids[3],
+                0,
+                "running",
+                t0 - 5_000_000,
+                Some(t0 - 1),
+                t0 - 9_000_000,
+            ),
+            (&ids[4], 0, "success", t0 - 5_000_000, None, t0 - 9_000_000),
+        ];
+        for (id, priority, status, run_at, lease_until, updated_at) in rows {
+            sqlx::query(
+                r#"INSERT INTO "omniq_tasks" (id, func_path, args, queue, priority, status,
+                   run_at, max_retries, created_at, updated_at, lease_token, lease_until)
+                   VALUES (?1, 'tests.f', x'5b315d', 'default', ?2, ?3, ?4, 3, ?5, ?5, ?6, ?7)"#,
+            )
+            .bind(id.as_str())
+            .bind(priority)
+            .bind(status)
+            .bind(run_at)
+            .bind(updated_at)
+            .bind(i64::from(lease_until.is_some()))
+            .bind(lease_until)
+            .execute(&pool)
+            .await
+            .expect("insert a version 4 row");
+        }
+        sqlx::query(
+            r#"INSERT INTO "omniq_results" (task_id, status, result, error, finished_at,
+               attempts, last_attempt_at) VALUES (?1, 'success', NULL, NULL, ?2, 1, ?2)"#,
+        )
+        .bind(ids[4].as_str())
+        .bind(t0 - 9_000_000)
+        .execute(&pool)
+        .await
+        .expect("insert a version 4 result");
+        pool.close().await;
+
+        let s = SqliteStorage::open(&path).await.expect("open upgrades");
+        let versions: Vec<i64> =
+            sqlx::query_scalar(r#"SELECT version FROM "omniq_schema_version" ORDER BY version"#)
+                .fetch_all(&s.inner.writer)
+                .await
+                .expect("versions");
+        assert_eq!(versions, (1..=LATEST_VERSION).collect::<Vec<_>>());
+        assert!(
+            indexes(s.inner.writer.clone()).await.is_empty(),
+            "the due index is dropped"
+        );
+        let at = |us: i64| crate::convert::from_micros(us).expect("time");
+        let queues = vec!["default".to_string()];
+        // The earliest of every priority's pending run_at and the running lease.
+        assert_eq!(
+            s.next_due(&queues).await.expect("next_due"),
+            Some(at(t0 - 2_000_000))
+        );
+        let claimed = s
+            .claim(ClaimRequest {
+                queues: queues.clone(),
+                limit: 10,
+                now: at(t0),
+                lease: time::Duration::seconds(30),
+            })
+            .await
+            .expect("claim");
+        let got: Vec<String> = claimed.iter().map(|c| c.task.id.to_string()).collect();
+        // Priority first, then run_at; the expired lease is redelivered; the future task waits.
+        assert_eq!(got, vec![ids[1].clone(), ids[3].clone(), ids[0].clone()]);
+        assert_eq!(claimed[1].lease.token.0, 2);
+        // Only the future task and the new leases are left to wait for.
+        assert_eq!(
+            s.next_due(&queues).await.expect("next_due"),
+            Some(at(t0 + 30_000_000))
+        );
+        for c in &claimed {
+            s.complete_one(Completion {
+                lease: c.lease_ref(),
+                result: None,
+                now: at(t0),
+                next_run: None,
+            })
+            .await
+            .expect("complete");
+        }
+        assert_eq!(
+            s.next_due(&queues).await.expect("next_due"),
+            Some(at(t0 + 60_000_000))
+        );
+        // The version 4 result and its task are purged; the new ones are kept.
+        assert_eq!(s.purge_results(at(t0 - 1)).await.expect("purge"), 1);
+        let id4: omniq_core::TaskId = ids[4].parse().expect("id");
+        assert!(s.get_task(&id4).await.expect("get").is_none());
+        let id1: omniq_core::TaskId = ids[1].parse().expect("id");
+        assert!(s.get_task(&id1).await.expect("get").is_some());
+        s.close().await.expect("close");
+    }
+
+    /// `next_due` over several priorities and queues is the earliest of them all.
+    #[tokio::test]
+    async fn next_due_is_the_earliest_over_priorities_and_queues() {
+        use omniq_core::{Payload, Storage, Task};
+        let s = SqliteStorage::in_memory().await.expect("storage");
+        let base = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).expect("time");
+        let mut tasks = Vec::new();
+        for (queue, priority, secs) in [
+            ("a", 9, 50),
+            ("a", 3, 40),
+            ("a", -2, 30),
+            ("a", 3, 20),
+            ("b", 0, 10),
+            ("a", 9, 45),
+        ] {
+            let mut t = Task::new("tests.f", Payload(b"[]".to_vec()));
+            t.queue = queue.into();
+            t.priority = priority;
+            t.schedule.eta = Some(base + time::Duration::seconds(secs));
+            tasks.push(t);
+        }
+        s.enqueue(tasks).await.expect("enqueue");
+        let due = |qs: &[&str]| {
+            let qs: Vec<String> = qs.iter().map(|q| q.to_string()).collect();
+            let s = s.clone();
+            async move { s.next_due(&qs).await.expect("next_due") }
+        };
+        assert_eq!(due(&["a"]).await, Some(base + time::Duration::seconds(20)));
+        assert_eq!(due(&["b"]).await, Some(base + time::Duration::seconds(10)));
+        assert_eq!(
+            due(&["a", "b"]).await,
+            Some(base + time::Duration::seconds(10))
+        );
+        assert_eq!(due(&["c"]).await, None);
     }
 
     #[tokio::test]

@@ -18,8 +18,9 @@ use time::OffsetDateTime;
 /// queue: the claim's work is bounded whatever the backlog.
 const PROMOTE: usize = 1000;
 
-/// Values per task in the enqueue script's arguments.
-const ENQUEUE_ARITY: usize = 15;
+/// Values per task in the enqueue script's arguments, before the extras its flags
+/// announce (unique key, error, a finished status and its updated_at).
+const ENQUEUE_ARITY: usize = 7;
 
 /// A task's schedule member (`rkey` in `lua/common.lua`, built here so the script
 /// formats nothing per task): `<2147483647-priority:10><due µs:17><seq:17>:<id>`, due
@@ -50,13 +51,29 @@ fn next_seq() -> i64 {
     }
 }
 
-fn opt_us(t: Option<OffsetDateTime>) -> Value {
-    t.map(us_arg).unwrap_or_else(|| arg(""))
+/// A task's stored state `m` at enqueue (see `lua/common.lua`):
+/// `status|token|attempts|updated_at|last_attempt_at|lease_until|cancel|due|priority|seq|eta|runs`,
+/// token 0, no lease, no cancellation.
+fn state_string(status: TaskStatus, t: &Task, due: i64, seq: i64, updated: i64) -> String {
+    use std::fmt::Write;
+    let mut m = String::with_capacity(96);
+    let _ = write!(m, "{}|0|{}|{updated}|", status.as_str(), t.attempts);
+    if let Some(la) = t.last_attempt_at {
+        let _ = write!(m, "{}", micros(la));
+    }
+    let _ = write!(m, "|||{due}|{}|{seq}|", t.priority);
+    if let Some(eta) = t.schedule.eta {
+        let _ = write!(m, "{}", micros(eta));
+    }
+    let _ = write!(m, "|{}", t.runs);
+    m
 }
 
 impl RedisStorage {
-    /// The enqueue script's values for one task.
-    fn enqueue_row(&self, t: &Task, out: &mut Vec<Value>) -> Result<()> {
+    /// The enqueue script's values for one task (see `lua/enqueue.lua`): the stored
+    /// state `m` and the schedule member are built here, so the script formats nothing.
+    /// Returns how many values were added.
+    fn enqueue_row(&self, t: &Task, out: &mut Vec<Value>) -> Result<usize> {
         let format = self.format();
         // A task is only Running under a lease: it starts Pending.
         let status = match t.status {
@@ -66,25 +83,43 @@ impl RedisStorage {
         let error = t.error.as_ref().map(|e| format.encode(e)).transpose()?;
         let id = t.id.to_string();
         let seq = next_seq();
-        let member = schedule_member(t.priority, micros(t.effective_eta()), seq, &id);
+        let due = micros(t.effective_eta());
+        let member = schedule_member(t.priority, due, seq, &id);
+        let updated = micros(t.updated_at);
+        let state = state_string(status, t, due, seq, updated);
+        let unique = t.unique_key.as_deref().filter(|k| !k.is_empty());
+        let finished = status != TaskStatus::Pending;
+        let mut flags = String::new();
+        if unique.is_some() {
+            flags.push('u');
+        }
+        if error.is_some() {
+            flags.push('e');
+        }
+        if finished {
+            flags.push_str("st");
+        }
+        let start = out.len();
         out.extend([
             arg(t.queue.as_str()),
             arg(id),
-            bytes(&format.encode(t)?),
-            arg(status.as_str()),
-            opt_us(t.schedule.eta),
-            us_arg(t.effective_eta()),
-            arg(t.priority.to_string()),
-            arg(seq.to_string()),
-            arg(t.attempts.to_string()),
-            us_arg(t.updated_at),
-            opt_us(t.last_attempt_at),
-            error.as_deref().map(bytes).unwrap_or_else(|| arg("")),
-            arg(t.unique_key.as_deref().unwrap_or("")),
-            arg(t.runs.to_string()),
+            Value::Bytes(fred::bytes::Bytes::from(format.encode(t)?)),
+            arg(state),
             arg(member),
+            arg(due.to_string()),
+            arg(flags),
         ]);
-        Ok(())
+        if let Some(k) = unique {
+            out.push(arg(k));
+        }
+        if let Some(e) = error {
+            out.push(Value::Bytes(fred::bytes::Bytes::from(e)));
+        }
+        if finished {
+            out.push(arg(status.as_str()));
+            out.push(arg(updated.to_string()));
+        }
+        Ok(out.len() - start)
     }
 
     pub(crate) async fn enqueue_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
@@ -97,8 +132,9 @@ impl RedisStorage {
         }
         // Every value is encoded before anything is written.
         let mut rows = Vec::with_capacity(tasks.len() * ENQUEUE_ARITY);
+        let mut widths = Vec::with_capacity(tasks.len());
         for t in &tasks {
-            self.enqueue_row(t, &mut rows)?;
+            widths.push(self.enqueue_row(t, &mut rows)?);
         }
         let mut queues: Vec<&str> = Vec::new();
         for t in &tasks {
@@ -110,7 +146,8 @@ impl RedisStorage {
             self.client()?
                 .sadd::<(), _, _>(self.inner.keys.queues.as_str(), queues.clone())
                 .await?;
-            self.enqueue_on_cluster(&tasks, rows, &queues).await?
+            self.enqueue_on_cluster(&tasks, rows, &widths, &queues)
+                .await?
         } else {
             // The script registers the queues itself (one round trip).
             let key = self.inner.keys.queues.clone();
@@ -176,6 +213,7 @@ impl RedisStorage {
         &self,
         tasks: &[Task],
         rows: Vec<Value>,
+        widths: &[usize],
         queues: &[&str],
     ) -> Result<Vec<Option<String>>> {
         let client = self.client()?;
@@ -207,10 +245,10 @@ impl RedisStorage {
         // Group the rows by queue, keeping each task's position.
         let mut groups: BTreeMap<&str, (Vec<usize>, Vec<Value>)> = BTreeMap::new();
         let mut rows = rows.into_iter();
-        for (i, t) in tasks.iter().enumerate() {
+        for (i, (t, width)) in tasks.iter().zip(widths).enumerate() {
             let g = groups.entry(t.queue.as_str()).or_default();
             g.0.push(i);
-            g.1.extend(rows.by_ref().take(ENQUEUE_ARITY));
+            g.1.extend(rows.by_ref().take(*width));
         }
         debug_assert_eq!(groups.len(), queues.len());
         let calls = groups.into_iter().map(|(q, (positions, rows))| async move {

@@ -473,6 +473,67 @@ async fn a_state_without_recorded_runs_is_upgraded_on_write() {
     s.close().await.expect("close");
 }
 
+/// Enqueue takes a whole batch's locators at once (`MSETNX`, in chunks of 3 000 tasks)
+/// and checks ids one by one only when that fails: the conflict names the existing id,
+/// and nothing of the batch stays behind — no task, no locator, also when the
+/// conflicting id sits in a later chunk than locators already taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_batch_names_the_existing_id_and_leaves_nothing() {
+    let url = redis_url();
+    let ns = unique_namespace("msetnx");
+    let _cleanup = Cleanup(url.clone(), ns.clone());
+    let s = storage(&url, &ns).await;
+    let t0 = now();
+    let existing = task("q", t0);
+    let existing_id = existing.id;
+    s.enqueue(vec![existing.clone()]).await.expect("enqueue");
+    for (len, at) in [(3, 1), (3_500, 3_400)] {
+        let keys_before = count_keys(&url, &ns).await.expect("count");
+        let mut batch: Vec<Task> = (0..len).map(|_| task("q", t0)).collect();
+        let mut copy = task("q", t0);
+        copy.id = existing_id;
+        batch[at] = copy;
+        let fresh: Vec<TaskId> = batch
+            .iter()
+            .map(|t| t.id)
+            .filter(|id| *id != existing_id)
+            .collect();
+        let err = s.enqueue(batch).await.expect_err("an existing id");
+        assert_eq!(err.kind(), StorageErrorKind::Conflict, "{err}");
+        assert!(err.to_string().contains(&existing_id.to_string()), "{err}");
+        assert_eq!(
+            count_keys(&url, &ns).await.expect("count"),
+            keys_before,
+            "a batch of {len}: no task or locator stays behind"
+        );
+        // The fresh ids are free: the same tasks enqueue without the existing one.
+        let again: Vec<Task> = fresh
+            .iter()
+            .map(|id| {
+                let mut t = task("q", t0);
+                t.id = *id;
+                t
+            })
+            .collect();
+        s.enqueue(again).await.expect("the fresh ids are free");
+        let first = s.get_task(&fresh[0]).await.expect("get");
+        assert_eq!(first.map(|t| t.status), Some(TaskStatus::Pending));
+    }
+    // A batch holding one id twice names it, and stores nothing either.
+    let keys_before = count_keys(&url, &ns).await.expect("count");
+    let a = task("q", t0);
+    let mut twin = task("q", t0);
+    twin.id = a.id;
+    let err = s
+        .enqueue(vec![task("q", t0), a.clone(), twin])
+        .await
+        .expect_err("an id twice");
+    assert_eq!(err.kind(), StorageErrorKind::Conflict, "{err}");
+    assert!(err.to_string().contains(&a.id.to_string()), "{err}");
+    assert_eq!(count_keys(&url, &ns).await.expect("count"), keys_before);
+    s.close().await.expect("close");
+}
+
 /// The schedule member an enqueue stores (built by the client) is the one the scripts
 /// build for the same task (`rkey`, used when a task is requeued), for extreme
 /// priorities and etas too, so claim order is the same whichever wrote it.

@@ -38,15 +38,28 @@ impl SqliteStorage {
             let chunk = &tasks[offset..offset + size];
             offset += size;
             let unique = chunk.iter().any(|t| t.unique_key.is_some());
+            let lean = !unique && is_lean_chunk(chunk);
             let idx = shape_index(size);
             let text = if unique {
                 &sql.insert_returning[idx]
+            } else if lean {
+                &sql.insert_lean[idx]
             } else {
                 &sql.insert[idx]
             };
             let mut q = sqlx::query(text);
+            if lean {
+                q = q
+                    .bind(chunk[0].func_path.as_str())
+                    .bind(chunk[0].queue.as_str());
+            }
             for t in chunk {
-                q = bind_task(q, t, errors.next().flatten())?;
+                let error = errors.next().flatten();
+                q = if lean {
+                    bind_lean_task(q, t)
+                } else {
+                    bind_task(q, t, error)?
+                };
             }
             if !unique {
                 q.execute(&mut *tx).await?;
@@ -243,6 +256,43 @@ fn status_text(status: TaskStatus) -> &'static str {
         TaskStatus::Running => TaskStatus::Pending.as_str(),
         s => s.as_str(),
     }
+}
+
+/// Fresh Pending tasks of one handler and queue, whose rows the lean insert describes
+/// fully: every column it leaves out would be stored as its default (NULL, or 0 for the
+/// counters).
+fn is_lean_chunk(chunk: &[Task]) -> bool {
+    let Some(first) = chunk.first() else {
+        return false;
+    };
+    chunk
+        .iter()
+        .all(|t| t.func_path == first.func_path && t.queue == first.queue && is_lean(t))
+}
+
+fn is_lean(t: &Task) -> bool {
+    status_text(t.status) == TaskStatus::Pending.as_str()
+        && t.schedule.interval.is_none()
+        && t.schedule.cron.is_none()
+        && t.attempts == 0
+        && t.runs == 0
+        && t.last_attempt_at.is_none()
+        && t.error.is_none()
+        && t.unique_key.is_none()
+        && t.backoff.is_none()
+}
+
+/// Binds one row of [`crate::schema::LEAN_INSERT_ARITY`] values (see [`is_lean_chunk`]).
+fn bind_lean_task<'q>(q: Query<'q>, t: &'q Task) -> Query<'q> {
+    q.bind(t.id.to_string())
+        .bind(t.args.as_bytes())
+        .bind(i64::from(t.priority))
+        .bind(t.schedule.eta.map(micros))
+        .bind(micros(t.effective_eta()))
+        .bind(i64::from(t.max_retries))
+        .bind(t.timeout.map(duration_micros))
+        .bind(micros(t.created_at))
+        .bind(micros(t.updated_at))
 }
 
 /// Binds one row of [`crate::schema::INSERT_ARITY`] values.

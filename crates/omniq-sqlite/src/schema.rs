@@ -161,6 +161,11 @@ pub(crate) const RESULT_COLUMNS: &str =
 /// Bound values per enqueued row.
 pub(crate) const INSERT_ARITY: usize = 21;
 
+/// Bound values per row of the lean insert, after its two shared ones (handler, queue):
+/// for a chunk of fresh Pending tasks of one handler and queue that set none of the
+/// columns it leaves out (stored as their defaults, NULL or 0).
+pub(crate) const LEAN_INSERT_ARITY: usize = 9;
+
 /// Batched statements are built for these row counts (powers of two); a batch is split
 /// into them so each shape is prepared once and cached.
 pub(crate) const SHAPES: [usize; 9] = [256, 128, 64, 32, 16, 8, 4, 2, 1];
@@ -226,6 +231,8 @@ pub(crate) struct Sql {
     pub(crate) tasks: String,
     /// Multi-row insert, no RETURNING (chunks without unique keys), per shape.
     pub(crate) insert: Vec<String>,
+    /// Multi-row insert of lean rows (see [`LEAN_INSERT_ARITY`]), per shape.
+    pub(crate) insert_lean: Vec<String>,
     /// Multi-row insert that skips live unique-key duplicates and returns inserted ids.
     pub(crate) insert_returning: Vec<String>,
     pub(crate) find_unique: String,
@@ -272,6 +279,24 @@ impl Sql {
         let insert = SHAPES
             .iter()
             .map(|n| format!("{insert_head}{}", values_list(*n, INSERT_ARITY)))
+            .collect();
+        // Fewer bound values per row: each text or blob is copied (and allocated) once
+        // more by sqlx and once more by SQLite, and every value is one more register per
+        // row. The handler and queue, shared by the chunk, are bound once.
+        let insert_lean = SHAPES
+            .iter()
+            .map(|n| {
+                format!(
+                    "INSERT INTO {t} (func_path, queue, status, id, args, priority, eta, \
+                     run_at, max_retries, timeout_us, created_at, updated_at) \
+                     SELECT ?, ?, 'pending', {} FROM (VALUES {})",
+                    (1..=LEAN_INSERT_ARITY)
+                        .map(|i| format!("column{i}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    values_list(*n, LEAN_INSERT_ARITY)
+                )
+            })
             .collect();
         let insert_returning = SHAPES
             .iter()
@@ -415,6 +440,7 @@ impl Sql {
 
         Self {
             insert,
+            insert_lean,
             insert_returning,
             release,
             find_unique: format!(

@@ -629,3 +629,83 @@ async fn an_unopenable_file_is_a_config_error_naming_the_path() {
     assert_eq!(err.kind(), StorageErrorKind::Config, "{err}");
     assert!(err.to_string().contains("is-a-dir.db"), "{err}");
 }
+
+/// Plain tasks go in through a shorter insert than tasks with retries, schedules, keys
+/// or errors; either way every field reads back as it was enqueued, alone or in batches
+/// that mix both kinds.
+#[tokio::test]
+async fn every_kind_of_task_reads_back_as_enqueued() {
+    let s = SqliteStorage::in_memory().await.expect("storage");
+    let t0 = now();
+    let plain = task("default", t0);
+    let mut scheduled = task("other", t0);
+    scheduled.priority = -7;
+    scheduled.max_retries = 9;
+    scheduled.timeout = Some(Duration::milliseconds(1500));
+    scheduled.schedule.eta = Some(t0 + Duration::seconds(90));
+    let mut repeating = task("default", t0);
+    repeating.schedule.interval = Some(Duration::seconds(5));
+    let mut cron = task("default", t0);
+    cron.schedule.cron = Some(omniq_core::CronSchedule {
+        expr: "*/5 * * * *".into(),
+        tz: "Europe/Berlin".into(),
+    });
+    let mut retried = task("default", t0);
+    retried.attempts = 2;
+    retried.runs = 1;
+    retried.updated_at = t0 + Duration::seconds(3);
+    retried.last_attempt_at = Some(t0 + Duration::seconds(2));
+    retried.error = Some(TaskError::new(ErrorType::Timeout, "slow"));
+    retried.backoff = Some(omniq_core::Backoff::Fixed(Duration::seconds(4)));
+    let mut keyed = task("default", t0);
+    keyed.unique_key = Some("k".into());
+    let kinds = vec![plain, scheduled, repeating, cron, retried, keyed];
+    // One at a time, then every kind in one batch with plain tasks around it.
+    for t in &kinds {
+        s.enqueue(vec![t.clone()]).await.expect("enqueue one");
+    }
+    let mut batch: Vec<Task> = Vec::new();
+    for t in &kinds {
+        for _ in 0..37 {
+            batch.push(task("default", t0));
+        }
+        let mut again = t.clone();
+        again.id = TaskId::new();
+        again.unique_key = t.unique_key.as_ref().map(|k| format!("{k}2"));
+        batch.push(again);
+    }
+    // Plain tasks of one handler and queue, some with an eta, a timeout or a priority.
+    let plain: Vec<Task> = (0..300)
+        .map(|i| {
+            let mut t = task("default", t0);
+            if i % 3 == 1 {
+                t.schedule.eta = Some(t0 + Duration::seconds(i));
+                t.timeout = Some(Duration::seconds(7));
+            }
+            if i % 3 == 2 {
+                t.priority = 3;
+                t.max_retries = 0;
+            }
+            t
+        })
+        .collect();
+    for b in [&batch, &plain] {
+        let enqueued = s.enqueue(b.clone()).await.expect("enqueue batch");
+        assert!(enqueued.iter().all(|e| !e.duplicate));
+        let ids: Vec<TaskId> = enqueued.iter().map(|e| e.id).collect();
+        assert_eq!(ids, b.iter().map(|t| t.id).collect::<Vec<_>>());
+    }
+    for t in kinds.iter().chain(&batch).chain(&plain) {
+        let got = s.get_task(&t.id).await.expect("get_task").expect("stored");
+        assert_eq!(&got, t, "task {} reads back as enqueued", t.id);
+    }
+    // A batch keeps its order: equal tasks are claimed in the order they were enqueued.
+    let fifo: Vec<Task> = (0..300).map(|_| task("fifo", t0)).collect();
+    s.enqueue(fifo.clone()).await.expect("enqueue fifo");
+    let got: Vec<TaskId> = claim(&s, "fifo", 300, t0)
+        .await
+        .iter()
+        .map(|c| c.task.id)
+        .collect();
+    assert_eq!(got, fifo.iter().map(|t| t.id).collect::<Vec<_>>());
+}

@@ -294,16 +294,16 @@ impl RedisStorage {
             return Err(Error::Exists(id));
         }
         // Group the rows by queue, keeping each task's position.
-        let mut groups: BTreeMap<&str, (Vec<usize>, Vec<(&str, Row)>)> = BTreeMap::new();
+        let mut groups: BTreeMap<&str, (Vec<usize>, Vec<Row>)> = BTreeMap::new();
         for (i, (t, row)) in tasks.iter().zip(rows).enumerate() {
             let g = groups.entry(t.queue.as_str()).or_default();
             g.0.push(i);
-            g.1.push((t.queue.as_str(), row));
+            g.1.push(row);
         }
         debug_assert_eq!(groups.len(), queues.len());
         let calls = groups.into_iter().map(|(q, (positions, rows))| async move {
             let n = positions.len();
-            let args = self.enqueue_args(rows.into_iter());
+            let args = self.enqueue_args(rows.into_iter().map(|r| (q, r)));
             let r = self.enqueue_call(keys.of(q, "ready"), args, n).await;
             (positions, r)
         });

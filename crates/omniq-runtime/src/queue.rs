@@ -16,6 +16,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
+/// A task's id, handler and queue, kept for the logs and metrics of its batch.
+type BatchName = (TaskId, String, String);
+
+/// A storage `enqueue` future, created ahead of its turn by `enqueue_many`.
+type EnqueueFuture<'a> =
+    Pin<Box<dyn Future<Output = std::result::Result<Vec<Enqueued>, StorageError>> + Send + 'a>>;
+
 /// Defaults applied to tasks that do not set their own.
 #[derive(Debug, Clone)]
 pub struct QueueDefaults {
@@ -332,17 +339,11 @@ impl AsyncTaskQueue {
 
     /// The next batch of `enqueue_many` and its (not yet polled) storage future, with the
     /// id, handler and queue of each task for the logs and metrics.
-    #[allow(clippy::type_complexity)]
     fn next_enqueue<'a>(
         &'a self,
         rest: &mut std::vec::IntoIter<Task>,
         max: usize,
-    ) -> Option<(
-        Vec<(TaskId, String, String)>,
-        std::pin::Pin<
-            Box<dyn Future<Output = std::result::Result<Vec<Enqueued>, StorageError>> + Send + 'a>,
-        >,
-    )> {
+    ) -> Option<(Vec<BatchName>, EnqueueFuture<'a>)> {
         let batch: Vec<Task> = rest.by_ref().take(max).collect();
         if batch.is_empty() {
             return None;

@@ -421,6 +421,11 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   `enqueue_same_id_twice_in_a_batch_is_conflict`).
     /// - After commit, sends [`Wake::Work`] for each queue that received a new task (case:
     ///   `subscribe_wakes_on_enqueue`).
+    /// - The returned future writes nothing before it is first polled: a caller may create
+    ///   the next batch's future while the previous batch is in flight, and drops it
+    ///   unpolled if that batch failed (the runtime's `enqueue_many` does both). An
+    ///   implementation may therefore check and encode the batch when the future is
+    ///   created, so that work overlaps the previous batch's round trip.
     async fn enqueue(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>, StorageError>;
 
     /// Atomically claim up to `limit` due tasks from `queues`.

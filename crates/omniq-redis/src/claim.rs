@@ -18,9 +18,9 @@ use time::OffsetDateTime;
 /// queue: the claim's work is bounded whatever the backlog.
 const PROMOTE: usize = 1000;
 
-/// Values per task in the enqueue script's arguments, before the extras its flags
-/// announce (unique key, error, a finished status and its updated_at).
-const ENQUEUE_ARITY: usize = 7;
+/// Values per task in the enqueue script's arguments (the queues and the extras — unique
+/// key, error, a finished status and its updated_at — follow the rows).
+const ENQUEUE_ARITY: usize = 5;
 
 /// A task's schedule member (`rkey` in `lua/common.lua`, built here so the script
 /// formats nothing per task): `<2147483647-priority:10><due µs:17><seq:17>:<id>`, due
@@ -69,11 +69,22 @@ fn state_string(status: TaskStatus, t: &Task, due: i64, seq: i64, updated: i64) 
     m
 }
 
+/// A batch checked and encoded for the enqueue script, not yet sent.
+pub(crate) struct PreparedEnqueue {
+    tasks: Vec<Task>,
+    rows: Vec<Row>,
+}
+
+/// One task's enqueue values: its row, and the flags and values of its extras.
+struct Row {
+    values: [Value; ENQUEUE_ARITY],
+    extra: Option<(String, Vec<Value>)>,
+}
+
 impl RedisStorage {
     /// The enqueue script's values for one task (see `lua/enqueue.lua`): the stored
     /// state `m` and the schedule member are built here, so the script formats nothing.
-    /// Returns how many values were added.
-    fn enqueue_row(&self, t: &Task, out: &mut Vec<Value>) -> Result<usize> {
+    fn enqueue_row(&self, t: &Task) -> Result<Row> {
         let format = self.format();
         // A task is only Running under a lease: it starts Pending.
         let status = match t.status {
@@ -89,52 +100,96 @@ impl RedisStorage {
         let state = state_string(status, t, due, seq, updated);
         let unique = t.unique_key.as_deref().filter(|k| !k.is_empty());
         let finished = status != TaskStatus::Pending;
-        let mut flags = String::new();
-        if unique.is_some() {
-            flags.push('u');
-        }
-        if error.is_some() {
-            flags.push('e');
-        }
-        if finished {
-            flags.push_str("st");
-        }
-        let start = out.len();
-        out.extend([
-            arg(t.queue.as_str()),
+        let values = [
             arg(id),
             Value::Bytes(fred::bytes::Bytes::from(format.encode(t)?)),
             arg(state),
             arg(member),
             arg(due.to_string()),
-            arg(flags),
-        ]);
+        ];
+        if unique.is_none() && error.is_none() && !finished {
+            return Ok(Row {
+                values,
+                extra: None,
+            });
+        }
+        let mut flags = String::new();
+        let mut extra = Vec::new();
         if let Some(k) = unique {
-            out.push(arg(k));
+            flags.push('u');
+            extra.push(arg(k));
         }
         if let Some(e) = error {
-            out.push(Value::Bytes(fred::bytes::Bytes::from(e)));
+            flags.push('e');
+            extra.push(Value::Bytes(fred::bytes::Bytes::from(e)));
         }
         if finished {
-            out.push(arg(status.as_str()));
-            out.push(arg(updated.to_string()));
+            flags.push_str("st");
+            extra.push(arg(status.as_str()));
+            extra.push(arg(updated.to_string()));
         }
-        Ok(out.len() - start)
+        Ok(Row {
+            values,
+            extra: Some((flags, extra)),
+        })
     }
 
-    pub(crate) async fn enqueue_tasks(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>> {
-        self.check_open()?;
-        if tasks.is_empty() {
-            return Ok(Vec::new());
+    /// The enqueue script's arguments for `rows` (in input order), with their queues.
+    fn enqueue_args<'q>(&self, rows: impl ExactSizeIterator<Item = (&'q str, Row)>) -> Vec<Value> {
+        let n = rows.len();
+        let mut args = self.common_args(ENQUEUE_ARITY * n + 4);
+        args.push(arg(n.to_string()));
+        let mut runs: Vec<(&str, usize)> = Vec::new();
+        let mut extras = Vec::new();
+        let mut with_extras = 0usize;
+        for (i, (q, row)) in rows.enumerate() {
+            args.extend(row.values);
+            match runs.last_mut() {
+                Some((last, len)) if *last == q => *len += 1,
+                _ => runs.push((q, 1)),
+            }
+            if let Some((flags, values)) = row.extra {
+                with_extras += 1;
+                extras.push(arg((i + 1).to_string()));
+                extras.push(arg(flags));
+                extras.extend(values);
+            }
         }
+        args.push(arg(runs.len().to_string()));
+        for (q, len) in runs {
+            args.push(arg(q));
+            args.push(arg(len.to_string()));
+        }
+        args.push(arg(with_extras.to_string()));
+        args.extend(extras);
+        args
+    }
+
+    /// Checks and encodes a batch (no I/O): the half of an enqueue that runs when its
+    /// future is created, so the runtime overlaps it with the previous batch's round
+    /// trip (see `Storage::enqueue`).
+    pub(crate) fn prepare_enqueue(&self, tasks: Vec<Task>) -> Result<PreparedEnqueue> {
+        self.check_open()?;
         for t in &tasks {
             validate_queue(&t.queue)?;
         }
         // Every value is encoded before anything is written.
-        let mut rows = Vec::with_capacity(tasks.len() * ENQUEUE_ARITY);
-        let mut widths = Vec::with_capacity(tasks.len());
-        for t in &tasks {
-            widths.push(self.enqueue_row(t, &mut rows)?);
+        let rows = tasks
+            .iter()
+            .map(|t| self.enqueue_row(t))
+            .collect::<Result<Vec<Row>>>()?;
+        Ok(PreparedEnqueue { tasks, rows })
+    }
+
+    /// Stores a prepared batch: one script call on one server.
+    pub(crate) async fn enqueue_prepared(
+        &self,
+        prepared: PreparedEnqueue,
+    ) -> Result<Vec<Enqueued>> {
+        let PreparedEnqueue { tasks, rows } = prepared;
+        self.check_open()?;
+        if tasks.is_empty() {
+            return Ok(Vec::new());
         }
         let mut queues: Vec<&str> = Vec::new();
         for t in &tasks {
@@ -146,12 +201,12 @@ impl RedisStorage {
             self.client()?
                 .sadd::<(), _, _>(self.inner.keys.queues.as_str(), queues.clone())
                 .await?;
-            self.enqueue_on_cluster(&tasks, rows, &widths, &queues)
-                .await?
+            self.enqueue_on_cluster(&tasks, rows, &queues).await?
         } else {
             // The script registers the queues itself (one round trip).
             let key = self.inner.keys.queues.clone();
-            self.enqueue_call(key, rows, tasks.len()).await?
+            let args = self.enqueue_args(tasks.iter().map(|t| t.queue.as_str()).zip(rows));
+            self.enqueue_call(key, args, tasks.len()).await?
         };
         let out: Vec<Enqueued> = tasks
             .iter()
@@ -174,12 +229,9 @@ impl RedisStorage {
     async fn enqueue_call(
         &self,
         key: String,
-        rows: Vec<Value>,
+        args: Vec<Value>,
         n: usize,
     ) -> Result<Vec<Option<String>>> {
-        let mut args = self.common_args(rows.len() + 1);
-        args.push(arg(n.to_string()));
-        args.extend(rows);
         let reply = array(self.eval(&self.inner.scripts.enqueue, key, args).await?);
         let mut it = reply.into_iter();
         match it.next().map(|v| text(&v)).as_deref() {
@@ -212,8 +264,7 @@ impl RedisStorage {
     async fn enqueue_on_cluster(
         &self,
         tasks: &[Task],
-        rows: Vec<Value>,
-        widths: &[usize],
+        rows: Vec<Row>,
         queues: &[&str],
     ) -> Result<Vec<Option<String>>> {
         let client = self.client()?;
@@ -243,17 +294,17 @@ impl RedisStorage {
             return Err(Error::Exists(id));
         }
         // Group the rows by queue, keeping each task's position.
-        let mut groups: BTreeMap<&str, (Vec<usize>, Vec<Value>)> = BTreeMap::new();
-        let mut rows = rows.into_iter();
-        for (i, (t, width)) in tasks.iter().zip(widths).enumerate() {
+        let mut groups: BTreeMap<&str, (Vec<usize>, Vec<Row>)> = BTreeMap::new();
+        for (i, (t, row)) in tasks.iter().zip(rows).enumerate() {
             let g = groups.entry(t.queue.as_str()).or_default();
             g.0.push(i);
-            g.1.extend(rows.by_ref().take(*width));
+            g.1.push(row);
         }
         debug_assert_eq!(groups.len(), queues.len());
         let calls = groups.into_iter().map(|(q, (positions, rows))| async move {
             let n = positions.len();
-            let r = self.enqueue_call(keys.of(q, "ready"), rows, n).await;
+            let args = self.enqueue_args(rows.into_iter().map(|r| (q, r)));
+            let r = self.enqueue_call(keys.of(q, "ready"), args, n).await;
             (positions, r)
         });
         let mut out = vec![None; tasks.len()];

@@ -191,8 +191,31 @@ impl Storage for RedisStorage {
         }
     }
 
-    async fn enqueue(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>, StorageError> {
-        self.enqueue_tasks(tasks).await.operation("enqueue")
+    // Not `async`: the batch is checked and encoded when the future is created (no
+    // I/O), and sent when it is first polled, so the runtime's next batch is encoded
+    // while the previous one is in flight.
+    fn enqueue<'life0, 'async_trait>(
+        &'life0 self,
+        tasks: Vec<Task>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Vec<Enqueued>, StorageError>>
+                + Send
+                + 'async_trait,
+        >,
+    >
+    where
+        'life0: 'async_trait,
+        Self: 'async_trait,
+    {
+        let prepared = self.prepare_enqueue(tasks);
+        Box::pin(async move {
+            match prepared {
+                Ok(p) => self.enqueue_prepared(p).await,
+                Err(e) => Err(e),
+            }
+            .operation("enqueue")
+        })
     }
 
     async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>, StorageError> {

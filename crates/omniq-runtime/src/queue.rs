@@ -16,6 +16,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime};
 
+/// A task's id, handler and queue, kept for the logs and metrics of its batch.
+type BatchName = (TaskId, String, String);
+
+/// A storage `enqueue` future, created ahead of its turn by `enqueue_many`.
+type EnqueueFuture<'a> =
+    Pin<Box<dyn Future<Output = std::result::Result<Vec<Enqueued>, StorageError>> + Send + 'a>>;
+
 /// Defaults applied to tasks that do not set their own.
 #[derive(Debug, Clone)]
 pub struct QueueDefaults {
@@ -264,16 +271,23 @@ impl AsyncTaskQueue {
         // Batches are taken from the front by moving each task once: splitting the tail
         // off a Vec per batch would copy the rest every time (quadratic in the count).
         let mut rest = tasks.into_iter();
-        loop {
-            let batch: Vec<Task> = rest.by_ref().take(max).collect();
-            if batch.is_empty() {
-                break;
-            }
-            let names: Vec<(TaskId, String, String)> = batch
-                .iter()
-                .map(|t| (t.id, t.func_path.clone(), t.queue.clone()))
-                .collect();
-            let res = match self.call("enqueue", self.storage.enqueue(batch)).await {
+        // The next batch's storage future is created while the previous batch is in
+        // flight, so a backend that prepares its request when the future is created
+        // (encoding) overlaps that with the previous round trip; it is polled (and so
+        // writes) only after the previous batch succeeded, and dropped unpolled when that
+        // one failed: a failed batch still leaves exactly the earlier ones stored.
+        let mut next = self.next_enqueue(&mut rest, max);
+        while let Some((names, fut)) = next.take() {
+            let (res, following) = futures::future::join(self.call("enqueue", fut), async {
+                // Once first: the batch's request is handed to the backend's I/O task
+                // when its future is first polled, and that task runs on this thread
+                // only after this one yields.
+                tokio::task::yield_now().await;
+                self.next_enqueue(&mut rest, max)
+            })
+            .await;
+            next = following;
+            let res = match res {
                 Ok(res) => res,
                 Err(e) => {
                     crate::metrics::storage_error("enqueue", e.kind().as_str());
@@ -321,6 +335,24 @@ impl AsyncTaskQueue {
             out.extend(res);
         }
         Ok(out)
+    }
+
+    /// The next batch of `enqueue_many` and its (not yet polled) storage future, with the
+    /// id, handler and queue of each task for the logs and metrics.
+    fn next_enqueue<'a>(
+        &'a self,
+        rest: &mut std::vec::IntoIter<Task>,
+        max: usize,
+    ) -> Option<(Vec<BatchName>, EnqueueFuture<'a>)> {
+        let batch: Vec<Task> = rest.by_ref().take(max).collect();
+        if batch.is_empty() {
+            return None;
+        }
+        let names = batch
+            .iter()
+            .map(|t| (t.id, t.func_path.clone(), t.queue.clone()))
+            .collect();
+        Some((names, self.storage.enqueue(batch)))
     }
 
     /// The task, or None.

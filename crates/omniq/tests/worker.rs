@@ -331,6 +331,11 @@ struct Probe {
     panics: std::sync::atomic::AtomicU32,
     outstanding: std::sync::atomic::AtomicI64,
     peak: std::sync::atomic::AtomicI64,
+    /// Enqueue futures created and polled (started), and the (1-based) started batch
+    /// that fails with `Unavailable` (0: none).
+    enqueues_created: AtomicUsize,
+    enqueues_started: AtomicUsize,
+    enqueue_fails_at: AtomicUsize,
 }
 
 impl Probe {
@@ -342,6 +347,9 @@ impl Probe {
             panics: 0.into(),
             outstanding: 0.into(),
             peak: 0.into(),
+            enqueues_created: 0.into(),
+            enqueues_started: 0.into(),
+            enqueue_fails_at: 0.into(),
         }
     }
     fn settle(&self, n: usize) {
@@ -373,11 +381,29 @@ impl Storage for Probe {
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<omniq::Wake>> {
         self.inner.subscribe()
     }
-    async fn enqueue(
-        &self,
+    // Not `async`: counts the futures created apart from the ones polled.
+    fn enqueue<'a, 'b>(
+        &'a self,
         t: Vec<omniq::Task>,
-    ) -> Result<Vec<omniq::Enqueued>, omniq::StorageError> {
-        self.inner.enqueue(t).await
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<Vec<omniq::Enqueued>, omniq::StorageError>>
+                + Send
+                + 'b,
+        >,
+    >
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        self.enqueues_created.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move {
+            let n = self.enqueues_started.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == self.enqueue_fails_at.load(Ordering::SeqCst) {
+                return Err(down());
+            }
+            self.inner.enqueue(t).await
+        })
     }
     async fn claim(
         &self,
@@ -804,6 +830,32 @@ async fn a_panicking_backend_does_not_kill_the_pool() {
         0,
         "both injected panics happened"
     );
+}
+
+/// `enqueue_many` creates the next batch's future while the previous batch is in flight,
+/// but polls it only after that batch succeeded: when the second of four batches fails,
+/// the first stays stored, the third is created and dropped unpolled, the fourth never
+/// created, and the error carries the first batch's answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enqueue_many_sends_no_batch_after_a_failed_one() {
+    let inner = storage().await;
+    let max = inner.capabilities().max_batch;
+    let probe = Arc::new(Probe::new(Arc::clone(&inner), 0, 0));
+    probe.enqueue_fails_at.store(2, Ordering::SeqCst);
+    let storage: Arc<dyn Storage> = Arc::clone(&probe) as Arc<dyn Storage>;
+    let queue = AsyncTaskQueue::new(Arc::clone(&storage));
+    let specs = (0..(max * 4) as u64)
+        .map(|i| queue.task("job", &i))
+        .collect();
+    match queue.enqueue_many(specs).await {
+        Err(omniq::Error::PartiallyEnqueued { enqueued, .. }) => {
+            assert_eq!(enqueued.len(), max, "exactly the first batch");
+        }
+        other => panic!("expected PartiallyEnqueued, got {other:?}"),
+    }
+    assert_eq!(probe.enqueues_started.load(Ordering::SeqCst), 2);
+    assert_eq!(probe.enqueues_created.load(Ordering::SeqCst), 3);
+    assert_eq!(count(&inner, TaskStatus::Pending).await, max as u64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -143,8 +143,9 @@ end
 -- priority, enqueue sequence, eta ('' = none), recorded runs — one field to read and
 -- write per change. States written before `ru` existed have 11 fields (runs 0); the
 -- next write adds it.
-local M_PAT = '^' .. string.rep('([^|]*)|', 11) .. '([^|]*)$'
-local M_PAT_11 = '^' .. string.rep('([^|]*)|', 10) .. '([^|]*)$'
+-- (Literal patterns: built with string.rep they would be built again on every call.)
+local M_PAT = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$'
+local M_PAT_11 = '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)$'
 local function unpack_m(m)
   local st, tk, at, up, la, lu, cr, due, pr, sq, eta, ru = string.match(m, M_PAT)
   if not st then

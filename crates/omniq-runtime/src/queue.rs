@@ -269,10 +269,27 @@ impl AsyncTaskQueue {
             if batch.is_empty() {
                 break;
             }
-            let names: Vec<(TaskId, String, String)> = batch
-                .iter()
-                .map(|t| (t.id, t.func_path.clone(), t.queue.clone()))
-                .collect();
+            let single = batch.len() == 1;
+            let metrics_on = crate::metrics::is_enabled();
+            let debug = !single && tracing::enabled!(target: "omniq::queue", tracing::Level::DEBUG);
+            // The names are copied only for what reads them after the batch has moved to
+            // the storage: metrics, the single task's INFO line, the per-task DEBUG lines.
+            let names: Vec<(TaskId, String, String)> = if single || metrics_on || debug {
+                batch
+                    .iter()
+                    .map(|t| {
+                        // Only metrics read the queue.
+                        let queue = if metrics_on {
+                            t.queue.clone()
+                        } else {
+                            String::new()
+                        };
+                        (t.id, t.func_path.clone(), queue)
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             let res = match self.call("enqueue", self.storage.enqueue(batch)).await {
                 Ok(res) => res,
                 Err(e) => {
@@ -287,7 +304,7 @@ impl AsyncTaskQueue {
                     });
                 }
             };
-            if crate::metrics::is_enabled() {
+            if metrics_on {
                 let mut counts: std::collections::BTreeMap<(&str, &str), u64> =
                     std::collections::BTreeMap::new();
                 for ((_, func, queue), r) in names.iter().zip(&res) {
@@ -299,7 +316,7 @@ impl AsyncTaskQueue {
                     crate::metrics::enqueued(queue, func, n);
                 }
             }
-            if names.len() == 1 {
+            if single {
                 if let (Some((id, func, _)), Some(r)) = (names.first(), res.first()) {
                     if !r.duplicate {
                         events::log_task_enqueued(id, func);
@@ -310,7 +327,7 @@ impl AsyncTaskQueue {
                 // does not pay for (or flood the log with) a line per task at INFO (L7).
                 let fresh = res.iter().filter(|r| !r.duplicate).count();
                 tracing::info!(target: "omniq::queue", operation = "enqueue", tasks = fresh, duplicates = res.len() - fresh, "Enqueued a batch of {fresh} task(s)");
-                if tracing::enabled!(target: "omniq::queue", tracing::Level::DEBUG) {
+                if debug {
                     for ((id, func, _), r) in names.iter().zip(&res) {
                         if !r.duplicate {
                             tracing::debug!(target: "omniq::queue", task_id = %id, operation = "enqueue", correlation_id = %id, func_path = %func, "Task enqueued: {id} -> {func}");

@@ -32,7 +32,10 @@ fn cpu_s() -> f64 {
 
 /// One task run's logging, as the worker does it.
 fn one_run(i: u64) {
-    let id = uuid::Uuid::from_u64_pair(0x0193_0000_0000_7000, i);
+    let uuid = uuid::Uuid::from_u64_pair(0x0193_0000_0000_7000, i);
+    // The worker formats the id once per run.
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id: &str = uuid.hyphenated().encode_lower(&mut buf);
     let span = task_span(&id, &"process_task", &id, Some(&"worker-1"));
     {
         // The executor's first poll: the start line.

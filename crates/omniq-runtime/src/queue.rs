@@ -19,6 +19,18 @@ use time::{Duration, OffsetDateTime};
 /// A task's id, handler and queue, kept for the logs and metrics of its batch.
 type BatchName = (TaskId, String, String);
 
+/// One batch of `enqueue_many`: its storage future (created ahead of its turn, not yet
+/// polled) and what its logs and metrics read once it has moved to the storage.
+struct Batch<'a> {
+    /// Id, handler and queue per task; empty when nothing reads them, the queue empty
+    /// unless metrics are on.
+    names: Vec<BatchName>,
+    single: bool,
+    metrics_on: bool,
+    debug: bool,
+    fut: EnqueueFuture<'a>,
+}
+
 /// A storage `enqueue` future, created ahead of its turn by `enqueue_many`.
 type EnqueueFuture<'a> =
     Pin<Box<dyn Future<Output = std::result::Result<Vec<Enqueued>, StorageError>> + Send + 'a>>;
@@ -277,7 +289,14 @@ impl AsyncTaskQueue {
         // writes) only after the previous batch succeeded, and dropped unpolled when that
         // one failed: a failed batch still leaves exactly the earlier ones stored.
         let mut next = self.next_enqueue(&mut rest, max);
-        while let Some((names, fut)) = next.take() {
+        while let Some(Batch {
+            names,
+            single,
+            metrics_on,
+            debug,
+            fut,
+        }) = next.take()
+        {
             let (res, following) = futures::future::join(self.call("enqueue", fut), async {
                 // Once first: the batch's request is handed to the backend's I/O task
                 // when its future is first polled, and that task runs on this thread
@@ -301,7 +320,7 @@ impl AsyncTaskQueue {
                     });
                 }
             };
-            if crate::metrics::is_enabled() {
+            if metrics_on {
                 let mut counts: std::collections::BTreeMap<(&str, &str), u64> =
                     std::collections::BTreeMap::new();
                 for ((_, func, queue), r) in names.iter().zip(&res) {
@@ -313,7 +332,7 @@ impl AsyncTaskQueue {
                     crate::metrics::enqueued(queue, func, n);
                 }
             }
-            if names.len() == 1 {
+            if single {
                 if let (Some((id, func, _)), Some(r)) = (names.first(), res.first()) {
                     if !r.duplicate {
                         events::log_task_enqueued(id, func);
@@ -324,7 +343,7 @@ impl AsyncTaskQueue {
                 // does not pay for (or flood the log with) a line per task at INFO (L7).
                 let fresh = res.iter().filter(|r| !r.duplicate).count();
                 tracing::info!(target: "omniq::queue", operation = "enqueue", tasks = fresh, duplicates = res.len() - fresh, "Enqueued a batch of {fresh} task(s)");
-                if tracing::enabled!(target: "omniq::queue", tracing::Level::DEBUG) {
+                if debug {
                     for ((id, func, _), r) in names.iter().zip(&res) {
                         if !r.duplicate {
                             tracing::debug!(target: "omniq::queue", task_id = %id, operation = "enqueue", correlation_id = %id, func_path = %func, "Task enqueued: {id} -> {func}");
@@ -337,22 +356,44 @@ impl AsyncTaskQueue {
         Ok(out)
     }
 
-    /// The next batch of `enqueue_many` and its (not yet polled) storage future, with the
-    /// id, handler and queue of each task for the logs and metrics.
+    /// The next batch of `enqueue_many` and its (not yet polled) storage future.
     fn next_enqueue<'a>(
         &'a self,
         rest: &mut std::vec::IntoIter<Task>,
         max: usize,
-    ) -> Option<(Vec<BatchName>, EnqueueFuture<'a>)> {
+    ) -> Option<Batch<'a>> {
         let batch: Vec<Task> = rest.by_ref().take(max).collect();
         if batch.is_empty() {
             return None;
         }
-        let names = batch
-            .iter()
-            .map(|t| (t.id, t.func_path.clone(), t.queue.clone()))
-            .collect();
-        Some((names, self.storage.enqueue(batch)))
+        let single = batch.len() == 1;
+        let metrics_on = crate::metrics::is_enabled();
+        let debug = !single && tracing::enabled!(target: "omniq::queue", tracing::Level::DEBUG);
+        // The names are copied only for what reads them after the batch has moved to the
+        // storage: metrics, the single task's INFO line, the per-task DEBUG lines.
+        let names = if single || metrics_on || debug {
+            batch
+                .iter()
+                .map(|t| {
+                    // Only metrics read the queue.
+                    let queue = if metrics_on {
+                        t.queue.clone()
+                    } else {
+                        String::new()
+                    };
+                    (t.id, t.func_path.clone(), queue)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Some(Batch {
+            names,
+            single,
+            metrics_on,
+            debug,
+            fut: self.storage.enqueue(batch),
+        })
     }
 
     /// The task, or None.

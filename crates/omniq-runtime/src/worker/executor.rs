@@ -97,15 +97,18 @@ pub(super) async fn run(
     // Every line of this run carries task_id, operation, worker and correlation_id (the
     // task id: one id follows a task from enqueue through every run and retry). The run
     // logs two lines at INFO: started; completed with its duration, or failed.
-    let span = events::task_span(&task.id, &"process_task", &task.id, Some(&shared.opts.name));
+    // The id is formatted once, here, for the span's two fields and both lines of the run.
+    let mut id_buf = uuid::Uuid::encode_buffer();
+    let id: &str = task.id.0.hyphenated().encode_lower(&mut id_buf);
+    let span = events::task_span(&id, &"process_task", &id, Some(&shared.opts.name));
     let end = async {
         let started = Instant::now();
-        events::log_task_started(task.id, task.attempts);
+        events::log_task_started(id, task.attempts);
         if metrics::is_enabled() {
             let late = shared.queue.clock.now() - task.effective_eta();
             metrics::started(&task.queue, &task.func_path, late.unsigned_abs());
         }
-        let outcome = execute(&shared, &task, &lease, slot).await;
+        let outcome = execute(&shared, &task, id, &lease, slot).await;
         let elapsed = started.elapsed();
         // The failure lines carry the run's duration too (the completion line has its own).
         if !matches!(outcome, RunOutcome::Ok(_)) {
@@ -113,14 +116,14 @@ pub(super) async fn run(
         }
         let kind = match outcome {
             RunOutcome::Interrupted(Interrupt::LeaseLost) => {
-                tracing::warn!(target: "omniq::worker", task_id = %task.id, "Task lease lost: {} (another worker owns it now; result discarded)", task.id);
+                tracing::warn!(target: "omniq::worker", task_id = %id, "Task lease lost: {} (another worker owns it now; result discarded)", id);
                 shared.leases.forget(&lease);
                 return RunEnd::Interrupted;
             }
             RunOutcome::Interrupted(Interrupt::Cancelled) => {
                 let err = TaskError::new(ErrorType::User, "Task cancelled while running")
                     .with_retryable(false);
-                events::log_task_failed(task.id, &err, false);
+                events::log_task_failed(id, &err, false);
                 DoneKind::Fail(Failure {
                     lease,
                     error: err,
@@ -129,7 +132,7 @@ pub(super) async fn run(
                 })
             }
             RunOutcome::Defer(error, at) => {
-                tracing::info!(target: "omniq::worker", task_id = %task.id, func_path = %task.func_path, "Task handed back: no handler for '{}' here; offered again at {at}", task.func_path);
+                tracing::info!(target: "omniq::worker", task_id = %id, func_path = %task.func_path, "Task handed back: no handler for '{}' here; offered again at {at}", task.func_path);
                 DoneKind::Fail(Failure {
                     lease,
                     error,
@@ -138,7 +141,7 @@ pub(super) async fn run(
                 })
             }
             RunOutcome::Ok(result) => {
-                events::log_task_completed(task.id, task.attempts, elapsed);
+                events::log_task_completed(id, task.attempts, elapsed);
                 metrics::finished(&task.queue, &task.func_path, MetricEnd::Succeeded, elapsed);
                 let now = shared.queue.clock.now();
                 match next_slot(&task, now) {
@@ -159,13 +162,13 @@ pub(super) async fn run(
             }
             RunOutcome::Err(err) => {
                 if err.error_type == ErrorType::Decode {
-                    events::log_serialization_error(task.id, &err);
+                    events::log_serialization_error(id, &err);
                 }
                 if err.error_type == ErrorType::Timeout {
                     metrics::finished(&task.queue, &task.func_path, MetricEnd::TimedOut, elapsed);
                 }
                 let (failure, will_retry) = failure_for(&shared, &task, err, lease);
-                events::log_task_failed(task.id, &failure.error, will_retry);
+                events::log_task_failed(id, &failure.error, will_retry);
                 let end = if will_retry {
                     MetricEnd::Retried
                 } else {
@@ -173,7 +176,7 @@ pub(super) async fn run(
                 };
                 metrics::finished(&task.queue, &task.func_path, end, elapsed);
                 if let FailAction::Retry { at } = failure.action {
-                    events::log_task_retry(task.id, task.attempts.saturating_add(1), at);
+                    events::log_task_retry(id, task.attempts.saturating_add(1), at);
                 }
                 DoneKind::Fail(failure)
             }
@@ -181,7 +184,7 @@ pub(super) async fn run(
         if shared.done_tx.send(Msg::Done(Done { kind, permit })).is_err() {
             // Stop heartbeating it, so the lease expires and the task is redelivered.
             shared.leases.forget(&lease);
-            tracing::error!(target: "omniq::worker", task_id = %task.id, "completion channel closed; outcome left to lease expiry");
+            tracing::error!(target: "omniq::worker", task_id = %id, "completion channel closed; outcome left to lease expiry");
         }
         RunEnd::Finished
     }
@@ -197,6 +200,7 @@ pub(super) async fn run(
 async fn execute(
     shared: &Arc<Shared>,
     task: &Task,
+    id: &str,
     lease: &LeaseRef,
     slot: OwnedSemaphorePermit,
 ) -> RunOutcome {
@@ -216,7 +220,7 @@ async fn execute(
         func_path: task.func_path.clone(),
         attempt: task.attempts,
         queue: task.queue.clone(),
-        correlation_id: task.id.to_string(),
+        correlation_id: id.to_owned(),
     };
     let args = task.args.clone();
     let format = shared.queue.format;

@@ -297,15 +297,22 @@ impl AsyncTaskQueue {
             fut,
         }) = next.take()
         {
-            let (res, following) = futures::future::join(self.call("enqueue", fut), async {
-                // Once first: the batch's request is handed to the backend's I/O task
-                // when its future is first polled, and that task runs on this thread
-                // only after this one yields.
-                tokio::task::yield_now().await;
-                self.next_enqueue(&mut rest, max)
-            })
-            .await;
-            next = following;
+            let res = if rest.as_slice().is_empty() {
+                // The last (or only) batch: nothing to prepare beside it, so no yield
+                // (a single `enqueue` goes straight to the storage).
+                self.call("enqueue", fut).await
+            } else {
+                let (res, following) = futures::future::join(self.call("enqueue", fut), async {
+                    // Once first: the batch's request is handed to the backend's I/O
+                    // task when its future is first polled, and that task runs on this
+                    // thread only after this one yields.
+                    tokio::task::yield_now().await;
+                    self.next_enqueue(&mut rest, max)
+                })
+                .await;
+                next = following;
+                res
+            };
             let res = match res {
                 Ok(res) => res,
                 Err(e) => {

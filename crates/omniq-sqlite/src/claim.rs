@@ -8,7 +8,8 @@ use crate::storage::{SqliteStorage, validate_queue};
 use omniq_core::{
     ClaimRequest, Claimed, Enqueued, Lease, LeaseToken, Task, TaskId, TaskStatus, Wake,
 };
-use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
 use std::collections::HashSet;
 use time::OffsetDateTime;
 
@@ -162,36 +163,37 @@ impl SqliteStorage {
         }
         let rows = q.fetch_all(&mut *tx).await?;
         let mut claimed: Vec<TaskRow> = Vec::with_capacity(rows.len());
+        // Rows that set a column the claim does not return: read whole below.
+        let mut whole = Vec::new();
         for row in &rows {
-            match convert::task_from_row(row, format) {
-                Ok(r) => claimed.push(r),
-                // A row that cannot be read back (tampered with) must not fail every
-                // claim of its queue: it fails at once, with a decode error saying why.
-                Err(e @ (Error::Corrupt(_) | Error::Codec(_)))
-                | Err(e @ Error::Sqlx(sqlx::Error::ColumnDecode { .. })) => {
-                    let id: String = row.try_get(0)?;
-                    tracing::error!(target: "omniq::storage", backend = "sqlite", task_id = %id, "claimed task cannot be read, failing it: {e}");
-                    let error = omniq_core::TaskError::new(
-                        omniq_core::ErrorType::Decode,
-                        format!("the stored task cannot be read: {e}"),
-                    )
-                    .with_retryable(false);
-                    let error = encode_error(format, &error)?;
-                    sqlx::query(&self.inner.sql.unreadable_result)
-                        .bind(id.as_str())
-                        .bind(&error)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(&self.inner.sql.unreadable_task)
-                        .bind(id.as_str())
-                        .bind(&error)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    finished.push(id);
+            match convert::task_from_claim_row(row, now) {
+                Ok(Some(r)) => claimed.push(r),
+                Ok(None) => whole.push(row.try_get::<i64, _>(12)?),
+                Err(e) => {
+                    self.claimed_unreadable(&mut tx, row, e, now, &mut finished)
+                        .await?
                 }
-                Err(e) => return Err(e),
+            }
+        }
+        drop(rows);
+        if !whole.is_empty() {
+            let seqs = whole
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let rows = sqlx::query(&self.inner.sql.claimed_rows)
+                .bind(format!("[{seqs}]"))
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in &rows {
+                match convert::task_from_row(row, format) {
+                    Ok(r) => claimed.push(r),
+                    Err(e) => {
+                        self.claimed_unreadable(&mut tx, row, e, now, &mut finished)
+                            .await?
+                    }
+                }
             }
         }
         tx.commit().await?;
@@ -227,6 +229,47 @@ impl SqliteStorage {
 }
 
 impl SqliteStorage {
+    /// A claimed row that cannot be decoded (tampered with) must not fail every claim of
+    /// its queue: it fails at once, with a decode error saying why, and its id joins
+    /// `finished`. Any other error is returned.
+    async fn claimed_unreadable(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        row: &SqliteRow,
+        e: Error,
+        now: i64,
+        finished: &mut Vec<String>,
+    ) -> Result<()> {
+        if !matches!(
+            e,
+            Error::Corrupt(_) | Error::Codec(_) | Error::Sqlx(sqlx::Error::ColumnDecode { .. })
+        ) {
+            return Err(e);
+        }
+        let id: String = row.try_get(0)?;
+        tracing::error!(target: "omniq::storage", backend = "sqlite", task_id = %id, "claimed task cannot be read, failing it: {e}");
+        let error = omniq_core::TaskError::new(
+            omniq_core::ErrorType::Decode,
+            format!("the stored task cannot be read: {e}"),
+        )
+        .with_retryable(false);
+        let error = encode_error(self.inner.format, &error)?;
+        sqlx::query(&self.inner.sql.unreadable_result)
+            .bind(id.as_str())
+            .bind(&error)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query(&self.inner.sql.unreadable_task)
+            .bind(id.as_str())
+            .bind(&error)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        finished.push(id);
+        Ok(())
+    }
+
     pub(crate) async fn earliest_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>> {
         // Closed comes first, whatever the arguments.
         self.check_open()?;

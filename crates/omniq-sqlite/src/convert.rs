@@ -151,6 +151,49 @@ pub(crate) fn task_from_row(row: &SqliteRow, format: Format) -> Result<TaskRow> 
     })
 }
 
+/// Decodes a row the claim returned ([`crate::schema::CLAIM_COLUMNS`]); `now` is the
+/// claim's time in unix micros, which it stored as `updated_at` and `last_attempt_at`.
+/// `Ok(None)` when the row's flag says it sets a column the claim does not return: read
+/// it whole (by its `seq`, column 12) and decode it with [`task_from_row`].
+pub(crate) fn task_from_claim_row(row: &SqliteRow, now: i64) -> Result<Option<TaskRow>> {
+    if get::<bool>(row, 14)? {
+        return Ok(None);
+    }
+    let id: &str = get(row, 0)?;
+    let args: Option<Vec<u8>> = get(row, 2)?;
+    let now = from_micros(now)?;
+    let task = Task {
+        id: task_id(id)?,
+        func_path: get(row, 1)?,
+        args: Payload(args.unwrap_or_default()),
+        queue: get(row, 3)?,
+        priority: i32::try_from(get::<i64>(row, 4)?)
+            .map_err(|_| corrupt("stored priority out of range"))?,
+        status: TaskStatus::Running,
+        schedule: Schedule {
+            eta: opt_from_micros(get(row, 5)?)?,
+            interval: None,
+            cron: None,
+        },
+        max_retries: u32_of(get(row, 6)?, "max_retries")?,
+        timeout: get::<Option<i64>>(row, 7)?.map(Duration::microseconds),
+        attempts: u32_of(get(row, 8)?, "attempts")?,
+        runs: u32_of(get(row, 13)?, "runs")?,
+        created_at: from_micros(get(row, 9)?)?,
+        updated_at: now,
+        last_attempt_at: Some(now),
+        error: None,
+        unique_key: None,
+        backoff: None,
+    };
+    Ok(Some(TaskRow {
+        task,
+        lease_token: get(row, 10)?,
+        run_at: get(row, 11)?,
+        seq: get(row, 12)?,
+    }))
+}
+
 /// Decodes a row selected with [`crate::schema::RESULT_COLUMNS`].
 pub(crate) fn result_from_row(row: &SqliteRow, format: Format) -> Result<TaskResult> {
     let id: &str = get(row, 0)?;

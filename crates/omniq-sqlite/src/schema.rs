@@ -154,6 +154,18 @@ pub(crate) const TASK_COLUMNS: &str = "id, func_path, args, queue, priority, sta
      last_attempt_at, error, unique_key, lease_token, lease_until, run_at, seq, backoff, \
      cron_expr, cron_tz, runs";
 
+/// What the claim returns per row, in the order [`crate::convert::task_from_claim_row`]
+/// reads them: every column a plain task sets, but none the claim itself writes (status,
+/// `updated_at`, `last_attempt_at`, `lease_until`: known from the claim request) and, in
+/// place of the columns only some tasks use (interval, error, unique key, back-off,
+/// cron), one flag saying whether any of them is set. sqlx copies every value of every
+/// returned row (one allocation each, freed again on the caller's thread), so a claimed
+/// row costs by its column count. A flagged row is read whole with
+/// [`Sql::claimed_rows`] in the claim's transaction.
+pub(crate) const CLAIM_COLUMNS: &str = "id, func_path, args, queue, priority, eta, \
+     max_retries, timeout_us, attempts, created_at, lease_token, run_at, seq, runs, \
+     coalesce(interval_us, error, unique_key, backoff, cron_expr, cron_tz) IS NOT NULL";
+
 /// Columns of a result row, in the order [`crate::convert::result_from_row`] reads them.
 pub(crate) const RESULT_COLUMNS: &str =
     "task_id, status, result, error, finished_at, attempts, last_attempt_at";
@@ -237,6 +249,9 @@ pub(crate) struct Sql {
     pub(crate) insert_returning: Vec<String>,
     pub(crate) find_unique: String,
     pub(crate) get_task: String,
+    /// Whole rows ([`TASK_COLUMNS`]) of claimed tasks by `seq`, bound as one JSON array:
+    /// the claimed rows whose [`CLAIM_COLUMNS`] flag is set.
+    pub(crate) claimed_rows: String,
     pub(crate) get_result: String,
     pub(crate) task_exists: String,
     /// Complete, per shape: one command of three statements (check, results, tasks);
@@ -448,6 +463,9 @@ impl Sql {
                  AND unique_key IS NOT NULL AND status IN ('pending', 'running')"
             ),
             get_task: format!("SELECT {TASK_COLUMNS} FROM {t} WHERE id = ?1"),
+            claimed_rows: format!(
+                "SELECT {TASK_COLUMNS} FROM {t} WHERE seq IN (SELECT value FROM json_each(?1))"
+            ),
             get_result: format!(
                 "SELECT {RESULT_COLUMNS} FROM {r} WHERE task_id = ?1 AND finished_at >= ?2"
             ),
@@ -544,7 +562,7 @@ impl Sql {
         format!(
             "UPDATE {t} SET status = 'running', attempts = attempts + 1, \
              lease_token = lease_token + 1, lease_until = ?1, last_attempt_at = ?2, \
-             updated_at = ?2 WHERE seq IN ({candidates}) RETURNING {TASK_COLUMNS}"
+             updated_at = ?2 WHERE seq IN ({candidates}) RETURNING {CLAIM_COLUMNS}"
         )
     }
 
@@ -832,6 +850,7 @@ mod tests {
             ("claim 3 queues".into(), sql.claim(3)),
             ("expire".into(), sql.expire(2)),
             ("get_task".into(), sql.get_task.clone()),
+            ("claimed_rows".into(), sql.claimed_rows.clone()),
             ("find_unique".into(), sql.find_unique.clone()),
             ("next_due 1 queue".into(), sql.next_due(1)),
             ("next_due 2 queues".into(), sql.next_due(2)),

@@ -709,3 +709,103 @@ async fn every_kind_of_task_reads_back_as_enqueued() {
         .collect();
     assert_eq!(got, fifo.iter().map(|t| t.id).collect::<Vec<_>>());
 }
+
+/// The claim returns fewer columns than a task has: the ones it writes come from the
+/// request, and a task that sets an interval, cron, unique key, back-off or error is read
+/// whole in the same transaction. Either way a claimed task is exactly the stored row, in
+/// claim order, and an unreadable row of either kind fails alone.
+#[tokio::test]
+async fn claimed_tasks_are_the_stored_rows_of_every_kind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("claim-kinds.db");
+    let s = SqliteStorage::open(&path).await.expect("open");
+    let t0 = now();
+    let at = t0 + Duration::seconds(100) + Duration::microseconds(123_456);
+    let mut kinds = Vec::new();
+    let mut plain = task("default", t0);
+    plain.priority = 2;
+    plain.timeout = Some(Duration::milliseconds(1500));
+    plain.schedule.eta = Some(t0 + Duration::seconds(50));
+    kinds.push(plain);
+    let mut repeating = task("default", t0);
+    repeating.schedule.interval = Some(Duration::seconds(5));
+    kinds.push(repeating);
+    let mut cron = task("default", t0);
+    cron.schedule.cron = Some(omniq_core::CronSchedule {
+        expr: "*/5 * * * *".into(),
+        tz: "Europe/Berlin".into(),
+    });
+    kinds.push(cron);
+    let mut retried = task("default", t0);
+    retried.attempts = 2;
+    retried.runs = 1;
+    retried.max_retries = 7;
+    retried.last_attempt_at = Some(t0 + Duration::seconds(2));
+    retried.error = Some(TaskError::new(ErrorType::Timeout, "slow"));
+    kinds.push(retried);
+    let mut backoff = task("default", t0);
+    backoff.backoff = Some(omniq_core::Backoff::Fixed(Duration::seconds(4)));
+    kinds.push(backoff);
+    let mut keyed = task("default", t0);
+    keyed.unique_key = Some("k".into());
+    kinds.push(keyed);
+    // Each kind between plain tasks, priorities falling so the claim order is known.
+    let mut batch = Vec::new();
+    for k in &kinds {
+        for _ in 0..3 {
+            batch.push(task("default", t0));
+        }
+        batch.push(k.clone());
+    }
+    for (i, t) in batch.iter_mut().enumerate() {
+        t.priority = 1000 - i32::try_from(i).expect("small");
+    }
+    // Two unreadable rows: one plain, one read whole (it has a unique key).
+    let mut broken_plain = task("default", t0);
+    broken_plain.priority = 5000;
+    let mut broken_keyed = task("default", t0);
+    broken_keyed.priority = 4000;
+    broken_keyed.unique_key = Some("b".into());
+    batch.push(broken_plain.clone());
+    batch.push(broken_keyed.clone());
+    s.enqueue(batch.clone()).await.expect("enqueue");
+    let mut conn = raw_connection(&path).await;
+    for t in [&broken_plain, &broken_keyed] {
+        sqlx::query(r#"UPDATE "omniq_tasks" SET attempts = -3 WHERE id = ?1"#)
+            .bind(t.id.to_string())
+            .execute(&mut conn)
+            .await
+            .expect("corrupt the row");
+    }
+    let claimed = claim(&s, "default", 100, at).await;
+    let got: Vec<TaskId> = claimed.iter().map(|c| c.task.id).collect();
+    let readable: Vec<&Task> = batch[..batch.len() - 2].iter().collect();
+    assert_eq!(
+        got,
+        readable.iter().map(|t| t.id).collect::<Vec<_>>(),
+        "every readable task, in claim order; the broken ones fail alone"
+    );
+    for (c, t) in claimed.iter().zip(&readable) {
+        let stored = s.get_task(&t.id).await.expect("get_task").expect("stored");
+        assert_eq!(c.task, stored, "claimed task {} is the stored row", t.id);
+        let mut want = (*t).clone();
+        want.status = TaskStatus::Running;
+        want.attempts += 1;
+        want.updated_at = at;
+        want.last_attempt_at = Some(at);
+        assert_eq!(
+            c.task, want,
+            "claimed task {} is the enqueued one, claimed",
+            t.id
+        );
+    }
+    for t in [&broken_plain, &broken_keyed] {
+        let (status,): (String,) =
+            sqlx::query_as(r#"SELECT status FROM "omniq_tasks" WHERE id = ?1"#)
+                .bind(t.id.to_string())
+                .fetch_one(&mut conn)
+                .await
+                .expect("read back");
+        assert_eq!(status, "failed", "{}", t.id);
+    }
+}

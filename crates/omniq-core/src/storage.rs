@@ -481,6 +481,11 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   looked (a backend that lists lazily may answer from a listing up to its refresh
     ///   interval old). An answer that is too late costs latency, never correctness, and
     ///   work enqueued through this instance, or announced by a [`Wake`], is seen at once.
+    /// - It may run beside a `claim` of the same worker: a worker with push wake-ups asks
+    ///   it in a task of its own while it listens for hints, and when one arrives it claims
+    ///   at once and leaves the query to finish unobserved (never more than one in flight
+    ///   per worker). A claim may therefore start while it runs; neither may wait for
+    ///   the other to finish.
     async fn next_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>, StorageError>;
 
     /// Extend leases to `until`.

@@ -4,12 +4,13 @@
 
 use super::executor::{self, RunEnd};
 use super::{Shared, log_storage_error};
-use omniq_core::{ClaimRequest, Claimed, LeaseRef, Wake};
+use omniq_core::{ClaimRequest, Claimed, LeaseRef, StorageError, Wake};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::{self, error::RecvError};
+use time::OffsetDateTime;
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 
 pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> JoinSet<RunEnd> {
     let capacity = shared.opts.concurrency + shared.opts.prefetch;
@@ -23,6 +24,8 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) ->
     let mut set = JoinSet::new();
     let mut error_backoff = Duration::from_millis(50);
     let mut idle = IdleWait::default();
+    // A `next_due` query a hint interrupted, still running.
+    let mut in_flight: Option<JoinHandle<Result<Option<OffsetDateTime>, StorageError>>> = None;
     let max_batch = shared.max_batch();
     loop {
         if *stop.borrow() {
@@ -102,7 +105,52 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) ->
             continue;
         }
         // Short claim: the queues are drained for now.
-        let sleep = idle.next(&shared).await;
+        let sleep = match wake.as_mut() {
+            Some(rx) => {
+                if work_pending(rx, &shared.opts.queues) {
+                    // Work announced while this claim ran: claim again at once.
+                    continue;
+                }
+                // Ask when the next task falls due while listening for hints: a hint that
+                // arrives meanwhile is answered at once instead of after the query. The
+                // query runs in its own task, so it is never dropped mid-flight; a woken
+                // fetcher leaves it running and waits for it before asking again, so at
+                // most one is in flight (its answer, older than the latest claim, unused).
+                if let Some(mut earlier) = in_flight.take() {
+                    tokio::select! {
+                        _ = wait_for_work(Some(&mut *rx), &shared.opts.queues) => {
+                            in_flight = Some(earlier);
+                            continue;
+                        }
+                        _ = &mut earlier => {}
+                        _ = stop.changed() => break,
+                    }
+                }
+                let asked = Arc::clone(&shared);
+                let mut due = tokio::spawn(async move {
+                    asked
+                        .call("next_due", asked.storage().next_due(&asked.opts.queues))
+                        .await
+                });
+                tokio::select! {
+                    _ = wait_for_work(Some(&mut *rx), &shared.opts.queues) => {
+                        in_flight = Some(due);
+                        continue;
+                    }
+                    r = &mut due => match r {
+                        Ok(answer) => idle.after(&shared, answer),
+                        Err(_) => shared.opts.poll_interval,
+                    },
+                    _ = stop.changed() => break,
+                }
+            }
+            None => {
+                let answer = shared
+                    .call("next_due", storage.next_due(&shared.opts.queues))
+                    .await;
+                idle.after(&shared, answer)
+            }
+        };
         tokio::select! {
             _ = wait_for_work(wake.as_mut(), &shared.opts.queues) => {}
             _ = tokio::time::sleep(sleep) => {}
@@ -122,12 +170,14 @@ struct IdleWait {
 }
 
 impl IdleWait {
-    async fn next(&mut self, shared: &Shared) -> Duration {
+    /// The sleep after `next_due` answered `answer`.
+    fn after(
+        &mut self,
+        shared: &Shared,
+        answer: Result<Option<OffsetDateTime>, StorageError>,
+    ) -> Duration {
         let poll = shared.opts.poll_interval;
-        let due = match shared
-            .call("next_due", shared.storage().next_due(&shared.opts.queues))
-            .await
-        {
+        let due = match answer {
             Ok(due) => due,
             Err(e) => {
                 log_storage_error(&e);
@@ -149,6 +199,19 @@ impl IdleWait {
         };
         self.overdue_streak = self.overdue_streak.saturating_add(1);
         backoff.min(poll)
+    }
+}
+
+/// Whether a `Work` hint for one of `queues` (or a lag, which may have hidden one) is
+/// already waiting; takes the hints it looks at.
+fn work_pending(rx: &mut broadcast::Receiver<Wake>, queues: &[String]) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(Wake::Work { queue }) if queues.contains(&queue) => return true,
+            Ok(_) => continue,
+            Err(TryRecvError::Lagged(_)) => return true,
+            Err(TryRecvError::Empty | TryRecvError::Closed) => return false,
+        }
     }
 }
 

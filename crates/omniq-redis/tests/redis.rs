@@ -473,6 +473,104 @@ async fn a_state_without_recorded_runs_is_upgraded_on_write() {
     s.close().await.expect("close");
 }
 
+/// Claim and complete take a short path for the usual state and a general one for
+/// anything else (a negative priority, a task without its stored schedule member, a
+/// next run); both write the same state, indexes, result, unique-key release and
+/// expiries.
+#[tokio::test]
+async fn claim_and_complete_write_the_same_state_on_every_path() {
+    let url = redis_url();
+    let ns = unique_namespace("paths");
+    let _cleanup = Cleanup(url.clone(), ns.clone());
+    let s = storage(&url, &ns).await;
+    let raw = Builder::from_config(Config::from_url(&url).expect("url"))
+        .build()
+        .expect("client");
+    raw.init().await.expect("connect");
+    let us = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1000) as i64;
+    let t0 = now();
+    let t1 = t0 + Duration::seconds(1);
+    // usual; negative priority (general claim); member removed before completing
+    // (general completion); a next run (general completion, back to Pending).
+    let mut tasks: Vec<Task> = (0..4).map(|_| task("q", t0)).collect();
+    tasks[0].unique_key = Some("k0".into());
+    tasks[1].priority = -3;
+    tasks[1].unique_key = Some("k1".into());
+    tasks[2].unique_key = Some("k2".into());
+    let ids: Vec<TaskId> = tasks.iter().map(|t| t.id).collect();
+    s.enqueue(tasks).await.expect("enqueue");
+    let key = |id: &TaskId| format!("omniq:{{{ns}:q}}:t:{id}");
+    let zkey = |name: &str| format!("omniq:{{{ns}:q}}:{name}");
+    // due|priority|seq as enqueued: kept by every write below.
+    let mut kept = Vec::new();
+    for id in &ids {
+        let m: String = raw.hget(key(id), "m").await.expect("state");
+        let f: Vec<&str> = m.split('|').collect();
+        assert_eq!(f.len(), 12, "{m}");
+        kept.push(format!("{}|{}|{}", f[7], f[8], f[9]));
+    }
+    let claimed = s.claim(claim_req(&["q"], 10, t0)).await.expect("claim");
+    assert_eq!(claimed.len(), 4);
+    let (n0, until) = (us(t0), us(t0 + Duration::seconds(30)));
+    for (id, k) in ids.iter().zip(&kept) {
+        let m: String = raw.hget(key(id), "m").await.expect("state");
+        assert_eq!(m, format!("running|1|1|{n0}|{n0}|{until}||{k}||0"), "{id}");
+        let c = claimed.iter().find(|c| c.task.id == *id).expect("claimed");
+        assert_eq!((c.lease.token.0, c.task.attempts), (1, 1));
+    }
+    let running: i64 = raw.zcard(zkey("s:running")).await.expect("zcard");
+    let pending: i64 = raw.zcard(zkey("s:pending")).await.expect("zcard");
+    let leases: i64 = raw.zcard(zkey("leases")).await.expect("zcard");
+    assert_eq!((running, pending, leases), (4, 0, 4));
+    let _: i64 = raw.hdel(key(&ids[2]), "rk").await.expect("hdel");
+    let done: Vec<Completion> = ids
+        .iter()
+        .map(|id| {
+            let c = claimed.iter().find(|c| c.task.id == *id).expect("claimed");
+            Completion {
+                lease: c.lease_ref(),
+                result: Some(Payload(b"ok".to_vec())),
+                now: t1,
+                next_run: (*id == ids[3]).then_some(t1 + Duration::hours(1)),
+            }
+        })
+        .collect();
+    let out = s.complete(done).await.expect("complete");
+    assert_eq!(out, vec![Outcome::Ok; 4]);
+    let n1 = us(t1);
+    for (i, (id, k)) in ids.iter().zip(&kept).enumerate().take(3) {
+        let m: String = raw.hget(key(id), "m").await.expect("state");
+        assert_eq!(m, format!("success|1|1|{n1}|{n0}|||{k}||0"), "{id}");
+        let er: String = raw.hget(key(id), "er").await.expect("er");
+        assert_eq!(er, "");
+        let r = s.get_result(id).await.expect("get_result").expect("result");
+        assert_eq!(r.status, TaskStatus::Success);
+        assert_eq!(r.result.map(|p| p.0), Some(b"ok".to_vec()));
+        assert_eq!((r.finished_at, r.error), (t1, None));
+        assert_eq!(r.attempts, 1);
+        let freed: Option<String> = raw.hget(zkey("uniq"), format!("k{i}")).await.expect("uniq");
+        assert_eq!(freed, None, "the unique key is released");
+        for k in [key(id), format!("omniq:{ns}:loc:{id}"), zkey(&format!("r:{id}"))] {
+            let ttl: i64 = raw.pttl(&k).await.expect("pttl");
+            assert!(ttl > 0, "{k} expires: {ttl}");
+        }
+        for set in ["s:success", "done", "res"] {
+            let score: Option<f64> = raw.zscore(zkey(set), id.to_string()).await.expect("zscore");
+            assert!(score.is_some(), "{id} in {set}");
+        }
+        let task = s.get_task(id).await.expect("get").expect("task");
+        assert_eq!(task.status, TaskStatus::Success);
+    }
+    let again = s.get_task(&ids[3]).await.expect("get").expect("task");
+    assert_eq!((again.status, again.runs), (TaskStatus::Pending, 0));
+    for (set, n) in [("s:running", 0), ("leases", 0), ("s:success", 3), ("s:pending", 1)] {
+        let len: i64 = raw.zcard(zkey(set)).await.expect("zcard");
+        assert_eq!(len, n, "{set}");
+    }
+    let _ = raw.quit().await;
+    s.close().await.expect("close");
+}
+
 /// Enqueue takes a whole batch's locators at once (`MSETNX`, in chunks of 3 000 tasks)
 /// and checks ids one by one only when that fails: the conflict names the existing id,
 /// and nothing of the batch stays behind — no task, no locator, also when the

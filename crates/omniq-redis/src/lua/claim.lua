@@ -17,6 +17,7 @@ local broken = ARGV[A + 5]
 local nq = tonumber(ARGV[A + 6])
 local nows = ts(now)
 local queues = {}
+local claimed, peeked = {}, {}
 
 -- A state whose every field reads back (see convert.rs State).
 local STATUSES = {pending = true, running = true, success = true, failed = true,
@@ -34,6 +35,10 @@ local function sane(f, m)
     and opt(f.lu) and opt(f.due) and opt(f.pr) and opt(f.sq) and opt(f.eta) and num(f.ru)
 end
 
+-- 'st|tk|at|up|la|lu|cr|due|pr|sq|eta|ru' in its usual shape: status, token, attempts,
+-- cancel requested, the five fields a claim keeps, eta and runs.
+local CLAIM_PAT = '^(%l+)|(%d*)|(%d+)|%d+|%d*|%d*|(%d*)|(%d*|%d*|%d*|(%d*)|(%d+))$'
+
 -- A task whose state cannot be read fails alone: a fresh Failed state, a Failed result
 -- with the decode error, out of every index.
 local function fail_broken(P, id, tk, member)
@@ -47,6 +52,29 @@ local function fail_broken(P, id, tk, member)
   store_result(P, id, 'failed', false, broken, now, '0', '')
   finish(P, id, 'unreadable', 'failed', now, g, {'er', broken})
   wake_fin(id)
+end
+
+-- A picked task in any other state (see the short path below): read field by field.
+local function claim_other(P, id, tk, member, v)
+  local f = v[1] and unpack_m(v[1])
+  if f and not sane(f, v[1]) then f = nil end
+  if not f and (v[1] or v[2]) then
+    fail_broken(P, id, tk, member)
+  elseif not f then
+    -- A ready member without its record (expired or deleted): dropped.
+  elseif f.cr == '1' then
+    -- Flagged while its expired lease waited here: its worker is gone.
+    cancel_now(P, id, f.st, now, nil, read(P, id))
+  elseif f.st == 'pending' or f.st == 'running' then
+    local from = f.st
+    f.at = ts((tonumber(f.at) or 0) + 1)
+    f.tk = ts((tonumber(f.tk) or 0) + 1)
+    f.st, f.la, f.up, f.lu = 'running', nows, nows, untilv
+    save(P, id, f)
+    move_status(P, id, from, 'running')
+    zadd(P .. 'leases', untilv, id)
+    claimed[#claimed + 1] = {id, f.tk, f.at, v[2], f.eta, v[3] or '', f.ru}
+  end
 end
 
 for j = 1, nq do
@@ -71,13 +99,20 @@ for j = 1, nq do
   -- `sched` members are the ready members: promotion moves strings, reads nothing.
   local due = redis.call('ZRANGEBYSCORE', P .. 'sched', '-inf', nows, 'LIMIT', 0, pmax)
   if #due > 0 then
-    for _, m in ipairs(due) do zadd(P .. 'ready', 0, m) end
+    local rk = P .. 'ready'
+    local l = zadds[rk]
+    if not l then l = {}; zadds[rk] = l end
+    local k = #l
+    for i = 1, #due do
+      l[k + 1] = 0
+      l[k + 2] = due[i]
+      k = k + 2
+    end
     redis.call('ZREMRANGEBYRANK', P .. 'sched', 0, #due - 1)
   end
 end
 flush()
 
-local claimed, peeked = {}, {}
 if limit > 0 and mode == 'peek' then
   for j = 1, nq do
     local m = redis.call('ZRANGE', queues[j][2] .. 'ready', 0, limit - 1)
@@ -99,31 +134,39 @@ elseif limit > 0 then
     end
     table.sort(picks, function(a, b) return a[1] < b[1] end)
   end
+  -- Per queue, the keys a claim writes (built once per call).
+  local qk = {}
+  for j = 1, nq do
+    local P = queues[j][2]
+    qk[j] = {t = P .. 't:', leases = P .. 'leases', pending = P .. 's:pending',
+             running = P .. 's:running'}
+  end
   for i = 1, math.min(limit, #picks) do
     local member, j = picks[i][1], picks[i][2]
-    local q, P = queues[j][1], queues[j][2]
+    local P = queues[j][2]
+    local k = qk[j]
     local id = string.sub(member, RK_ID)
-    local tk = P .. 't:' .. id
+    local tk = k.t .. id
     if nq > 1 then zrem(P .. 'ready', member) end
     local v = redis.call('HMGET', tk, 'm', 'd', 'er')
-    local f = v[1] and unpack_m(v[1])
-    if f and not sane(f, v[1]) then f = nil end
-    if not f and (v[1] or v[2]) then
-      fail_broken(P, id, tk, member)
-    elseif not f then
-      -- A ready member without its record (expired or deleted): dropped.
-    elseif f.cr == '1' then
-      -- Flagged while its expired lease waited here: its worker is gone.
-      cancel_now(P, id, f.st, now, nil, read(P, id))
-    elseif f.st == 'pending' or f.st == 'running' then
-      local from = f.st
-      f.at = ts((tonumber(f.at) or 0) + 1)
-      f.tk = ts((tonumber(f.tk) or 0) + 1)
-      f.st, f.la, f.up, f.lu = 'running', nows, nows, untilv
-      save(P, id, f)
-      move_status(P, id, from, 'running')
-      zadd(P .. 'leases', untilv, id)
-      claimed[#claimed + 1] = {id, f.tk, f.at, v[2], f.eta, v[3] or '', f.ru}
+    -- The usual state (see `sane`: every field after the status digits, the required
+    -- ones present), Pending or Running and not flagged for cancellation, is read
+    -- with one pattern and written back by replacing the fields that change.
+    local st, tk0, at0, cr, tail, eta, ru
+    if v[1] then st, tk0, at0, cr, tail, eta, ru = string.match(v[1], CLAIM_PAT) end
+    if (st == 'pending' or st == 'running') and cr ~= '1' then
+      local at = ts(tonumber(at0) + 1)
+      local tok = ts((tonumber(tk0) or 0) + 1)
+      redis.call('HSET', tk, 'm', 'running|' .. tok .. '|' .. at .. '|' .. nows .. '|' .. nows .. '|'
+        .. untilv .. '|' .. cr .. '|' .. tail)
+      if st ~= 'running' then
+        zrem(k.pending, id)
+        zadd(k.running, 0, id)
+      end
+      zadd(k.leases, untilv, id)
+      claimed[#claimed + 1] = {id, tok, at, v[2], eta, v[3] or '', ru}
+    else
+      claim_other(P, id, tk, member, v)
     end
   end
 end

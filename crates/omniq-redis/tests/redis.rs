@@ -550,7 +550,11 @@ async fn claim_and_complete_write_the_same_state_on_every_path() {
         assert_eq!(r.attempts, 1);
         let freed: Option<String> = raw.hget(zkey("uniq"), format!("k{i}")).await.expect("uniq");
         assert_eq!(freed, None, "the unique key is released");
-        for k in [key(id), format!("omniq:{ns}:loc:{id}"), zkey(&format!("r:{id}"))] {
+        for k in [
+            key(id),
+            format!("omniq:{ns}:loc:{id}"),
+            zkey(&format!("r:{id}")),
+        ] {
             let ttl: i64 = raw.pttl(&k).await.expect("pttl");
             assert!(ttl > 0, "{k} expires: {ttl}");
         }
@@ -563,7 +567,12 @@ async fn claim_and_complete_write_the_same_state_on_every_path() {
     }
     let again = s.get_task(&ids[3]).await.expect("get").expect("task");
     assert_eq!((again.status, again.runs), (TaskStatus::Pending, 0));
-    for (set, n) in [("s:running", 0), ("leases", 0), ("s:success", 3), ("s:pending", 1)] {
+    for (set, n) in [
+        ("s:running", 0),
+        ("leases", 0),
+        ("s:success", 3),
+        ("s:pending", 1),
+    ] {
         let len: i64 = raw.zcard(zkey(set)).await.expect("zcard");
         assert_eq!(len, n, "{set}");
     }

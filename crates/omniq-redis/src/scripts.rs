@@ -5,8 +5,8 @@
 //!
 //! | key | type | holds |
 //! |---|---|---|
-//! | `omniq:{ns:q}:t:<id>` | hash | a task: `d` the record (serializer-encoded), `st` status, `due` eta or created_at (µs), `eta`, `pr` priority, `sq` enqueue sequence, `at` attempts, `up` updated_at, `la` last_attempt_at, `er` error, `tk` fencing token, `lu` lease until, `cr` cancel requested, `uk` unique key, `rk` its ready-set member |
-//! | `omniq:{ns:q}:r:<id>` | hash | the latest result: `s` status, `p` payload, `e` error, `f` finished_at, `a` attempts, `l` last_attempt_at |
+//! | `omniq:{ns:q}:t:<id>` | hash | a task: `d` the record (serializer-encoded), `m` its changing state in one string `status\|token\|attempts\|updated_at\|last_attempt_at\|lease_until\|cancel\|due\|priority\|seq\|eta\|runs` (see `lua/common.lua`), `rk` its schedule member, and when set `er` (its last error) and `uk` (its unique key) |
+//! | `omniq:{ns:q}:r:<id>` | string | the latest result: `status\|finished_at\|attempts\|last_attempt_at\|len(error)\|len(payload) or -\|` then the error's and the payload's bytes (`SET … PXAT`) |
 //! | `omniq:{ns:q}:sched` | zset | Pending tasks not yet promoted, by eta |
 //! | `omniq:{ns:q}:ready` | zset | due tasks, all score 0, members `<99…-priority><eta><seq>:<id>` (lexicographic = claim order) |
 //! | `omniq:{ns:q}:leases` | zset | Running tasks by lease expiry |

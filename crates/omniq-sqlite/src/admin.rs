@@ -180,16 +180,19 @@ impl SqliteStorage {
 
     pub(crate) async fn purge(&self, older_than: OffsetDateTime) -> Result<u64> {
         let cutoff = micros(older_than);
+        let sql = &self.inner.sql;
         let mut tx = self.begin().await?;
-        let removed = sqlx::query(&self.inner.sql.purge_results)
+        // A finished task is found by its result (every finish of a claimed task stores
+        // one with `finished_at = updated_at`), so the tasks go before the results; one
+        // that may have no result (never claimed: enqueued finished) by its own index.
+        for text in [&sql.purge_bare_tasks, &sql.purge_tasks_with_results] {
+            sqlx::query(text).bind(cutoff).execute(&mut *tx).await?;
+        }
+        let removed = sqlx::query(&sql.purge_results)
             .bind(cutoff)
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query(&self.inner.sql.purge_tasks)
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await?;
         tx.commit().await?;
         Ok(removed)
     }

@@ -92,10 +92,29 @@ ALTER TABLE "{ns}_tasks" ADD COLUMN runs INTEGER NOT NULL DEFAULT 0;
 DROP INDEX IF EXISTS "{ns}_tasks_due";
 "#,
     ),
+    // No finished-index entry per completion: purge finds finished tasks through their
+    // result rows (`_results_finished`; every finish of a claimed task stores its result
+    // with `finished_at = updated_at`), and through `_tasks_finished_bare` the finished
+    // tasks that may have none: never claimed (`lease_token = 0`: enqueued finished), or
+    // `bare`, set here on the finished rows of an older layout without such a result
+    // (a sticky mark: a marked task that runs again is only purged by its own index too).
+    (
+        6,
+        r#"
+ALTER TABLE "{ns}_tasks" ADD COLUMN bare INTEGER NOT NULL DEFAULT 0;
+UPDATE "{ns}_tasks" SET bare = 1
+    WHERE status IN ('success', 'failed', 'cancelled') AND lease_token <> 0
+    AND NOT EXISTS (SELECT 1 FROM "{ns}_results" AS r
+        WHERE r.task_id = "{ns}_tasks".id AND r.finished_at = "{ns}_tasks".updated_at);
+CREATE INDEX IF NOT EXISTS "{ns}_tasks_finished_bare" ON "{ns}_tasks" (updated_at)
+    WHERE status IN ('success', 'failed', 'cancelled') AND (lease_token = 0 OR bare = 1);
+DROP INDEX IF EXISTS "{ns}_tasks_finished";
+"#,
+    ),
 ];
 
 /// The latest schema version this crate knows.
-pub(crate) const LATEST_VERSION: i64 = 5;
+pub(crate) const LATEST_VERSION: i64 = 6;
 
 fn subst(template: &str, ns: &str) -> String {
     template.replace("{ns}", ns)
@@ -277,7 +296,11 @@ pub(crate) struct Sql {
     pub(crate) lease_expired: String,
     pub(crate) released_cancel_result: String,
     pub(crate) purge_results: String,
-    pub(crate) purge_tasks: String,
+    /// Finished tasks that may have no result, by `_tasks_finished_bare`.
+    pub(crate) purge_bare_tasks: String,
+    /// Finished tasks whose result is purged, by `_results_finished`: run before
+    /// `purge_results`.
+    pub(crate) purge_tasks_with_results: String,
 }
 
 impl Sql {
@@ -512,9 +535,13 @@ impl Sql {
                  FROM {t} WHERE id = ?1 AND status = 'cancelled'"
             ),
             purge_results: format!("DELETE FROM {r} WHERE finished_at < ?1"),
-            purge_tasks: format!(
+            purge_bare_tasks: format!(
                 "DELETE FROM {t} WHERE status IN ('success', 'failed', 'cancelled') \
-                 AND updated_at < ?1"
+                 AND (lease_token = 0 OR bare = 1) AND updated_at < ?1"
+            ),
+            purge_tasks_with_results: format!(
+                "DELETE FROM {t} WHERE id IN (SELECT task_id FROM {r} WHERE finished_at < ?1) \
+                 AND status IN ('success', 'failed', 'cancelled') AND updated_at < ?1"
             ),
             tasks,
         }
@@ -805,6 +832,205 @@ mod tests {
         s.close().await.expect("close");
     }
 
+    /// A database at version 5 (with `_tasks_finished`) upgrades to purging through the
+    /// results: finished rows without a result of their `updated_at` (enqueued finished,
+    /// or left so by an older version) stay findable by `_tasks_finished_bare`, and every
+    /// finished task is still purged by its `updated_at`; pending and running rows are
+    /// listed, counted, claimed and completed as before.
+    #[tokio::test]
+    async fn a_version_5_database_upgrades_and_purges_every_finished_task() {
+        use omniq_core::{ClaimRequest, Completion, QueueCounts, Storage, StorageExt, TaskFilter};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v5.db");
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(opts).await.expect("pool");
+        migrate_to(&pool, "omniq", 5).await.expect("migrate to 5");
+        let t0: i64 = 1_800_000_000_000_000;
+        let old = t0 - 9_000_000;
+        let ids: Vec<String> = (0..7)
+            .map(|_| omniq_core::TaskId::new().to_string())
+            .collect();
+        // (id, status, run_at, lease_token, lease_until, updated_at, result finished_at)
+        let rows = [
+            (&ids[0], "pending", t0 - 2_000_000, 0, None, old, None),
+            (
+                &ids[1],
+                "running",
+                t0 - 5_000_000,
+                1,
+                Some(t0 - 1),
+                old,
+                None,
+            ),
+            // A run that finished: its result has the task's updated_at.
+            (&ids[2], "success", t0 - 5_000_000, 1, None, old, Some(old)),
+            // Finished, claimed once, without a result (left so by an older version).
+            (&ids[3], "failed", t0 - 5_000_000, 2, None, old, None),
+            // Enqueued finished, never claimed, without a result.
+            (&ids[4], "success", t0 - 5_000_000, 0, None, old, None),
+            // A result older than the task's last change.
+            (
+                &ids[5],
+                "cancelled",
+                t0 - 5_000_000,
+                1,
+                None,
+                old,
+                Some(old - 9_000_000),
+            ),
+            // Finished recently.
+            (&ids[6], "success", t0 - 5_000_000, 3, None, t0, Some(t0)),
+        ];
+        for (id, status, run_at, token, lease_until, updated_at, finished_at) in rows {
+            sqlx::query(
+                r#"INSERT INTO "omniq_tasks" (id, func_path, args, queue, priority, status,
+                   run_at, max_retries, created_at, updated_at, lease_token, lease_until)
+                   VALUES (?1, 'tests.f', x'5b315d', 'default', 0, ?2, ?3, 3, ?4, ?4, ?5, ?6)"#,
+            )
+            .bind(id.as_str())
+            .bind(status)
+            .bind(run_at)
+            .bind(updated_at)
+            .bind(token)
+            .bind(lease_until)
+            .execute(&pool)
+            .await
+            .expect("insert a version 5 row");
+            if let Some(finished_at) = finished_at {
+                sqlx::query(
+                    r#"INSERT INTO "omniq_results" (task_id, status, result, error, finished_at,
+                       attempts, last_attempt_at) VALUES (?1, ?2, x'31', NULL, ?3, 1, ?3)"#,
+                )
+                .bind(id.as_str())
+                .bind(status)
+                .bind(finished_at)
+                .execute(&pool)
+                .await
+                .expect("insert a version 5 result");
+            }
+        }
+        pool.close().await;
+
+        let s = SqliteStorage::open(&path).await.expect("open upgrades");
+        let w = s.inner.writer.clone();
+        let versions: Vec<i64> =
+            sqlx::query_scalar(r#"SELECT version FROM "omniq_schema_version" ORDER BY version"#)
+                .fetch_all(&w)
+                .await
+                .expect("versions");
+        assert_eq!(versions, (1..=LATEST_VERSION).collect::<Vec<_>>());
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%finished%' \
+             ORDER BY name",
+        )
+        .fetch_all(&w)
+        .await
+        .expect("indexes");
+        assert_eq!(
+            indexes,
+            vec!["omniq_results_finished", "omniq_tasks_finished_bare"]
+        );
+        // The finished rows without a result of their updated_at, claimed before, are
+        // marked; lease tokens are untouched (they only ever grow).
+        let marked: Vec<String> =
+            sqlx::query_scalar(r#"SELECT id FROM "omniq_tasks" WHERE bare = 1 ORDER BY id"#)
+                .fetch_all(&w)
+                .await
+                .expect("marked");
+        let mut expected = vec![ids[3].clone(), ids[5].clone()];
+        expected.sort();
+        assert_eq!(marked, expected);
+        let tokens: Vec<i64> =
+            sqlx::query_scalar(r#"SELECT lease_token FROM "omniq_tasks" ORDER BY id"#)
+                .fetch_all(&w)
+                .await
+                .expect("tokens");
+        let mut expected: Vec<(&String, i64)> = ids.iter().zip([0, 1, 1, 2, 0, 1, 3]).collect();
+        expected.sort();
+        assert_eq!(tokens, expected.iter().map(|(_, t)| *t).collect::<Vec<_>>());
+
+        let counts = s.counts(Some("default")).await.expect("counts");
+        assert_eq!(
+            counts,
+            vec![QueueCounts {
+                queue: "default".into(),
+                pending: 1,
+                running: 1,
+                success: 3,
+                failed: 1,
+                cancelled: 1,
+            }]
+        );
+        let page = s
+            .list_tasks(TaskFilter {
+                status: Some(omniq_core::TaskStatus::Success),
+                queue: None,
+                cursor: None,
+                limit: 10,
+            })
+            .await
+            .expect("list");
+        let mut success = vec![ids[2].clone(), ids[4].clone(), ids[6].clone()];
+        success.sort();
+        assert_eq!(
+            page.items
+                .iter()
+                .map(|t| t.id.to_string())
+                .collect::<Vec<_>>(),
+            success
+        );
+
+        let at = |us: i64| crate::convert::from_micros(us).expect("time");
+        let claimed = s
+            .claim(ClaimRequest {
+                queues: vec!["default".to_string()],
+                limit: 10,
+                now: at(t0),
+                lease: time::Duration::seconds(30),
+            })
+            .await
+            .expect("claim");
+        let got: Vec<String> = claimed.iter().map(|c| c.task.id.to_string()).collect();
+        assert_eq!(got, vec![ids[1].clone(), ids[0].clone()]);
+        for c in &claimed {
+            s.complete_one(Completion {
+                lease: c.lease_ref(),
+                result: None,
+                now: at(t0),
+                next_run: None,
+            })
+            .await
+            .expect("complete");
+        }
+        // Every finished task older than the cutoff goes, with or without a result; the
+        // results removed are those of ids[2] and ids[5].
+        assert_eq!(s.purge_results(at(t0 - 1)).await.expect("purge"), 2);
+        let left = |s: SqliteStorage| async move {
+            let page = s
+                .list_tasks(TaskFilter {
+                    status: None,
+                    queue: None,
+                    cursor: None,
+                    limit: 10,
+                })
+                .await
+                .expect("list");
+            page.items
+                .iter()
+                .map(|t| t.id.to_string())
+                .collect::<Vec<_>>()
+        };
+        let mut kept = vec![ids[0].clone(), ids[1].clone(), ids[6].clone()];
+        kept.sort();
+        assert_eq!(left(s.clone()).await, kept);
+        assert_eq!(s.purge_results(at(t0 + 1)).await.expect("purge"), 3);
+        assert!(left(s.clone()).await.is_empty());
+        assert!(s.counts(None).await.expect("counts").is_empty());
+        s.close().await.expect("close");
+    }
+
     /// `next_due` over several priorities and queues is the earliest of them all.
     #[tokio::test]
     async fn next_due_is_the_earliest_over_priorities_and_queues() {
@@ -854,6 +1080,11 @@ mod tests {
             ("find_unique".into(), sql.find_unique.clone()),
             ("next_due 1 queue".into(), sql.next_due(1)),
             ("next_due 2 queues".into(), sql.next_due(2)),
+            ("purge bare".into(), sql.purge_bare_tasks.clone()),
+            (
+                "purge with results".into(),
+                sql.purge_tasks_with_results.clone(),
+            ),
         ];
         for i in [0, SHAPES.len() - 1] {
             for (what, parts) in [("complete", &sql.complete_parts), ("fail", &sql.fail_parts)] {
@@ -867,6 +1098,17 @@ mod tests {
             let lines = plan(&s, text).await;
             eprintln!("{what}: {lines:?}");
             assert_no_task_scan(what, &lines);
+        }
+        // Purge walks its two indexes (no index of all finished tasks is left).
+        for (text, index) in [
+            (&sql.purge_bare_tasks, "omniq_tasks_finished_bare"),
+            (&sql.purge_tasks_with_results, "omniq_results_finished"),
+        ] {
+            let lines = plan(&s, text).await;
+            assert!(
+                lines.iter().any(|l| l.contains(index)),
+                "purge uses {index}: {lines:#?}"
+            );
         }
     }
 }

@@ -138,7 +138,7 @@ async fn migrations_are_idempotent_and_race_safely() {
         .fetch_all(&mut conn)
         .await
         .expect("versions");
-    assert_eq!(versions, vec![1, 2, 3, 4, 5]);
+    assert_eq!(versions, vec![1, 2, 3, 4, 5, 6]);
 }
 
 #[tokio::test]
@@ -364,6 +364,84 @@ async fn expired_results_are_not_returned() {
         s.get_task(&id).await.expect("get").is_none(),
         "finished task purged"
     );
+}
+
+/// Purge removes every finished task by its `updated_at`, also one enqueued finished
+/// without a result (as `omniq migrate` writes them), one cancelled before any claim,
+/// and one whose run finished; a recurring task back to Pending keeps its row, and the
+/// result of its last run goes by `finished_at`.
+#[tokio::test]
+async fn purge_removes_finished_tasks_with_and_without_results() {
+    let s = SqliteStorage::in_memory().await.expect("storage");
+    let old = now() - Duration::hours(2);
+    let mut ids = Vec::new();
+    for status in [
+        TaskStatus::Success,
+        TaskStatus::Failed,
+        TaskStatus::Cancelled,
+    ] {
+        let mut t = task("default", old);
+        t.status = status;
+        ids.push(s.enqueue_one(t).await.expect("enqueue finished").id);
+    }
+    let cancelled = s
+        .enqueue_one(task("default", old))
+        .await
+        .expect("enqueue")
+        .id;
+    s.cancel(&cancelled, old).await.expect("cancel");
+    let done = s
+        .enqueue_one(task("default", old))
+        .await
+        .expect("enqueue")
+        .id;
+    let recurring = s
+        .enqueue_one(task("default", old))
+        .await
+        .expect("enqueue")
+        .id;
+    let fresh = s
+        .enqueue_one(task("default", old))
+        .await
+        .expect("enqueue")
+        .id;
+    for c in claim(&s, "default", 3, old).await {
+        let id = c.task.id;
+        let next_run = (id == recurring).then(|| now() + Duration::hours(1));
+        let at = if id == fresh { now() } else { old };
+        s.complete_one(Completion {
+            lease: c.lease_ref(),
+            result: Some(Payload(b"1".to_vec())),
+            now: at,
+            next_run,
+        })
+        .await
+        .expect("complete");
+    }
+    // Results: the cancelled one's, the completed one's, the recurring run's (old) and
+    // the fresh one's (now).
+    let cutoff = now() - Duration::hours(1);
+    assert_eq!(s.purge_results(cutoff).await.expect("purge"), 3);
+    for id in ids.iter().chain([&cancelled, &done]) {
+        assert!(s.get_task(id).await.expect("get").is_none(), "{id} purged");
+    }
+    let kept = s.get_task(&recurring).await.expect("get").expect("kept");
+    assert_eq!(kept.status, TaskStatus::Pending);
+    assert!(s.get_result(&recurring).await.expect("result").is_none());
+    assert!(s.get_result(&fresh).await.expect("result").is_some());
+    assert_eq!(
+        s.get_task(&fresh).await.expect("get").map(|t| t.status),
+        Some(TaskStatus::Success)
+    );
+    assert_eq!(s.purge_results(cutoff).await.expect("purge"), 0);
+    assert_eq!(
+        s.purge_results(now() + Duration::seconds(1))
+            .await
+            .expect("purge"),
+        1
+    );
+    assert!(s.get_task(&fresh).await.expect("get").is_none());
+    assert!(s.get_task(&recurring).await.expect("get").is_some());
 }
 
 #[tokio::test]

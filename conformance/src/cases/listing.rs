@@ -44,6 +44,11 @@ pub(super) fn cases() -> Vec<Case> {
                 ["T11"]
             ),
             case!(
+                purge_removes_finished_tasks_without_results,
+                "purge_results(older_than) also removes finished tasks that have no result, by their updated_at",
+                ["T11"]
+            ),
+            case!(
                 list_tasks_cursor_is_none_exactly_on_the_last_page,
                 "list_tasks gives a cursor exactly when more items match: None after a full last page",
                 ["T10"]
@@ -120,6 +125,60 @@ async fn purge_results_removes_old_results(s: Arc<dyn Storage>) -> Result<(), Ca
             .ctx("purge_results")?,
         0,
         "a second purge removes nothing"
+    );
+    Ok(())
+}
+
+async fn purge_removes_finished_tasks_without_results(
+    s: Arc<dyn Storage>,
+) -> Result<(), CaseError> {
+    let now = base_now();
+    // Enqueued already finished (as a migration from another backend writes them): no
+    // run, so no result.
+    let finished = |func: &str, status: TaskStatus, at: OffsetDateTime| {
+        let mut t = task(func, at);
+        t.status = status;
+        t
+    };
+    let old = enqueue(
+        &*s,
+        [
+            TaskStatus::Success,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ]
+        .into_iter()
+        .map(|status| finished("m.old", status, now))
+        .collect(),
+    )
+    .await?;
+    let recent = enqueue_one(
+        &*s,
+        finished("m.recent", TaskStatus::Success, now + Duration::minutes(10)),
+    )
+    .await?;
+    let pending = enqueue_one(&*s, task("m.pending", now)).await?;
+
+    let removed = s
+        .purge_results(now + Duration::minutes(5))
+        .await
+        .ctx("purge_results")?;
+    ensure_eq!(removed, 0, "results removed (none of these tasks has one)");
+    for id in &old {
+        ensure!(
+            s.get_task(id).await.ctx("get_task")?.is_none(),
+            "a finished task without a result, updated before the cutoff, is purged: {id}"
+        );
+    }
+    ensure_eq!(
+        get(&*s, recent).await?.status,
+        TaskStatus::Success,
+        "a finished task updated after the cutoff stays"
+    );
+    ensure_eq!(
+        get(&*s, pending).await?.status,
+        TaskStatus::Pending,
+        "a pending task is untouched"
     );
     Ok(())
 }

@@ -707,7 +707,8 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     ///   Running tasks are never removed, whatever their age (cases:
     ///   `purge_results_removes_old_results`, `boundaries_are_inclusive`).
     /// - A finished task that has no result row (one enqueued already finished, as a
-    ///   migration from another backend writes them) is removed by its `updated_at` too.
+    ///   migration from another backend writes them) is removed by its `updated_at` too
+    ///   (case: `purge_removes_finished_tasks_without_results`).
     ///   A backend that finds finished tasks through their results (so a completion adds
     ///   no entry to an index of finished tasks) must keep the result's `finished_at`
     ///   equal to the task's `updated_at` on every finish, and find the tasks that can lack

@@ -701,18 +701,27 @@ mod tests {
         }
     }
 
+    /// A database file `v<version>.db` in `dir`, migrated only up to `version` (as an
+    /// older omniq-sqlite left it), with a pool open on it.
+    async fn database_at(dir: &std::path::Path, version: i64) -> (std::path::PathBuf, SqlitePool) {
+        let path = dir.join(format!("v{version}.db"));
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(opts).await.expect("pool");
+        migrate_to(&pool, "omniq", version)
+            .await
+            .unwrap_or_else(|e| panic!("migrate to {version}: {e}"));
+        (path, pool)
+    }
+
     /// A database left at version 4 (with `_tasks_due`) by an older omniq-sqlite: its
     /// tasks are claimed, awaited and purged as before after the upgrade.
     #[tokio::test]
     async fn a_version_4_database_upgrades_and_keeps_its_tasks() {
         use omniq_core::{ClaimRequest, Completion, Storage, StorageExt};
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("v4.db");
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        let pool = SqlitePool::connect_with(opts).await.expect("pool");
-        migrate_to(&pool, "omniq", 4).await.expect("migrate to 4");
+        let (path, pool) = database_at(dir.path(), 4).await;
         let indexes = |pool: SqlitePool| async move {
             sqlx::query_scalar::<_, String>(
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'omniq_tasks_due'",
@@ -841,12 +850,7 @@ mod tests {
     async fn a_version_5_database_upgrades_and_purges_every_finished_task() {
         use omniq_core::{ClaimRequest, Completion, QueueCounts, Storage, StorageExt, TaskFilter};
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("v5.db");
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(&path)
-            .create_if_missing(true);
-        let pool = SqlitePool::connect_with(opts).await.expect("pool");
-        migrate_to(&pool, "omniq", 5).await.expect("migrate to 5");
+        let (path, pool) = database_at(dir.path(), 5).await;
         let t0: i64 = 1_800_000_000_000_000;
         let old = t0 - 9_000_000;
         let ids: Vec<String> = (0..7)

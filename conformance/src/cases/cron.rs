@@ -1,7 +1,7 @@
 //! Cron schedules: the backend stores a task's cron schedule as written; the runtime
 //! computes each next slot and hands it over like an interval's. The runtime-level cases
 //! drive real worker pools on a manual clock across slots, downtime and daylight-saving
-//! changes (the dates are in the future, so result TTLs never interfere).
+//! changes (they read tasks only, never results, so result TTLs never interfere).
 
 use super::{Case, base_now, case, claim_one, enqueue_one, get, grouped, task};
 use crate::check::{CaseError, Ctx};

@@ -633,9 +633,9 @@ pub trait Storage: Send + Sync + fmt::Debug + 'static {
     /// The latest finished run's result.
     ///
     /// # Behavior
-    /// - `Ok(None)` when no run has finished, when the result was purged, and once it is
-    ///   older than the backend's result TTL (`finished_at < wall clock − ttl`; a result
-    ///   exactly at the edge is still returned) (cases:
+    /// - `Ok(None)` for an unknown id, when no run has finished, when the result was
+    ///   purged, and once it is older than the backend's result TTL (`finished_at < wall
+    ///   clock − ttl`; a result exactly at the edge is still returned) (cases:
     ///   `get_result_is_none_until_run_finishes`, `purge_results_removes_old_results`).
     /// - A retry stores no result, so while a retry is pending this is the previous
     ///   finished run's result (or None).

@@ -126,7 +126,9 @@ impl TaskStatus {
         }
     }
 
-    /// Whether `self -> next` is allowed.
+    /// Whether `self -> next` is allowed: the status changes of a task's life. Writes
+    /// that keep the status (a reschedule of a Pending task, the redelivery of a Running
+    /// task whose lease expired) are not status changes and are not checked here.
     ///
     /// ```
     /// use omniq_core::TaskStatus::*;
@@ -335,8 +337,10 @@ pub struct Task {
     pub timeout: Option<Duration>,
     /// Runs started so far (claims).
     pub attempts: u32,
-    /// Handler starts recorded with [`Storage::start`](crate::Storage::start) since the
-    /// task last began a new series (enqueue, an interval's next slot, or a reschedule).
+    /// Handler starts recorded with [`Storage::start`](crate::Storage::start): stored as
+    /// given by `enqueue` (0 for a new task), one more per start, and back to 0 when the
+    /// task begins a new series (a recurring task's next slot, from a completion or a
+    /// final failure, or a reschedule).
     /// Unlike `attempts`, claims that never started a handler (taken by a worker that
     /// died before running them) do not count.
     #[serde(default)]

@@ -121,6 +121,7 @@ where
         for (name, value) in event_fields.fields.iter() {
             merge(&mut merged, name, value);
         }
+        arrange(&mut merged);
 
         let critical = *event.metadata().level() == Level::ERROR
             && event_fields
@@ -161,19 +162,19 @@ fn merge<'a>(merged: &mut Fields<'a>, name: &'a str, value: FieldValue<'a>) {
     }
 }
 
-/// Leading fields first, then the rest in the order they appeared; the critical marker is
-/// dropped because the level label carries it.
-fn ordered<'a, 'f>(
-    merged: &'f [(&'a str, FieldValue<'a>)],
-) -> impl Iterator<Item = &'f (&'a str, FieldValue<'a>)> + 'f {
-    LEADING_FIELDS
-        .iter()
-        .filter_map(move |key| merged.iter().find(|(name, _)| name == key))
-        .chain(
-            merged
-                .iter()
-                .filter(|(name, _)| !LEADING_FIELDS.contains(name) && *name != CRITICAL_FIELD),
-        )
+/// Puts the leading fields first, in their order, and the rest after them in the order
+/// they appeared; drops the critical marker, because the level label carries it. Done once
+/// per event, so the formats write the list as it stands.
+fn arrange(merged: &mut Fields<'_>) {
+    merged.retain(|(name, _)| *name != CRITICAL_FIELD);
+    let mut next = 0;
+    for key in LEADING_FIELDS {
+        if let Some(i) = merged[next..].iter().position(|(name, _)| *name == key) {
+            // Moves the field to `next`, the ones it passes one place on, in order.
+            merged[next..=next + i].rotate_right(1);
+            next += 1;
+        }
+    }
 }
 
 /// The UTC date and time to the second, formatted once per second per thread.
@@ -228,6 +229,7 @@ impl Clock {
 struct Line<'a> {
     event: &'a Event<'a>,
     message: &'a str,
+    /// In writing order ([`arrange`]).
     fields: &'a [(&'a str, FieldValue<'a>)],
     critical: bool,
 }
@@ -300,12 +302,12 @@ impl Line<'_> {
         write_sanitized(w, self.message)?;
         w.write_char('\n')?;
 
-        if ordered(self.fields).next().is_some() {
+        if !self.fields.is_empty() {
             if ansi {
                 w.write_str("\x1b[2m")?;
             }
             w.write_str("└── ")?;
-            for (i, (name, value)) in ordered(self.fields).enumerate() {
+            for (i, (name, value)) in self.fields.iter().enumerate() {
                 if i > 0 {
                     w.write_str(" | ")?;
                 }
@@ -334,7 +336,7 @@ impl Line<'_> {
         write_json_str(w, self.event.metadata().target())?;
         w.push_str(",\"message\":");
         write_json_str(w, self.message)?;
-        for (name, value) in ordered(self.fields) {
+        for (name, value) in self.fields {
             w.push(',');
             if RESERVED_KEYS.contains(name) {
                 // The reserved names need no escaping.
@@ -364,4 +366,38 @@ fn write_sanitized(w: &mut String, s: &str) -> fmt::Result {
         }
     }
     w.write_str(&s[start..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leading_fields_come_first_in_their_order_and_the_rest_keep_theirs() {
+        let mut fields: Fields<'_> = [
+            ("a", FieldValue::U64(1)),
+            ("worker", FieldValue::Str("w")),
+            ("b", FieldValue::Str("x")),
+            ("task_id", FieldValue::Str("t")),
+            (CRITICAL_FIELD, FieldValue::Bool(true)),
+            ("correlation_id", FieldValue::Str("c")),
+            ("z", FieldValue::Bool(false)),
+        ]
+        .into_iter()
+        .collect();
+        arrange(&mut fields);
+        let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
+        assert_eq!(
+            names,
+            ["task_id", "worker", "correlation_id", "a", "b", "z"]
+        );
+        assert_eq!(fields[1].1, FieldValue::Str("w"));
+
+        let mut none: Fields<'_> = [("b", FieldValue::U64(2)), ("a", FieldValue::U64(1))]
+            .into_iter()
+            .collect();
+        arrange(&mut none);
+        let names: Vec<&str> = none.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["b", "a"]);
+    }
 }

@@ -30,191 +30,26 @@
 //! These wrappers are for testing the suite only; never use them as storage.
 
 use crate::StorageFactory;
+use crate::wrap::{Hooks, Wrapped};
 use async_trait::async_trait;
 use omniq_core::broadcast;
 use omniq_core::{
     CancelOutcome, Capabilities, ClaimRequest, Claimed, Completion, Cursor, Enqueued, Failure,
     LeaseRef, Outcome, Page, QueueCounts, Storage, StorageError, StorageErrorKind, Task,
-    TaskFilter, TaskId, TaskResult, Wake,
+    TaskFilter, TaskId, Wake,
 };
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use time::{Duration, OffsetDateTime};
 
-/// The overridable part of a faulty wrapper: every method passes through to the inner
-/// storage unless the wrapper overrides it.
-#[async_trait]
-trait Hooks: Send + Sync + fmt::Debug + 'static {
-    fn inner(&self) -> &Arc<dyn Storage>;
-
-    fn caps(&self) -> Capabilities {
-        self.inner().capabilities()
-    }
-
-    async fn on_enqueue(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>, StorageError> {
-        self.inner().enqueue(tasks).await
-    }
-
-    async fn on_claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>, StorageError> {
-        self.inner().claim(req).await
-    }
-
-    async fn on_next_due(&self, queues: &[String]) -> Result<Option<OffsetDateTime>, StorageError> {
-        self.inner().next_due(queues).await
-    }
-
-    async fn on_heartbeat(
-        &self,
-        leases: &[LeaseRef],
-        until: OffsetDateTime,
-    ) -> Result<Vec<Outcome>, StorageError> {
-        self.inner().heartbeat(leases, until).await
-    }
-
-    async fn on_start(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>, StorageError> {
-        self.inner().start(leases).await
-    }
-
-    async fn on_complete(&self, items: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
-        self.inner().complete(items).await
-    }
-
-    async fn on_fail(&self, items: Vec<Failure>) -> Result<Vec<Outcome>, StorageError> {
-        self.inner().fail(items).await
-    }
-
-    async fn on_release(
-        &self,
-        leases: &[LeaseRef],
-        now: OffsetDateTime,
-    ) -> Result<Vec<Outcome>, StorageError> {
-        self.inner().release(leases, now).await
-    }
-
-    async fn on_get_task(&self, id: &TaskId) -> Result<Option<Task>, StorageError> {
-        self.inner().get_task(id).await
-    }
-
-    async fn on_reschedule(
-        &self,
-        id: &TaskId,
-        new_eta: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), StorageError> {
-        self.inner().reschedule(id, new_eta, now).await
-    }
-
-    async fn on_cancel(
-        &self,
-        id: &TaskId,
-        now: OffsetDateTime,
-    ) -> Result<CancelOutcome, StorageError> {
-        self.inner().cancel(id, now).await
-    }
-
-    async fn on_list_tasks(&self, filter: TaskFilter) -> Result<Page<Task>, StorageError> {
-        self.inner().list_tasks(filter).await
-    }
-
-    async fn on_counts(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>, StorageError> {
-        self.inner().counts(queue).await
-    }
-
-    fn on_subscribe(&self) -> Option<broadcast::Receiver<Wake>> {
-        self.inner().subscribe()
-    }
-}
-
-/// Implements [`Storage`] for a wrapper over [`Hooks`]; what `Hooks` does not cover
-/// (`get_result`, `purge_results`, `close`) passes straight through.
+/// Adds `wrap` to a faulty wrapper: the wrapper as a [`Storage`] (through [`Wrapped`]).
 macro_rules! faulty_storage {
     ($ty:ident) => {
         impl $ty {
             /// Wraps `inner`.
             pub fn wrap(inner: Arc<dyn Storage>) -> Arc<dyn Storage> {
-                Arc::new(Self::new(inner))
-            }
-        }
-
-        #[async_trait]
-        impl Storage for $ty {
-            fn backend_name(&self) -> &'static str {
-                self.inner.backend_name()
-            }
-            fn capabilities(&self) -> Capabilities {
-                Hooks::caps(self)
-            }
-            async fn enqueue(&self, tasks: Vec<Task>) -> Result<Vec<Enqueued>, StorageError> {
-                Hooks::on_enqueue(self, tasks).await
-            }
-            async fn claim(&self, req: ClaimRequest) -> Result<Vec<Claimed>, StorageError> {
-                Hooks::on_claim(self, req).await
-            }
-            async fn next_due(
-                &self,
-                queues: &[String],
-            ) -> Result<Option<OffsetDateTime>, StorageError> {
-                Hooks::on_next_due(self, queues).await
-            }
-            async fn heartbeat(
-                &self,
-                leases: &[LeaseRef],
-                until: OffsetDateTime,
-            ) -> Result<Vec<Outcome>, StorageError> {
-                Hooks::on_heartbeat(self, leases, until).await
-            }
-            async fn start(&self, leases: &[LeaseRef]) -> Result<Vec<Outcome>, StorageError> {
-                Hooks::on_start(self, leases).await
-            }
-            async fn complete(&self, items: Vec<Completion>) -> Result<Vec<Outcome>, StorageError> {
-                Hooks::on_complete(self, items).await
-            }
-            async fn fail(&self, items: Vec<Failure>) -> Result<Vec<Outcome>, StorageError> {
-                Hooks::on_fail(self, items).await
-            }
-            async fn release(
-                &self,
-                leases: &[LeaseRef],
-                now: OffsetDateTime,
-            ) -> Result<Vec<Outcome>, StorageError> {
-                Hooks::on_release(self, leases, now).await
-            }
-            async fn get_task(&self, id: &TaskId) -> Result<Option<Task>, StorageError> {
-                Hooks::on_get_task(self, id).await
-            }
-            async fn reschedule(
-                &self,
-                id: &TaskId,
-                new_eta: OffsetDateTime,
-                now: OffsetDateTime,
-            ) -> Result<(), StorageError> {
-                Hooks::on_reschedule(self, id, new_eta, now).await
-            }
-            async fn get_result(&self, id: &TaskId) -> Result<Option<TaskResult>, StorageError> {
-                self.inner.get_result(id).await
-            }
-            async fn cancel(
-                &self,
-                id: &TaskId,
-                now: OffsetDateTime,
-            ) -> Result<CancelOutcome, StorageError> {
-                Hooks::on_cancel(self, id, now).await
-            }
-            async fn list_tasks(&self, filter: TaskFilter) -> Result<Page<Task>, StorageError> {
-                Hooks::on_list_tasks(self, filter).await
-            }
-            async fn counts(&self, queue: Option<&str>) -> Result<Vec<QueueCounts>, StorageError> {
-                Hooks::on_counts(self, queue).await
-            }
-            async fn purge_results(&self, older_than: OffsetDateTime) -> Result<u64, StorageError> {
-                self.inner.purge_results(older_than).await
-            }
-            async fn close(&self) -> Result<(), StorageError> {
-                self.inner.close().await
-            }
-            fn subscribe(&self) -> Option<broadcast::Receiver<Wake>> {
-                Hooks::on_subscribe(self)
+                Arc::new(Wrapped(Self::new(inner)))
             }
         }
     };

@@ -70,6 +70,7 @@ pub mod faulty;
 mod macros;
 mod report;
 mod runner;
+pub mod wrap;
 
 use std::sync::Arc;
 

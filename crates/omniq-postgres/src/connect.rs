@@ -21,11 +21,12 @@ impl PostgresStorage {
             .clone()
             .ok_or_else(|| config("no PostgreSQL server: call .url(…) or .pool(…)"))?;
         let ns = cfg.namespace.clone();
+        let sql = Sql::new(&ns);
         let (pool, owns_pool, options) = match connection {
             Connection::Options(options) => {
                 let options = PostgresConfig::for_own_pool(&options);
                 let mut conn = first_connection(&options, cfg.acquire_timeout).await?;
-                let migrated = schema::migrate(&mut conn, &ns).await;
+                let migrated = schema::migrate(&mut conn, &ns, &sql).await;
                 let _ = sqlx::Connection::close(conn).await;
                 migrated?;
                 // Connections are checked before use, so one the server dropped (restart,
@@ -44,7 +45,7 @@ impl PostgresStorage {
                     .acquire()
                     .await
                     .map_err(|source| Error::Connect { target, source })?;
-                schema::migrate(&mut conn, &ns).await?;
+                schema::migrate(&mut conn, &ns, &sql).await?;
                 (pool, false, options)
             }
         };
@@ -56,7 +57,7 @@ impl PostgresStorage {
             inner: Arc::new(Inner {
                 pool,
                 owns_pool,
-                sql: Sql::new(&ns),
+                sql,
                 target: describe(&options),
                 namespace: ns,
                 format: cfg.format,

@@ -97,10 +97,11 @@ pub(crate) fn quoted(ns: &str) -> String {
     format!("\"{ns}\"")
 }
 
-/// Applies pending migrations in one transaction. A transaction-scoped advisory lock
+/// Applies pending migrations in one transaction, then creates the namespace's
+/// functions this crate calls that are missing. A transaction-scoped advisory lock
 /// keyed by the schema name serializes processes that start at once, so the losers
-/// wait, then see the winner's version row and apply nothing.
-pub(crate) async fn migrate(conn: &mut PgConnection, ns: &str) -> Result<()> {
+/// wait, then see the winner's version row (and functions) and apply nothing.
+pub(crate) async fn migrate(conn: &mut PgConnection, ns: &str, sql: &Sql) -> Result<()> {
     let s = quoted(ns);
     let mut tx = sqlx::Connection::begin(conn).await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
@@ -137,8 +138,108 @@ pub(crate) async fn migrate(conn: &mut PgConnection, ns: &str) -> Result<()> {
             .execute(&mut *tx)
             .await?;
     }
+    for f in &sql.functions {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n \
+             ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = $2)",
+        )
+        .bind(ns)
+        .bind(&f.name)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !exists {
+            sqlx::Executor::execute(&mut *tx, f.create.as_str()).await?;
+        }
+    }
     tx.commit().await?;
     Ok(())
+}
+
+/// A hot statement run inside a PL/pgSQL function, so that its plan is made once per
+/// connection instead of on every call.
+///
+/// PL/pgSQL caches the plans of a function's statements per connection; the function's
+/// own settings (`SET` clauses, in force only while it runs) make that plan the generic
+/// one (`plan_cache_mode = force_generic_plan`) and keep it on the indexes whatever the
+/// table held when it was made (`enable_seqscan = off`: a plan made on a fresh, empty
+/// table would otherwise scan it, and stay cached after it holds millions of rows).
+/// Nothing else the connection runs sees these settings.
+///
+/// The name ends in a digest of the definition, so a function is never replaced: a
+/// process finds the one whose text it was built with (creating it when missing), and
+/// processes of an older or newer omniq-postgres sharing the namespace during a rolling
+/// upgrade keep calling their own.
+#[derive(Debug)]
+pub(crate) struct Function {
+    /// What it runs: `claim`, `next_due`, `heartbeat`, … (read by the plan tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) what: &'static str,
+    /// Unquoted, `<what>_<16 hex digits>`.
+    pub(crate) name: String,
+    /// The statement it runs (read by the plan tests, for `EXPLAIN`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) body: String,
+    /// `CREATE FUNCTION …`.
+    pub(crate) create: String,
+}
+
+impl Function {
+    /// `body` (a statement with parameters `$1…` of the types `args`) as a function
+    /// returning its rows (`returns` = `TABLE (…)`, the statement's columns and types),
+    /// nothing (`void`: a statement without rows) or its one value (any other
+    /// `returns`), and the statement that calls it.
+    fn wrap(
+        s: &str,
+        what: &'static str,
+        args: &[&str],
+        returns: &str,
+        body: String,
+    ) -> (String, Self) {
+        let rows = returns.starts_with("TABLE");
+        let run = if rows {
+            format!("RETURN QUERY {body};")
+        } else if returns == "void" {
+            format!("{body};")
+        } else {
+            format!("RETURN ({body});")
+        };
+        let definition = format!(
+            "({}) RETURNS {returns} LANGUAGE plpgsql VOLATILE \
+             SET plan_cache_mode = force_generic_plan SET enable_seqscan = off \
+             AS $omniq$\n#variable_conflict use_column\nBEGIN\n{run}\nEND\n$omniq$",
+            args.join(", ")
+        );
+        let name = format!("{what}_{:016x}", fnv1a(definition.as_bytes()));
+        let create = format!("CREATE FUNCTION {s}.{name}{definition}");
+        let params = args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("${}::{a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let call = if rows {
+            format!("SELECT * FROM {s}.{name}({params})")
+        } else {
+            format!("SELECT {s}.{name}({params})")
+        };
+        (
+            call,
+            Self {
+                what,
+                name,
+                body,
+                create,
+            },
+        )
+    }
+}
+
+/// FNV-1a, 64 bits: a digest that stays the same across Rust releases (std's hasher
+/// does not promise to).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Columns of a task row, in the order [`crate::convert::task_from_row`] reads them.
@@ -173,6 +274,14 @@ fn task_columns(alias: &str) -> String {
     .collect::<Vec<_>>()
     .join(", ")
 }
+
+/// The claim function's result columns: a task row (`task_columns`) and `notified`.
+const CLAIM_ROW: &str = "id uuid, func_path text, args bytea, queue text, priority int4, \
+     status text, eta timestamptz, interval_us int8, max_retries int8, timeout_us int8, \
+     attempts int8, created_at timestamptz, updated_at timestamptz, \
+     last_attempt_at timestamptz, error bytea, unique_key text, lease_token int8, \
+     lease_until timestamptz, run_at timestamptz, seq int8, backoff text, cron text, \
+     runs int8, notified int8";
 
 /// Columns of a result row, in the order [`crate::convert::result_from_row`] reads them.
 pub(crate) const RESULT_COLUMNS: &str =
@@ -249,6 +358,9 @@ pub(crate) struct Sql {
     pub(crate) claim: String,
     /// `$1` queues → the earliest due instant.
     pub(crate) next_due: String,
+    /// The functions that the enqueue inserts, the claim, `next_due` and the lease
+    /// writes call, created by [`migrate`] when missing.
+    pub(crate) functions: Vec<Function>,
     /// `$1` ids, `$2` tokens, `$3` until → `ord, cancel_requested, known`.
     pub(crate) heartbeat: String,
     /// `$1` ids, `$2` tokens → `ord, applied, known`.
@@ -533,6 +645,110 @@ impl Sql {
                  last_attempt_at, error, unique_key, backoff, cron, runs) \
              FROM STDIN (FORMAT binary)"
         );
+        // The statements run once per fetch or lease write, however small the batch,
+        // run inside functions whose plans are made once per connection (see
+        // `Function`); each returns its statement's rows as they are.
+        let lease_row = "ord int8, status text, queue text, known bool, notified int8";
+        let task_arrays = [
+            "uuid[]",
+            "text[]",
+            "bytea[]",
+            "text[]",
+            "int4[]",
+            "text[]",
+            "timestamptz[]",
+            "timestamptz[]",
+            "int8[]",
+            "int8[]",
+            "int8[]",
+            "int8[]",
+            "timestamptz[]",
+            "timestamptz[]",
+            "timestamptz[]",
+            "bytea[]",
+            "text[]",
+            "text[]",
+            "text[]",
+            "int8[]",
+            "text",
+            "text",
+        ];
+        let mut functions = Vec::new();
+        let mut wrap = |what, args: &[&str], returns: &str, body| {
+            let (call, f) = Function::wrap(&s, what, args, returns, body);
+            functions.push(f);
+            call
+        };
+        let insert = wrap(
+            "insert",
+            &task_arrays,
+            "TABLE (id uuid, notified int8)",
+            insert,
+        );
+        let plain_args: Vec<&str> = task_arrays.iter().copied().chain(["text[]"]).collect();
+        let insert_plain = wrap("insert_plain", &plain_args, "void", insert_plain);
+        let claim = wrap(
+            "claim",
+            &[
+                "text[]",
+                "timestamptz",
+                "int8",
+                "timestamptz",
+                "text",
+                "text",
+            ],
+            &format!("TABLE ({CLAIM_ROW})"),
+            claim,
+        );
+        let next_due = wrap("next_due", &["text[]"], "timestamptz", next_due);
+        let heartbeat = wrap(
+            "heartbeat",
+            &["uuid[]", "int8[]", "timestamptz"],
+            "TABLE (ord int8, cancel_requested bool, known bool)",
+            heartbeat,
+        );
+        let start = wrap(
+            "start",
+            &["uuid[]", "int8[]"],
+            "TABLE (ord int8, applied bool, known bool)",
+            start,
+        );
+        let complete = wrap(
+            "complete",
+            &[
+                "uuid[]",
+                "int8[]",
+                "bytea[]",
+                "timestamptz[]",
+                "timestamptz[]",
+                "text",
+                "text",
+            ],
+            &format!("TABLE ({lease_row})"),
+            complete,
+        );
+        let fail = wrap(
+            "fail",
+            &[
+                "uuid[]",
+                "int8[]",
+                "bytea[]",
+                "timestamptz[]",
+                "int2[]",
+                "timestamptz[]",
+                "text",
+                "text",
+            ],
+            &format!("TABLE ({lease_row})"),
+            fail,
+        );
+        let release = wrap(
+            "release",
+            &["uuid[]", "int8[]", "timestamptz", "text", "text"],
+            &format!("TABLE ({lease_row})"),
+            release,
+        );
+
         Self {
             insert,
             insert_plain,
@@ -549,6 +765,7 @@ impl Sql {
             ),
             claim,
             next_due,
+            functions,
             heartbeat,
             start,
             complete,
@@ -602,6 +819,16 @@ impl Sql {
         }
     }
 
+    /// The statement the function for `what` runs.
+    #[cfg(test)]
+    pub(crate) fn body(&self, what: &str) -> &str {
+        self.functions
+            .iter()
+            .find(|f| f.what == what)
+            .map(|f| f.body.as_str())
+            .unwrap_or_else(|| panic!("no function for {what}"))
+    }
+
     /// A page of tasks: `$1` cursor id, `$2` status, `$3` queue (each used only when its
     /// flag is set), `$4` limit.
     pub(crate) fn list(&self, status: bool, queue: bool, cursor: bool) -> String {
@@ -645,7 +872,7 @@ mod tests {
     fn identifiers_are_quoted_with_the_namespace() {
         let sql = Sql::new("my-app.v1");
         assert!(sql.get_task.contains("\"my-app.v1\".tasks"));
-        assert!(sql.claim.contains("FOR UPDATE SKIP LOCKED"));
+        assert!(sql.body("claim").contains("FOR UPDATE SKIP LOCKED"));
         assert_eq!(LATEST_VERSION as usize, MIGRATIONS.len());
     }
 
@@ -686,22 +913,209 @@ mod tests {
 
     /// The generic plan (what a prepared statement settles on after five runs).
     async fn generic(conn: &mut sqlx::PgConnection, sql: &str, params: usize) -> String {
+        generic_with(conn, sql, params, "").await
+    }
+
+    /// The generic plan made with `settings` (`SET …;` statements) in force.
+    async fn generic_with(
+        conn: &mut sqlx::PgConnection,
+        sql: &str,
+        params: usize,
+        settings: &str,
+    ) -> String {
         sqlx::Executor::execute(&mut *conn, "DEALLOCATE ALL")
             .await
             .expect("deallocate");
         sqlx::Executor::execute(&mut *conn, format!("PREPARE probe AS {sql}").as_str())
             .await
             .expect("prepare");
-        sqlx::Executor::execute(&mut *conn, "SET plan_cache_mode = force_generic_plan")
-            .await
-            .expect("set");
+        sqlx::Executor::execute(
+            &mut *conn,
+            format!("SET plan_cache_mode = force_generic_plan; {settings}").as_str(),
+        )
+        .await
+        .expect("set");
         let nulls = vec!["NULL"; params].join(", ");
         let text = format!("EXPLAIN EXECUTE probe({nulls})");
-        let plan = explain(conn, sqlx::query(&text)).await;
-        sqlx::Executor::execute(&mut *conn, "RESET plan_cache_mode; DEALLOCATE probe")
+        // Unprepared: the next call deallocates every prepared statement.
+        let plan = explain(conn, sqlx::query(&text).persistent(false)).await;
+        sqlx::Executor::execute(&mut *conn, "RESET ALL; DEALLOCATE probe")
             .await
             .expect("reset");
         plan
+    }
+
+    /// The functions' names and settings in the namespace, by name.
+    async fn functions_in(conn: &mut sqlx::PgConnection, ns: &str) -> Vec<(String, String)> {
+        sqlx::query_as(
+            "SELECT p.proname::text, array_to_string(p.proconfig, ',') FROM pg_proc p \
+             JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 \
+             ORDER BY p.proname",
+        )
+        // Unprepared: `generic` deallocates every prepared statement of the connection.
+        .persistent(false)
+        .bind(ns)
+        .fetch_all(&mut *conn)
+        .await
+        .expect("functions")
+    }
+
+    // The enqueue inserts, the claim, `next_due` and the lease writes run inside
+    // functions whose plans are made once per connection: generic plans, made under `enable_seqscan = off`. Made on an empty
+    // table (a fresh deployment), such a plan must still walk the indexes, because it
+    // stays cached while the table grows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_functions_cache_plans_that_walk_the_indexes_from_an_empty_table() {
+        let fresh = Fresh::new("functions").await;
+        let ns = &fresh.ns;
+        let sql = Sql::new(ns);
+        let mut conn = fresh.storage.pool().acquire().await.expect("connection");
+        sqlx::Executor::execute(
+            &mut *conn,
+            format!(r#"ANALYZE "{ns}".tasks, "{ns}".results"#).as_str(),
+        )
+        .await
+        .expect("analyze");
+
+        // Created at connect, with the settings that make their cached plans safe.
+        let found = functions_in(&mut conn, ns).await;
+        let mut expected: Vec<&str> = sql.functions.iter().map(|f| f.name.as_str()).collect();
+        expected.sort_unstable();
+        let names: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, expected);
+        for (name, config) in &found {
+            assert!(
+                config.contains("plan_cache_mode=force_generic_plan")
+                    && config.contains("enable_seqscan=off"),
+                "{name} runs with {config:?}"
+            );
+        }
+        for f in &sql.functions {
+            let calls = [
+                &sql.insert,
+                &sql.insert_plain,
+                &sql.claim,
+                &sql.next_due,
+                &sql.heartbeat,
+                &sql.start,
+                &sql.complete,
+                &sql.fail,
+                &sql.release,
+            ];
+            assert!(
+                calls.iter().any(|c| c.contains(&format!(".{}(", f.name))),
+                "nothing calls {}",
+                f.name
+            );
+        }
+
+        let settings = "SET enable_seqscan = off;";
+        let mut plans = Vec::new();
+        for (what, params, indexes) in [
+            ("insert", 22, &[][..]),
+            ("insert_plain", 23, &[][..]),
+            (
+                "claim",
+                6,
+                &["tasks_claim", "tasks_lease", "tasks_pkey"][..],
+            ),
+            ("next_due", 1, &["tasks_claim", "tasks_lease"][..]),
+            ("heartbeat", 3, &["tasks_pkey"][..]),
+            ("start", 2, &["tasks_pkey"][..]),
+            ("complete", 7, &["tasks_pkey"][..]),
+            ("fail", 8, &["tasks_pkey"][..]),
+            ("release", 5, &["tasks_pkey"][..]),
+        ] {
+            let plan = generic_with(&mut conn, sql.body(what), params, settings).await;
+            plans.push((what, plan, indexes));
+        }
+        assert_eq!(plans.len(), sql.functions.len());
+        for (what, plan, indexes) in &plans {
+            eprintln!("{what} (generic plan, empty table):\n{plan}\n");
+            assert_uses(what, plan, indexes);
+        }
+        // Without the setting, the claim's generic plan on an empty table scans it: the
+        // reason the function carries it.
+        let unsafe_plan = generic(&mut conn, sql.body("claim"), 6).await;
+        assert!(
+            unsafe_plan.contains("Seq Scan on tasks"),
+            "the claim's generic plan on an empty table no longer scans it; \
+             the function's enable_seqscan = off may be unneeded:\n{unsafe_plan}"
+        );
+    }
+
+    // A process finds its functions by name and creates only the missing ones: starting
+    // again changes nothing, a dropped function comes back, and a function of another
+    // omniq-postgres release (another digest) stays for the processes that call it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connecting_creates_missing_functions_and_keeps_other_releases() {
+        let fresh = Fresh::new("fnupgrade").await;
+        let ns = &fresh.ns;
+        let sql = Sql::new(ns);
+        let mut conn = fresh.storage.pool().acquire().await.expect("connection");
+        let before = functions_in(&mut conn, ns).await;
+        assert_eq!(before.len(), sql.functions.len());
+
+        // An older release's claim function, and this release's next_due gone.
+        let older =
+            sql.functions[0]
+                .create
+                .replacen(&sql.functions[0].name, "claim_00000000000000ff", 1);
+        sqlx::Executor::execute(&mut *conn, older.as_str())
+            .await
+            .expect("older function");
+        sqlx::Executor::execute(
+            &mut *conn,
+            format!(r#"DROP FUNCTION "{ns}".{}"#, sql.functions[1].name).as_str(),
+        )
+        .await
+        .expect("drop");
+
+        let again = crate::PostgresStorage::builder()
+            .url(&crate::test_support::url())
+            .namespace(ns)
+            .build()
+            .await
+            .expect("second start");
+        let after = functions_in(&mut conn, ns).await;
+        let names: Vec<&str> = after.iter().map(|(n, _)| n.as_str()).collect();
+        let mut expected: Vec<&str> = sql.functions.iter().map(|f| f.name.as_str()).collect();
+        expected.push("claim_00000000000000ff");
+        expected.sort_unstable();
+        assert_eq!(names, expected);
+
+        // They work: a task enqueued is found due, claimed and completed through them.
+        let now = OffsetDateTime::now_utc();
+        again
+            .enqueue(vec![Task::new("f", Payload(b"[]".to_vec()))])
+            .await
+            .expect("enqueue");
+        let due = again
+            .next_due(&["default".to_string()])
+            .await
+            .expect("next_due");
+        assert!(due.is_some_and(|d| d <= now + Duration::seconds(1)));
+        let claimed = again
+            .claim(ClaimRequest {
+                queues: vec!["default".into()],
+                limit: 5,
+                now: now + Duration::seconds(1),
+                lease: Duration::seconds(30),
+            })
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 1);
+        let outcomes = again
+            .complete(vec![Completion {
+                lease: claimed[0].lease_ref(),
+                result: None,
+                now: now + Duration::seconds(1),
+                next_run: None,
+            }])
+            .await
+            .expect("complete");
+        assert_eq!(outcomes, vec![omniq_core::Outcome::Ok]);
+        again.close().await.expect("close");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -770,7 +1184,7 @@ mod tests {
                 "claim",
                 explain(
                     &mut conn,
-                    sqlx::query(&format!("EXPLAIN {}", sql.claim))
+                    sqlx::query(&format!("EXPLAIN {}", sql.body("claim")))
                         .bind(&queues)
                         .bind(t)
                         .bind(100_i64)
@@ -785,7 +1199,7 @@ mod tests {
                 "complete",
                 explain(
                     &mut conn,
-                    sqlx::query(&format!("EXPLAIN {}", sql.complete))
+                    sqlx::query(&format!("EXPLAIN {}", sql.body("complete")))
                         .bind(&running)
                         .bind(&tokens)
                         .bind(&none_b)
@@ -801,7 +1215,7 @@ mod tests {
                 "fail",
                 explain(
                     &mut conn,
-                    sqlx::query(&format!("EXPLAIN {}", sql.fail))
+                    sqlx::query(&format!("EXPLAIN {}", sql.body("fail")))
                         .bind(&running)
                         .bind(&tokens)
                         .bind(&errs)
@@ -818,7 +1232,7 @@ mod tests {
                 "heartbeat",
                 explain(
                     &mut conn,
-                    sqlx::query(&format!("EXPLAIN {}", sql.heartbeat))
+                    sqlx::query(&format!("EXPLAIN {}", sql.body("heartbeat")))
                         .bind(&running)
                         .bind(&tokens)
                         .bind(t),
@@ -830,7 +1244,7 @@ mod tests {
                 "release",
                 explain(
                     &mut conn,
-                    sqlx::query(&format!("EXPLAIN {}", sql.release))
+                    sqlx::query(&format!("EXPLAIN {}", sql.body("release")))
                         .bind(&running)
                         .bind(&tokens)
                         .bind(t)
@@ -844,7 +1258,7 @@ mod tests {
                 "next_due",
                 explain(
                     &mut conn,
-                    sqlx::query(&format!("EXPLAIN {}", sql.next_due)).bind(&queues),
+                    sqlx::query(&format!("EXPLAIN {}", sql.body("next_due"))).bind(&queues),
                 )
                 .await,
                 &["tasks_claim", "tasks_lease"][..],
@@ -890,32 +1304,32 @@ mod tests {
         let generic_plans = [
             (
                 "claim",
-                generic(&mut conn, &sql.claim, 6).await,
+                generic(&mut conn, sql.body("claim"), 6).await,
                 &["tasks_claim", "tasks_lease", "tasks_pkey"][..],
             ),
             (
                 "complete",
-                generic(&mut conn, &sql.complete, 7).await,
+                generic(&mut conn, sql.body("complete"), 7).await,
                 &["tasks_pkey"][..],
             ),
             (
                 "fail",
-                generic(&mut conn, &sql.fail, 8).await,
+                generic(&mut conn, sql.body("fail"), 8).await,
                 &["tasks_pkey"][..],
             ),
             (
                 "heartbeat",
-                generic(&mut conn, &sql.heartbeat, 3).await,
+                generic(&mut conn, sql.body("heartbeat"), 3).await,
                 &["tasks_pkey"][..],
             ),
             (
                 "release",
-                generic(&mut conn, &sql.release, 5).await,
+                generic(&mut conn, sql.body("release"), 5).await,
                 &["tasks_pkey"][..],
             ),
             (
                 "next_due",
-                generic(&mut conn, &sql.next_due, 1).await,
+                generic(&mut conn, sql.body("next_due"), 1).await,
                 &["tasks_claim", "tasks_lease"][..],
             ),
         ];

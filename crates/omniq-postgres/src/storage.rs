@@ -138,7 +138,9 @@ impl PostgresStorage {
     /// may scan it sequentially once it holds millions of rows. The own pool's
     /// connections plan every execution (`plan_cache_mode = force_custom_plan`, set when
     /// they connect); on an application's pool, whose settings are its own, statements
-    /// are sent unprepared instead, which plans them each time too.
+    /// are sent unprepared instead, which plans them each time too. The hot statements
+    /// are calls of the namespace's functions (`schema::Function`), whose own plans are
+    /// cached per connection and kept on the indexes by the functions' settings.
     pub(crate) fn query<'q>(&self, sql: &'q str) -> Query<'q> {
         sqlx::query(sql).persistent(self.inner.owns_pool)
     }

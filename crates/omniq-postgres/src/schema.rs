@@ -961,9 +961,9 @@ mod tests {
     }
 
     // The enqueue inserts, the claim, `next_due` and the lease writes run inside
-    // functions whose plans are made once per connection: generic plans, made under `enable_seqscan = off`. Made on an empty
-    // table (a fresh deployment), such a plan must still walk the indexes, because it
-    // stays cached while the table grows.
+    // functions whose plans are made once per connection: generic plans, made under
+    // `enable_seqscan = off`. Made on an empty table (a fresh deployment), such a plan
+    // must still walk the indexes, because it stays cached while the table grows.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_functions_cache_plans_that_walk_the_indexes_from_an_empty_table() {
         let fresh = Fresh::new("functions").await;
@@ -1007,6 +1007,26 @@ mod tests {
                 "nothing calls {}",
                 f.name
             );
+        }
+
+        // The settings hold inside the functions only: the connection that ran one
+        // keeps its own.
+        let due: Option<PgTime> = sqlx::query_scalar(&sql.next_due)
+            .bind(vec!["q".to_string()])
+            .fetch_one(&mut *conn)
+            .await
+            .expect("next_due");
+        assert!(due.is_none());
+        for (setting, value) in [
+            ("enable_seqscan", "on"),
+            ("plan_cache_mode", "force_custom_plan"),
+        ] {
+            let shown: String = sqlx::query_scalar(&format!("SHOW {setting}"))
+                .persistent(false)
+                .fetch_one(&mut *conn)
+                .await
+                .expect("show");
+            assert_eq!(shown, value, "{setting} after a function call");
         }
 
         let settings = "SET enable_seqscan = off;";

@@ -138,16 +138,17 @@ pub(crate) async fn migrate(conn: &mut PgConnection, ns: &str, sql: &Sql) -> Res
             .execute(&mut *tx)
             .await?;
     }
+    let names: Vec<&str> = sql.functions.iter().map(|f| f.name.as_str()).collect();
+    let existing: Vec<String> = sqlx::query_scalar(
+        "SELECT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+         WHERE n.nspname = $1 AND p.proname = ANY($2)",
+    )
+    .bind(ns)
+    .bind(&names)
+    .fetch_all(&mut *tx)
+    .await?;
     for f in &sql.functions {
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n \
-             ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = $2)",
-        )
-        .bind(ns)
-        .bind(&f.name)
-        .fetch_one(&mut *tx)
-        .await?;
-        if !exists {
+        if !existing.contains(&f.name) {
             sqlx::Executor::execute(&mut *tx, f.create.as_str()).await?;
         }
     }

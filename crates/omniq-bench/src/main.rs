@@ -337,6 +337,8 @@ async fn measure_backend(
         "latency_samples": latency.samples,
         "worker_peak_rss_mb": main.worker_peak_rss_mb,
         "worker_cpu_us_per_task": main.worker_cpu_us_per_task,
+        "server_cpu_us_per_enqueued_task": num(main.server_cpu_us_per_enqueued_task),
+        "server_cpu_us_per_processed_task": num(main.server_cpu_us_per_processed_task),
         "logging_cpu_us_per_task": num(logged.as_ref().map(|l| l.cpu_us_per_task)),
         "processed_per_s_logged": num(logged.as_ref().map(|l| l.logged_per_s)),
         "logging_overhead_pct": num(logged.as_ref().map(|l| l.overhead_pct)),

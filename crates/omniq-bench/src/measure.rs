@@ -47,6 +47,10 @@ pub(crate) struct Burn {
     pub(crate) worker_peak_rss_mb: f64,
     /// CPU time (user + system, every thread) the worker process spent per task, in µs.
     pub(crate) worker_cpu_us_per_task: f64,
+    /// CPU time the backend's server spent per task during the batch enqueue and during
+    /// the burn-down, in µs, where the server reports it ([`Site::server_cpu_s`]).
+    pub(crate) server_cpu_us_per_enqueued_task: Option<f64>,
+    pub(crate) server_cpu_us_per_processed_task: Option<f64>,
 }
 
 /// Waits until nothing is pending or running in the default queue.
@@ -168,12 +172,14 @@ pub(crate) async fn burn(
     let result = async {
         let storage = site.open(ns).await?;
         let queue = AsyncTaskQueue::new(Arc::clone(&storage));
-        let t = Instant::now();
         let specs: Vec<_> = (0..tasks)
             .map(|i| queue.task("noop", &(i as u64)))
             .collect();
+        let server_start = site.server_cpu_s().await?;
+        let t = Instant::now();
         queue.enqueue_many(specs).await?;
         let enqueue = t.elapsed();
+        let server_enqueued = site.server_cpu_s().await?;
         storage.close().await?;
         drop(queue);
         drop(storage);
@@ -218,11 +224,15 @@ pub(crate) async fn burn(
             v[k].as_f64()
                 .ok_or_else(|| anyhow!("the worker's result has no {k}: {line}"))
         };
+        let server_processed = site.server_cpu_s().await?;
+        let per_task = |a: Option<f64>, b: Option<f64>| Some((b? - a?) * 1e6 / tasks as f64);
         Ok(Burn {
             enqueue_batch_per_s: tasks as f64 / enqueue.as_secs_f64(),
             processed_per_s: num("processed_per_s")?,
             worker_peak_rss_mb: num("peak_rss_mb")?,
             worker_cpu_us_per_task: num("cpu_s")? * 1e6 / tasks as f64,
+            server_cpu_us_per_enqueued_task: per_task(server_start, server_enqueued),
+            server_cpu_us_per_processed_task: per_task(server_enqueued, server_processed),
         })
     }
     .await;

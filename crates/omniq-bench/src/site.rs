@@ -279,6 +279,36 @@ impl Site {
             }
         }
     }
+
+    /// CPU time (user + system) the backend's server process has used so far, in seconds,
+    /// where the server reports it over its own protocol: Redis (`INFO cpu`). `None` for
+    /// SQLite and file (their work runs in the worker process, so the worker's CPU figure
+    /// holds it) and for PostgreSQL (whose per-connection processes report no CPU time).
+    pub(crate) async fn server_cpu_s(&self) -> Result<Option<f64>> {
+        match self.backend {
+            Backend::Redis => {
+                let client = redis_client(&self.location).await?;
+                let info: String = client
+                    .info(Some(omniq::redis::fred::types::InfoKind::Cpu))
+                    .await?;
+                let _ = client.quit().await;
+                Ok(Some(redis_cpu_s(&info)?))
+            }
+            Backend::File | Backend::Sqlite | Backend::Postgres => Ok(None),
+        }
+    }
+}
+
+/// `used_cpu_sys` + `used_cpu_user` of an `INFO cpu` reply.
+fn redis_cpu_s(info: &str) -> Result<f64> {
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|l| l.trim().strip_prefix(name)?.strip_prefix(':'))
+            .ok_or_else(|| anyhow::anyhow!("INFO cpu has no {name}: {info}"))?
+            .parse::<f64>()
+            .map_err(|e| anyhow::anyhow!("INFO cpu's {name} is not a number: {e}"))
+    };
+    Ok(field("used_cpu_sys")? + field("used_cpu_user")?)
 }
 
 async fn redis_client(url: &str) -> Result<Client> {
@@ -304,4 +334,18 @@ where
         }
     }
     Ok(done as f64 / t.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redis_cpu_s;
+
+    #[test]
+    fn redis_cpu_time_is_system_plus_user() {
+        let info = "# CPU\r\nused_cpu_sys:1.250000\r\nused_cpu_user:2.500000\r\n\
+                    used_cpu_sys_children:9.000000\r\nused_cpu_user_children:9.000000\r\n";
+        assert!((redis_cpu_s(info).expect("parsed") - 3.75).abs() < 1e-9);
+        assert!(redis_cpu_s("# CPU\r\nused_cpu_user:2.5\r\n").is_err());
+        assert!(redis_cpu_s("used_cpu_sys:x\r\nused_cpu_user:1\r\n").is_err());
+    }
 }

@@ -1,5 +1,6 @@
-//! The harness end to end on the file backend at a tiny size: the report has every figure
-//! (timings are never asserted; performance is measured by `cargo xtask bench`).
+//! The harness end to end on the file backend (and Redis) at a tiny size: the report has
+//! every figure (timings are never asserted; performance is measured by `cargo xtask
+//! bench`).
 
 use std::process::Command;
 
@@ -86,6 +87,13 @@ fn a_tiny_file_run_reports_every_figure() {
         assert!(b[k].as_f64().unwrap_or(0.0) > 0.0, "{k} not positive: {b}");
     }
     assert_eq!(b["latency_samples"], 50, "{b}");
+    // The file backend has no server: its work is in the worker's CPU figure.
+    for k in [
+        "server_cpu_us_per_enqueued_task",
+        "server_cpu_us_per_processed_task",
+    ] {
+        assert!(b[k].is_null(), "{k} is {:?} for file", b[k]);
+    }
     // Two alternating off/on pairs, the first off run being the main burn-down, and the
     // figure is the median (here the mean) of the pairs' overheads.
     let pairs = b["logging_pairs"].as_array().expect("logging_pairs");
@@ -114,6 +122,51 @@ fn a_tiny_file_run_reports_every_figure() {
         "logging_overhead_pct",
     ] {
         assert!(b["met"][k].is_boolean(), "met.{k} missing: {b}");
+    }
+}
+
+// Redis reports its own CPU time (`INFO cpu`): the run gives the server's CPU per
+// enqueued and per processed task (the test server at `OMNIQ_TEST_REDIS_URL`).
+#[test]
+fn a_tiny_redis_run_reports_the_server_cpu_per_task() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let report = dir.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_omniq-bench"))
+        .args([
+            "--backend",
+            "redis",
+            "--tasks",
+            "300",
+            "--no-linear",
+            "--no-logging",
+            "--single-tasks",
+            "10",
+            "--latency-tasks",
+            "10",
+            "--floor-ops",
+            "10",
+            "--report",
+        ])
+        .arg(&report)
+        .output()
+        .expect("run omniq-bench");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report written"))
+            .expect("report is JSON");
+    let b = &v["backends"][0];
+    assert_eq!(b["backend"], "redis", "{v}");
+    for k in [
+        "server_cpu_us_per_enqueued_task",
+        "server_cpu_us_per_processed_task",
+    ] {
+        let x = b[k].as_f64().unwrap_or(0.0);
+        assert!(x > 0.0 && x.is_finite(), "{k} is {:?} in {b}", b[k]);
     }
 }
 

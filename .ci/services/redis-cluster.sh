@@ -18,15 +18,31 @@ if cluster_ok; then
   exit 0
 fi
 
+# Closes every descriptor this shell inherited beyond stdio (but bash's own script
+# descriptor, 255), so that the daemons started from it keep none of the caller's open:
+# a `flock` held around a CI run would otherwise stay held as long as the cluster lives.
+close_inherited_fds() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    if [ "$fd" -gt 2 ] && [ "$fd" -ne 255 ]; then
+      eval "exec $fd>&-" 2>/dev/null || true
+    fi
+  done
+}
+
 mkdir -p "$DIR"
 for p in "${PORTS[@]}"; do
   if ! redis-cli -h 127.0.0.1 -p "$p" ping >/dev/null 2>&1; then
     # A node that is not running starts from scratch (old cluster state would clash).
     rm -f "$DIR/nodes-$p.conf"
-    redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
-      --cluster-config-file "$DIR/nodes-$p.conf" --cluster-node-timeout 5000 \
-      --daemonize yes --save "" --appendonly no --dir "$DIR" \
-      --logfile "$DIR/redis-$p.log"
+    (
+      close_inherited_fds
+      exec redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
+        --cluster-config-file "$DIR/nodes-$p.conf" --cluster-node-timeout 5000 \
+        --daemonize yes --save "" --appendonly no --dir "$DIR" \
+        --logfile "$DIR/redis-$p.log"
+    )
   fi
 done
 for p in "${PORTS[@]}"; do

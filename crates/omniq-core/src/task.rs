@@ -589,9 +589,15 @@ pub(crate) mod opt_duration_secs {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?
-            .filter(|s| s.is_finite() && *s > 0.0)
-            .map(Duration::seconds_f64))
+        match Option::<f64>::deserialize(d)? {
+            // A stored number can be anything: out of range is an error, never a panic.
+            Some(s) if s.is_finite() && s > 0.0 => {
+                Duration::checked_seconds_f64(s).map(Some).ok_or_else(|| {
+                    serde::de::Error::custom(format!("timeout of {s} seconds is out of range"))
+                })
+            }
+            _ => Ok(None),
+        }
     }
 }
 

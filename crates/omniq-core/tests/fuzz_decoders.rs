@@ -186,3 +186,26 @@ proptest! {
         }
     }
 }
+
+/// A stored timeout too large for a `time::Duration` (one mutated record held 1e300
+/// seconds) is that record's decode error, never a panic.
+#[test]
+fn an_out_of_range_timeout_is_a_decode_error() {
+    let mut task = Task::new("f", Payload(b"[]".to_vec()));
+    task.timeout = Some(time::Duration::seconds(5));
+    let bytes = JsonSerializer.encode_task(&task).expect("encode");
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(v["timeout"], serde_json::json!(5.0), "{v}");
+    v["timeout"] = serde_json::json!(1e300);
+    let bytes = serde_json::to_vec(&v).expect("json");
+    let err = JsonSerializer
+        .decode_task(&bytes)
+        .expect_err("an out-of-range timeout must not decode");
+    assert!(err.to_string().contains("out of range"), "{err}");
+    // In range, it still decodes.
+    v["timeout"] = serde_json::json!(2.5);
+    let back = JsonSerializer
+        .decode_task(&serde_json::to_vec(&v).expect("json"))
+        .expect("decode");
+    assert_eq!(back.timeout, Some(time::Duration::milliseconds(2500)));
+}

@@ -646,8 +646,8 @@ impl Sql {
                  last_attempt_at, error, unique_key, backoff, cron, runs) \
              FROM STDIN (FORMAT binary)"
         );
-        // The statements run once per fetch or lease write, however small the batch,
-        // run inside functions whose plans are made once per connection (see
+        // The statements that run once per enqueue, fetch or lease write, however small
+        // the batch, run inside functions whose plans are made once per connection (see
         // `Function`); each returns its statement's rows as they are.
         let lease_row = "ord int8, status text, queue text, known bool, notified int8";
         let task_arrays = [
@@ -820,14 +820,19 @@ impl Sql {
         }
     }
 
-    /// The statement the function for `what` runs.
+    /// The function for `what`.
     #[cfg(test)]
-    pub(crate) fn body(&self, what: &str) -> &str {
+    pub(crate) fn function(&self, what: &str) -> &Function {
         self.functions
             .iter()
             .find(|f| f.what == what)
-            .map(|f| f.body.as_str())
             .unwrap_or_else(|| panic!("no function for {what}"))
+    }
+
+    /// The statement the function for `what` runs.
+    #[cfg(test)]
+    pub(crate) fn body(&self, what: &str) -> &str {
+        &self.function(what).body
     }
 
     /// A page of tasks: `$1` cursor id, `$2` status, `$3` queue (each used only when its
@@ -1078,16 +1083,16 @@ mod tests {
         assert_eq!(before.len(), sql.functions.len());
 
         // An older release's claim function, and this release's next_due gone.
-        let older =
-            sql.functions[0]
-                .create
-                .replacen(&sql.functions[0].name, "claim_00000000000000ff", 1);
+        let claim = sql.function("claim");
+        let older = claim
+            .create
+            .replacen(&claim.name, "claim_00000000000000ff", 1);
         sqlx::Executor::execute(&mut *conn, older.as_str())
             .await
             .expect("older function");
         sqlx::Executor::execute(
             &mut *conn,
-            format!(r#"DROP FUNCTION "{ns}".{}"#, sql.functions[1].name).as_str(),
+            format!(r#"DROP FUNCTION "{ns}".{}"#, sql.function("next_due").name).as_str(),
         )
         .await
         .expect("drop");

@@ -36,9 +36,7 @@ pub(crate) fn channel_name(ns: &str) -> String {
         return full;
     }
     // FNV-1a: stable across builds and platforms.
-    let hash = ns.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = crate::schema::fnv1a(ns.as_bytes());
     format!("omniq_{}_{hash:016x}", ns.get(..40).unwrap_or(ns))
 }
 

@@ -235,54 +235,60 @@ impl Function {
     }
 }
 
-/// FNV-1a, 64 bits: a digest that stays the same across Rust releases (std's hasher
-/// does not promise to).
-fn fnv1a(bytes: &[u8]) -> u64 {
+/// FNV-1a, 64 bits: a digest that stays the same across builds, platforms and Rust
+/// releases (std's hasher does not promise to). Names functions and long channels.
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
 
-/// Columns of a task row, in the order [`crate::convert::task_from_row`] reads them.
+/// Columns of a task row with their types, in the order
+/// [`crate::convert::task_from_row`] reads them.
+const TASK_COLUMNS: [(&str, &str); 23] = [
+    ("id", "uuid"),
+    ("func_path", "text"),
+    ("args", "bytea"),
+    ("queue", "text"),
+    ("priority", "int4"),
+    ("status", "text"),
+    ("eta", "timestamptz"),
+    ("interval_us", "int8"),
+    ("max_retries", "int8"),
+    ("timeout_us", "int8"),
+    ("attempts", "int8"),
+    ("created_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
+    ("last_attempt_at", "timestamptz"),
+    ("error", "bytea"),
+    ("unique_key", "text"),
+    ("lease_token", "int8"),
+    ("lease_until", "timestamptz"),
+    ("run_at", "timestamptz"),
+    ("seq", "int8"),
+    ("backoff", "text"),
+    ("cron", "text"),
+    ("runs", "int8"),
+];
+
+/// The task columns, each prefixed with `alias`.
 fn task_columns(alias: &str) -> String {
-    [
-        "id",
-        "func_path",
-        "args",
-        "queue",
-        "priority",
-        "status",
-        "eta",
-        "interval_us",
-        "max_retries",
-        "timeout_us",
-        "attempts",
-        "created_at",
-        "updated_at",
-        "last_attempt_at",
-        "error",
-        "unique_key",
-        "lease_token",
-        "lease_until",
-        "run_at",
-        "seq",
-        "backoff",
-        "cron",
-        "runs",
-    ]
-    .iter()
-    .map(|c| format!("{alias}{c}"))
-    .collect::<Vec<_>>()
-    .join(", ")
+    TASK_COLUMNS
+        .iter()
+        .map(|(c, _)| format!("{alias}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// The claim function's result columns: a task row (`task_columns`) and `notified`.
-const CLAIM_ROW: &str = "id uuid, func_path text, args bytea, queue text, priority int4, \
-     status text, eta timestamptz, interval_us int8, max_retries int8, timeout_us int8, \
-     attempts int8, created_at timestamptz, updated_at timestamptz, \
-     last_attempt_at timestamptz, error bytea, unique_key text, lease_token int8, \
-     lease_until timestamptz, run_at timestamptz, seq int8, backoff text, cron text, \
-     runs int8, notified int8";
+/// The claim function's result columns: a task row and `notified`.
+fn claim_row() -> String {
+    TASK_COLUMNS
+        .iter()
+        .map(|(c, t)| format!("{c} {t}"))
+        .chain(["notified int8".to_string()])
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// Columns of a result row, in the order [`crate::convert::result_from_row`] reads them.
 pub(crate) const RESULT_COLUMNS: &str =
@@ -698,7 +704,7 @@ impl Sql {
                 "text",
                 "text",
             ],
-            &format!("TABLE ({CLAIM_ROW})"),
+            &format!("TABLE ({})", claim_row()),
             claim,
         );
         let next_due = wrap("next_due", &["text[]"], "timestamptz", next_due);
@@ -873,6 +879,15 @@ impl Sql {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Function and long channel names are digests: they must not change between
+    // releases built alike (processes of both share a namespace). The FNV-1a test vectors.
+    #[test]
+    fn the_digest_is_fnv_1a() {
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
 
     #[test]
     fn identifiers_are_quoted_with_the_namespace() {
